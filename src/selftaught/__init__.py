@@ -1,0 +1,23 @@
+"""selftaught: STOP, the Self-Taught Optimizer — improvers that improve code, and themselves.
+
+The public verbs are imported lazily, so sandboxed children and `--help` stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["RunOptions", "SelftaughtError", "__version__", "improve", "meta_utility", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("RunOptions", "improve", "meta_utility", "run"):
+        from selftaught import api
+
+        return getattr(api, name)
+    if name == "SelftaughtError":
+        from selftaught.errors import SelftaughtError
+
+        return SelftaughtError
+    raise AttributeError(f"module 'selftaught' has no attribute {name!r}")

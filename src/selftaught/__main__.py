@@ -1,0 +1,3 @@
+from selftaught.cli.main import main
+
+main()

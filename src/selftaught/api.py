@@ -1,0 +1,217 @@
+"""The Python API: `improve`, `meta_utility` and `run`, each one recorded run in the store."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from selftaught.config import PROFILES, Profile
+from selftaught.errors import InvalidProgram, SelftaughtError
+from selftaught.loop.context import RunContext, RunStats, open_run
+from selftaught.loop.improver_run import run_improver
+from selftaught.loop.meta_utility import MetaUtility, evaluate_solution, task_utility
+from selftaught.loop.seed_improver import SEED_IMPROVER
+from selftaught.loop.self_improvement import IterationResult, self_improve
+from selftaught.store.run_store import DEFAULT_STORE
+from selftaught.tasks.base import TEST, VALIDATION
+from selftaught.tasks.registry import get_task
+
+DEFAULT_MODEL = "llamacpp:smollm2"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What every command shares: the task, the model, the budgets, the seed and where records go."""
+
+    task: str = "parity_noise"
+    model: str = DEFAULT_MODEL
+    profile: Profile = PROFILES["quick"]
+    seed: int = 0
+    store: Path = DEFAULT_STORE
+
+
+@dataclass(frozen=True)
+class ImproveResult:
+    run_id: str
+    algorithm: str | None
+    utility_val: float
+    utility_test: float
+    initial_utility_val: float
+    lm_calls: int
+    lm_responses: int
+    utility_calls: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class MetaUtilityReport:
+    run_id: str
+    meta_utility_val: float
+    meta_utility_test: float
+    runs: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class RunReport:
+    run_id: str
+    iterations: tuple[IterationResult, ...]
+
+    @property
+    def final_improver(self) -> str:
+        return self.iterations[-1].improver
+
+
+def check_program(source: str, entry_point: str, origin: str) -> None:
+    """Refuses a user's program that cannot work, before anything is paid for. Parses only; runs nothing."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as error:
+        raise InvalidProgram(f"{origin}: syntax error at line {error.lineno}: {error.msg}") from None
+    defined = {node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    if entry_point not in defined:
+        raise InvalidProgram(f"{origin}: defines no function {entry_point}()")
+
+
+def read_program(path: Path, entry_point: str) -> str:
+    try:
+        source = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidProgram(f"no such file: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InvalidProgram(f"cannot read {path}: {error}") from None
+    check_program(source, entry_point, str(path))
+    return source
+
+
+def _finish(context: RunContext, status: str, result: dict[str, Any]) -> None:
+    context.store.finish_run(context.run_id, status, result)
+
+
+def improve(
+    options: RunOptions,
+    improver: str = SEED_IMPROVER,
+    initial_solution: str | None = None,
+    stats: RunStats | None = None,
+) -> ImproveResult:
+    """One run of `improver` on the task, starting from `initial_solution` (the task's seed solution by default)."""
+    task = get_task(options.task)
+    check_program(improver, "improve_algorithm", "the improver")
+    initial = initial_solution if initial_solution is not None else task.seed_solution
+    with open_run(
+        command="improve",
+        task=task,
+        model=options.model,
+        profile=options.profile,
+        seed=options.seed,
+        store_path=options.store,
+        stats=stats,
+    ) as context:
+        context.stats.stage = "scoring the initial solution"
+        initial_val = evaluate_solution(context, initial, VALIDATION, None).score
+        context.stats.stage = "running the improver"
+        run = run_improver(
+            context,
+            improver=improver,
+            initial_solution=initial,
+            utility=task_utility(context),
+            purpose="improve",
+            parent_id=None,
+        )
+        val = test = 0.0
+        if run.solution is not None:
+            context.stats.stage = "scoring the improved solution"
+            val = evaluate_solution(context, run.solution, VALIDATION, run.improver_run_id).score
+            test = evaluate_solution(context, run.solution, TEST, run.improver_run_id).score
+        result = ImproveResult(
+            run_id=context.run_id,
+            algorithm=run.solution,
+            utility_val=val,
+            utility_test=test,
+            initial_utility_val=initial_val,
+            lm_calls=run.lm_calls,
+            lm_responses=run.lm_responses,
+            utility_calls=run.utility_calls,
+            error=run.error,
+        )
+        _finish(
+            context,
+            "finished" if run.solution else "failed",
+            {"utility_val": val, "utility_test": test, "error": run.error},
+        )
+        return result
+
+
+def meta_utility(
+    options: RunOptions, improver: str = SEED_IMPROVER, stats: RunStats | None = None
+) -> MetaUtilityReport:
+    """û(improver) on the task: D fresh improver runs, validation and test utility of what they return."""
+    task = get_task(options.task)
+    check_program(improver, "improve_algorithm", "the improver")
+    with open_run(
+        command="meta-utility",
+        task=task,
+        model=options.model,
+        profile=options.profile,
+        seed=options.seed,
+        store_path=options.store,
+        stats=stats,
+    ) as context:
+        context.stats.stage = "running the improver"
+        scored = MetaUtility(context).evaluate(improver, with_test=True)
+        runs = tuple(
+            {
+                "utility_val": run.utility_val,
+                "utility_test": run.utility_test,
+                "lm_calls": run.improver_run.lm_calls,
+                "lm_responses": run.improver_run.lm_responses,
+                "utility_calls": run.improver_run.utility_calls,
+                "error": run.improver_run.error,
+            }
+            for run in scored.runs
+        )
+        report = MetaUtilityReport(context.run_id, scored.val, scored.test or 0.0, runs)
+        all_failed = all(run["error"] for run in runs)
+        _finish(
+            context,
+            "failed" if all_failed else "finished",
+            {"meta_utility_val": scored.val, "meta_utility_test": scored.test},
+        )
+        return report
+
+
+def run(options: RunOptions, improver: str = SEED_IMPROVER, stats: RunStats | None = None) -> RunReport:
+    """The STOP loop for `options.profile.iterations` iterations, starting from `improver`."""
+    task = get_task(options.task)
+    check_program(improver, "improve_algorithm", "the improver")
+    with open_run(
+        command="run",
+        task=task,
+        model=options.model,
+        profile=options.profile,
+        seed=options.seed,
+        store_path=options.store,
+        stats=stats,
+    ) as context:
+        iterations = self_improve(context, initial_improver=improver)
+        report = RunReport(context.run_id, tuple(iterations))
+        _finish(
+            context,
+            "finished",
+            {
+                "iterations": [
+                    {
+                        "iteration": i.iteration,
+                        "meta_utility_val": i.meta_utility_val,
+                        "meta_utility_test": i.meta_utility_test,
+                        "accepted": i.accepted,
+                    }
+                    for i in iterations
+                ]
+            },
+        )
+        return report
+
+
+__all__ = ["RunOptions", "SelftaughtError", "improve", "meta_utility", "run"]

@@ -1,0 +1,83 @@
+"""`selftaught improve`: one run of an improver on a task's solution."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.syntax import Syntax
+
+from selftaught import api
+from selftaught.api import RunOptions
+from selftaught.cli.options import (
+    EXIT_NOTHING_PRODUCED,
+    json_option,
+    print_json,
+    run_options,
+    stderr_console,
+    stdout_console,
+    user_errors,
+)
+from selftaught.cli.progress import ProgressDisplay
+from selftaught.loop.context import RunStats
+from selftaught.loop.seed_improver import SEED_IMPROVER
+from selftaught.tasks.registry import get_task
+
+
+@click.command("improve")
+@run_options
+@click.option(
+    "--improver",
+    "improver_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File defining improve_algorithm(initial_solution, utility, language_model). Default: the paper's seed improver.",
+)
+@click.option(
+    "--solution",
+    "solution_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Start from this solution instead of the task's seed solution.",
+)
+@json_option
+@user_errors
+def improve_command(options: RunOptions, improver_file: Path | None, solution_file: Path | None, as_json: bool) -> None:
+    """Run an improver once on a task: it gets the task's solution, the utility and the language model.
+
+    Prints the improved solution with its validation and test utility. Exits 1 when the
+    improver produced no solution (it raised, or no response contained code).
+    """
+    task = get_task(options.task)
+    improver = api.read_program(improver_file, "improve_algorithm") if improver_file else SEED_IMPROVER
+    solution = api.read_program(solution_file, task.entry_point) if solution_file else None
+    stats = RunStats()
+    with ProgressDisplay(stats, stderr_console()):
+        result = api.improve(options, improver=improver, initial_solution=solution, stats=stats)
+    if as_json:
+        print_json(
+            {
+                "run_id": result.run_id,
+                "algorithm": result.algorithm,
+                "utility_val": result.utility_val,
+                "utility_test": result.utility_test,
+                "initial_utility_val": result.initial_utility_val,
+                "lm_calls": result.lm_calls,
+                "lm_responses": result.lm_responses,
+                "utility_calls": result.utility_calls,
+                "error": result.error,
+            }
+        )
+    else:
+        console = stdout_console()
+        if result.algorithm is not None:
+            console.print(Syntax(result.algorithm, "python"))
+        console.print(
+            f"run {result.run_id}: utility val {result.utility_val:.3f} test {result.utility_test:.3f} "
+            f"(initial solution val {result.initial_utility_val:.3f}); {result.lm_calls} language-model calls, "
+            f"{result.lm_responses} responses, {result.utility_calls} utility calls"
+        )
+    if result.algorithm is None:
+        stderr_console().print(f"error: {result.error}", soft_wrap=True, markup=False)
+        sys.exit(EXIT_NOTHING_PRODUCED)

@@ -1,0 +1,32 @@
+"""The `selftaught` command line: one small module per command."""
+
+from __future__ import annotations
+
+import click
+
+from selftaught import __version__
+from selftaught.cli.improve_command import improve_command
+from selftaught.cli.meta_utility_command import meta_utility_command
+from selftaught.cli.models_command import models_command
+from selftaught.cli.run_command import run_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="selftaught")
+def cli() -> None:
+    """selftaught — STOP, the Self-Taught Optimizer.
+
+    An improver asks a language model for better versions of a program and keeps the best by a
+    utility; run on its own source, scored by a meta-utility, it improves itself. All generated
+    code runs in sandboxed child processes; budgets and scores live in this process.
+
+    Start with `selftaught run` (the loop on the embedded model) or `selftaught improve`.
+    """
+
+
+for command in (run_command, improve_command, meta_utility_command, models_command):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli()

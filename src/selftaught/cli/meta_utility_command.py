@@ -1,0 +1,76 @@
+"""`selftaught meta-utility`: score an improver by how much it improves the task."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from selftaught import api
+from selftaught.api import RunOptions
+from selftaught.cli.options import (
+    EXIT_NOTHING_PRODUCED,
+    json_option,
+    print_json,
+    run_options,
+    stderr_console,
+    stdout_console,
+    user_errors,
+)
+from selftaught.cli.progress import ProgressDisplay
+from selftaught.loop.context import RunStats
+from selftaught.loop.seed_improver import SEED_IMPROVER
+
+
+@click.command("meta-utility")
+@run_options
+@click.option(
+    "--improver",
+    "improver_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File defining improve_algorithm. Default: the paper's seed improver.",
+)
+@json_option
+@user_errors
+def meta_utility_command(options: RunOptions, improver_file: Path | None, as_json: bool) -> None:
+    """Compute the meta-utility of an improver: its mean utility over several fresh runs on the task.
+
+    Each run starts from the task's seed solution with fresh budgets; the validation utility of
+    what it returns is averaged (the meta-utility), and the test utility is shown for reference.
+    Exits 1 when every run failed.
+    """
+    improver = api.read_program(improver_file, "improve_algorithm") if improver_file else SEED_IMPROVER
+    stats = RunStats()
+    with ProgressDisplay(stats, stderr_console()):
+        report = api.meta_utility(options, improver=improver, stats=stats)
+    if as_json:
+        print_json(
+            {
+                "run_id": report.run_id,
+                "meta_utility_val": report.meta_utility_val,
+                "meta_utility_test": report.meta_utility_test,
+                "runs": list(report.runs),
+            }
+        )
+    else:
+        table = Table(title=f"meta-utility · run {report.run_id}")
+        for column in ("run", "utility val", "utility test", "LM calls", "utility calls"):
+            table.add_column(column, justify="right")
+        table.add_column("error")
+        for index, run in enumerate(report.runs, 1):
+            table.add_row(
+                str(index),
+                f"{run['utility_val']:.3f}",
+                f"{run['utility_test'] or 0:.3f}",
+                str(run["lm_calls"]),
+                str(run["utility_calls"]),
+                (run["error"] or "")[:80],
+            )
+        console = stdout_console()
+        console.print(table)
+        console.print(f"meta-utility val {report.meta_utility_val:.3f} test {report.meta_utility_test:.3f}")
+    if all(run["error"] for run in report.runs):
+        sys.exit(EXIT_NOTHING_PRODUCED)

@@ -1,0 +1,121 @@
+"""Options shared by the commands, and the plumbing every command needs: errors, JSON, consoles."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from selftaught.api import DEFAULT_MODEL, RunOptions
+from selftaught.config import PROFILES
+from selftaught.errors import SelftaughtError
+from selftaught.store.run_store import DEFAULT_STORE
+
+#: Exit codes: bad input (nothing started), and a command that ran but produced nothing usable.
+EXIT_BAD_INPUT = 2
+EXIT_NOTHING_PRODUCED = 1
+EXIT_INTERRUPTED = 130
+
+BUDGET_OPTIONS = (
+    ("--lm-calls", "language_model_calls", "Language-model calls per improver run."),
+    ("--responses-per-call", "responses_per_call", "Responses per language-model call (max_responses_per_call)."),
+    ("--utility-budget", "utility_calls", "Utility calls per improver run."),
+    ("--meta-utility-budget", "meta_utility_calls", "Meta-utility calls per self-improvement step."),
+    ("--meta-utility-runs", "meta_utility_runs", "Improver runs averaged by one meta-utility evaluation."),
+    ("--max-tokens", "max_tokens", "Tokens per language-model response."),
+)
+
+
+def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds the options every running command takes and turns them into one `RunOptions`."""
+
+    @functools.wraps(function)
+    def wrapper(**kwargs: Any) -> Any:
+        profile = PROFILES[kwargs.pop("profile")]
+        overrides = {field: kwargs.pop(field) for _, field, _ in BUDGET_OPTIONS}
+        if "iterations" in kwargs:
+            overrides["iterations"] = kwargs.pop("iterations")
+        options = RunOptions(
+            task=kwargs.pop("task"),
+            model=kwargs.pop("model"),
+            profile=profile.with_overrides(**overrides),
+            seed=kwargs.pop("seed"),
+            store=kwargs.pop("store"),
+        )
+        return function(options=options, **kwargs)
+
+    for flag, field, help_text in reversed(BUDGET_OPTIONS):
+        wrapper = click.option(
+            flag, field, type=click.IntRange(min=1), default=None, help=help_text + " Default: from the profile."
+        )(wrapper)
+    wrapper = click.option(
+        "--store",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=DEFAULT_STORE,
+        show_default=True,
+        help="SQLite file the run is recorded in.",
+    )(wrapper)
+    wrapper = click.option(
+        "--seed",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Seed of all sampling and of the solutions' random generators.",
+    )(wrapper)
+    wrapper = click.option(
+        "--profile",
+        type=click.Choice(sorted(PROFILES)),
+        default="quick",
+        show_default=True,
+        help="Budgets: 'quick' finishes in minutes on the embedded model, 'paper' uses the paper's.",
+    )(wrapper)
+    wrapper = click.option(
+        "--model",
+        default=DEFAULT_MODEL,
+        show_default=True,
+        help="Language model spec: llamacpp:smollm2, llamacpp:/path.gguf, openai:MODEL[@URL], scripted:FILE.py (see `selftaught models`).",
+    )(wrapper)
+    wrapper = click.option("--task", default="parity_noise", show_default=True, help="Downstream task.")(wrapper)
+    return wrapper
+
+
+def json_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (progress goes to stderr)."
+    )(function)
+
+
+def stdout_console() -> Console:
+    return Console(highlight=False)
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def user_errors(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Prints a SelftaughtError as one line and exits non-zero; Ctrl-C exits 130 without a traceback."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except SelftaughtError as error:
+            stderr_console().print(Text.assemble(("error: ", "bold red"), str(error)), soft_wrap=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except KeyboardInterrupt:
+            stderr_console().print("interrupted; the run is recorded as interrupted in the store")
+            sys.exit(EXIT_INTERRUPTED)
+
+    return wrapper

@@ -1,0 +1,95 @@
+"""`selftaught run`: the STOP self-improvement loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from selftaught import api
+from selftaught.api import RunOptions
+from selftaught.cli.options import json_option, print_json, run_options, stderr_console, stdout_console, user_errors
+from selftaught.cli.progress import ProgressDisplay
+from selftaught.loop.context import RunStats
+from selftaught.loop.seed_improver import SEED_IMPROVER
+
+
+@click.command("run")
+@run_options
+@click.option(
+    "--iterations",
+    "iterations",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Self-improvement iterations T. Default: from the profile.",
+)
+@click.option(
+    "--improver",
+    "improver_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Start from this improver instead of the paper's seed improver.",
+)
+@json_option
+@user_errors
+def run_command(options: RunOptions, improver_file: Path | None, as_json: bool) -> None:
+    """Run STOP: the improver improves itself for T iterations, scored by the meta-utility.
+
+    Each iteration asks the current improver to improve its own source code, scores the
+    candidate with the meta-utility (the mean validation utility of the solutions it produces
+    on the task over several fresh runs) and keeps it only if it beats the current improver.
+    Everything is recorded in the store; the table at the end shows the meta-utility per iteration.
+    """
+    improver = api.read_program(improver_file, "improve_algorithm") if improver_file else SEED_IMPROVER
+    stats = RunStats()
+    with ProgressDisplay(stats, stderr_console()):
+        report = api.run(options, improver=improver, stats=stats)
+    if as_json:
+        print_json(
+            {
+                "run_id": report.run_id,
+                "task": options.task,
+                "model": options.model,
+                "profile": options.profile.name,
+                "seed": options.seed,
+                "store": str(options.store),
+                "iterations": [
+                    {
+                        "iteration": it.iteration,
+                        "meta_utility_val": it.meta_utility_val,
+                        "meta_utility_test": it.meta_utility_test,
+                        "accepted": it.accepted,
+                        "candidate_val": it.candidate_val,
+                        "candidate_test": it.candidate_test,
+                        "error": it.error,
+                    }
+                    for it in report.iterations
+                ],
+                "final_improver": report.final_improver,
+                "elapsed_seconds": round(stats.elapsed_seconds, 1),
+                "lm_calls": stats.lm_calls,
+                "lm_responses": stats.lm_responses,
+            }
+        )
+        return
+    table = Table(title=f"run {report.run_id} · {options.task} · {options.model}")
+    for column in ("iteration", "meta-utility val", "meta-utility test", "candidate val", "candidate test", "kept"):
+        table.add_column(column, justify="right")
+    table.add_column("note")
+    for it in report.iterations:
+        table.add_row(
+            str(it.iteration),
+            f"{it.meta_utility_val:.3f}",
+            f"{it.meta_utility_test:.3f}",
+            "" if it.candidate_val is None else f"{it.candidate_val:.3f}",
+            "" if it.candidate_test is None else f"{it.candidate_test:.3f}",
+            "seed" if it.iteration == 0 else ("yes" if it.accepted else "no"),
+            (it.error or "")[:80],
+        )
+    console = stdout_console()
+    console.print(table)
+    console.print(
+        f"{stats.lm_calls} language-model calls ({stats.lm_responses} responses), {stats.evaluations} evaluations, "
+        f"{stats.elapsed_seconds:.0f} s; records in {options.store}"
+    )

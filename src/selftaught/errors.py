@@ -1,0 +1,35 @@
+"""Errors meant for the user: each one's message is a complete, one-line explanation."""
+
+from __future__ import annotations
+
+
+class SelftaughtError(Exception):
+    """Something the user can fix; the CLI prints its message without a traceback."""
+
+
+class UnknownModelSpec(SelftaughtError):
+    """A model spec names no registered backend."""
+
+
+class ModelUnavailable(SelftaughtError):
+    """A backend cannot start: missing package, key, or model file."""
+
+
+class BackendError(SelftaughtError):
+    """A language-model request failed."""
+
+
+class UnknownTask(SelftaughtError):
+    """A task name that is not registered."""
+
+
+class InvalidProgram(SelftaughtError):
+    """A program given by the user (an improver or a solution file) cannot be used."""
+
+
+class SandboxError(SelftaughtError):
+    """The sandbox cannot start children on this machine."""
+
+
+class StoreError(SelftaughtError):
+    """The run store cannot be opened or written."""

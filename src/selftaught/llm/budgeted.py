@@ -1,0 +1,150 @@
+"""The paper's language-model API with its call budget, as the host serves it to one improver run.
+
+The budget lives here, in the host: nothing an improver does to its proxy object changes it.
+Every backend request is reported to `on_call` (for the store) whether it succeeds or fails.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from selftaught.errors import BackendError, ModelUnavailable
+from selftaught.llm.base import Backend, ChatMessage, CompletionRequest
+
+BUDGET_EXCEEDED = "Error: You have exceeded your call budget."
+
+
+class LanguageModelRefusal(Exception):
+    """A call the improver may not make (budget, arguments) or that failed; the text goes to the improver."""
+
+
+@dataclass(frozen=True)
+class LanguageModelCall:
+    """One backend request as recorded: what was asked, what came back, what it cost."""
+
+    backend: str
+    system: str
+    message: str
+    n: int
+    temperature: float
+    max_tokens: int
+    seed: int | None
+    responses: tuple[str, ...]
+    prompt_tokens: int
+    completion_tokens: int
+    latency_seconds: float
+    error: str | None
+
+
+class BudgetedLanguageModel:
+    """`batch_prompt` and `prompt` for one improver run: at most `budget` calls of at most `max_responses_per_call`."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        budget: int,
+        max_responses_per_call: int,
+        max_tokens: int,
+        next_seed: Callable[[], int],
+        on_call: Callable[[LanguageModelCall], None],
+    ) -> None:
+        self._backend = backend
+        self.budget = budget
+        self.max_responses_per_call = max_responses_per_call
+        self._max_tokens = max_tokens
+        self._next_seed = next_seed
+        self._on_call = on_call
+        self.calls_used = 0
+        self.responses_received = 0
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "budget": self.budget,
+            "max_responses_per_call": self.max_responses_per_call,
+            "times_used": self.calls_used,
+        }
+
+    def batch_prompt(self, expertise: Any, messages: Any, temperature: Any = 0.7) -> list[str]:
+        if not isinstance(messages, list) or not all(isinstance(m, str) for m in messages):
+            raise LanguageModelRefusal("batch_prompt takes a list of message strings")
+        if not messages:
+            return []
+        if len(messages) > self.max_responses_per_call:
+            raise LanguageModelRefusal(
+                f"batch_prompt got {len(messages)} messages; at most {self.max_responses_per_call} per call"
+            )
+        self._charge(expertise, temperature)
+        answers: dict[str, list[str]] = {}
+        for message, count in Counter(messages).items():
+            answers[message] = self._request(expertise, message, count, float(temperature))
+        return [answers[message].pop(0) for message in messages]
+
+    def prompt(self, expertise: Any, message: Any, n_responses: Any = 1, temperature: Any = 0.7) -> list[str]:
+        if not isinstance(message, str):
+            raise LanguageModelRefusal("prompt takes a message string")
+        if not isinstance(n_responses, int) or isinstance(n_responses, bool) or n_responses < 1:
+            raise LanguageModelRefusal("n_responses must be a positive integer")
+        if n_responses > self.max_responses_per_call:
+            raise LanguageModelRefusal(
+                f"prompt asked for {n_responses} responses; at most {self.max_responses_per_call} per call"
+            )
+        self._charge(expertise, temperature)
+        return self._request(expertise, message, n_responses, float(temperature))
+
+    def _charge(self, expertise: Any, temperature: Any) -> None:
+        if not isinstance(expertise, str):
+            raise LanguageModelRefusal("expertise must be a string")
+        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature <= 2:
+            raise LanguageModelRefusal("temperature must be a number between 0 and 2")
+        if self.calls_used >= self.budget:
+            raise LanguageModelRefusal(BUDGET_EXCEEDED)
+        self.calls_used += 1
+
+    def _request(self, expertise: str, message: str, n: int, temperature: float) -> list[str]:
+        request = CompletionRequest(
+            messages=(ChatMessage("system", expertise), ChatMessage("user", message)),
+            n=n,
+            temperature=temperature,
+            max_tokens=self._max_tokens,
+            seed=self._next_seed(),
+        )
+        started = time.monotonic()
+        error: str | None = None
+        texts: tuple[str, ...] = ()
+        prompt_tokens = completion_tokens = 0
+        try:
+            completion = self._backend.complete(request)
+            texts, prompt_tokens, completion_tokens = (
+                completion.texts[:n],
+                completion.prompt_tokens,
+                completion.completion_tokens,
+            )
+            if len(texts) < n:
+                error = f"{self._backend.spec}: asked for {n} responses, got {len(texts)}"
+        except (BackendError, ModelUnavailable) as failure:
+            error = str(failure)
+        self.responses_received += len(texts)
+        self._on_call(
+            LanguageModelCall(
+                backend=self._backend.spec,
+                system=expertise,
+                message=message,
+                n=n,
+                temperature=temperature,
+                max_tokens=self._max_tokens,
+                seed=request.seed,
+                responses=texts,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                latency_seconds=time.monotonic() - started,
+                error=error,
+            )
+        )
+        if error is not None:
+            raise LanguageModelRefusal(f"language model error: {error}")
+        return list(texts)

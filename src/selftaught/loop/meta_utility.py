@@ -1,0 +1,125 @@
+"""The task utility and the meta-utility û(I): the mean validation utility of what improver I returns over D runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from selftaught.loop.context import RunContext
+from selftaught.loop.improver_run import ImproverRunResult, UtilityService, run_improver
+from selftaught.tasks.base import TEST, VALIDATION
+from selftaught.tasks.evaluation import Evaluation
+
+META_UTILITY_DESCRIPTION = '''\
+from algorithm import algorithm_str  # the downstream task's starting solution
+from task_utility import utility  # the downstream task's utility
+from language_model import LanguageModel
+
+def meta_utility(improve_str: str):
+    """
+    Scores an improver: runs the improve_algorithm defined in improve_str {runs} times on the
+    downstream task, starting from algorithm_str, and returns the mean utility of the
+    solutions it returns. Each run gets a fresh language model ({calls} calls, at most
+    {responses} responses per call) and a fresh utility budget of {utility_calls} calls.
+    This meta-utility function can only be called {meta_calls} times.
+    """
+    if meta_utility.uses >= meta_utility.budget:
+        return 0
+    meta_utility.uses += 1
+    expected_utility = 0
+    for _ in range({runs}):
+        try:
+            exec(improve_str, globals())  # defines improve_algorithm
+        except Exception:
+            continue
+        language_model = LanguageModel(budget={calls}, max_responses_per_call={responses})
+        utility.uses, utility.budget = 0, {utility_calls}
+        improved_algorithm_str = improve_algorithm(algorithm_str, utility, language_model)
+        expected_utility += utility(improved_algorithm_str) / {runs}
+    return expected_utility
+'''
+
+
+def evaluate_solution(context: RunContext, solution: str, split: str, improver_run_id: int | None) -> Evaluation:
+    """Scores a solution on a split of the run's task and records the evaluation."""
+    evaluation = context.evaluator.evaluate(context.task, solution, split)
+    context.stats.evaluations += 1
+    context.store.record_evaluation(context.run_id, improver_run_id, solution, evaluation)
+    return evaluation
+
+
+def task_utility(context: RunContext) -> UtilityService:
+    """The downstream task's utility on its validation split, as improvers see it."""
+    return UtilityService(
+        description=context.task.description,
+        budget=context.profile.improver.utility_calls,
+        score=lambda solution, improver_run_id: evaluate_solution(context, solution, VALIDATION, improver_run_id).score,
+    )
+
+
+@dataclass(frozen=True)
+class MetaUtilityRun:
+    """One of the D improver runs, with the utility of the solution it returned (0 when it returned none)."""
+
+    improver_run: ImproverRunResult
+    utility_val: float
+    utility_test: float | None
+
+
+@dataclass(frozen=True)
+class MetaUtilityResult:
+    val: float
+    test: float | None
+    runs: tuple[MetaUtilityRun, ...]
+
+
+class MetaUtility:
+    """û over the run's task. `evaluate` never raises on a bad improver: a failed run scores 0."""
+
+    def __init__(self, context: RunContext) -> None:
+        self._context = context
+
+    @property
+    def description(self) -> str:
+        profile = self._context.profile
+        return META_UTILITY_DESCRIPTION.format(
+            runs=profile.meta_utility_runs,
+            calls=profile.improver.language_model_calls,
+            responses=profile.improver.responses_per_call,
+            utility_calls=profile.improver.utility_calls,
+            meta_calls=profile.meta_utility_calls,
+        )
+
+    def as_utility(self) -> UtilityService:
+        """The meta-utility as an improver of improvers sees it; validation only."""
+        return UtilityService(
+            description=self.description,
+            budget=self._context.profile.meta_utility_calls,
+            score=lambda improver, improver_run_id: (
+                self.evaluate(improver, with_test=False, parent_id=improver_run_id).val
+            ),
+        )
+
+    def evaluate(self, improver: str, *, with_test: bool, parent_id: int | None = None) -> MetaUtilityResult:
+        context = self._context
+        runs = []
+        for _ in range(context.profile.meta_utility_runs):
+            run = run_improver(
+                context,
+                improver=improver,
+                initial_solution=context.task.seed_solution,
+                utility=task_utility(context),
+                purpose="meta-utility",
+                parent_id=parent_id,
+            )
+            val = test = 0.0
+            if run.solution is not None:
+                val = evaluate_solution(context, run.solution, VALIDATION, run.improver_run_id).score
+                if with_test:
+                    test = evaluate_solution(context, run.solution, TEST, run.improver_run_id).score
+            runs.append(MetaUtilityRun(run, val, test if with_test else None))
+        count = len(runs)
+        return MetaUtilityResult(
+            val=sum(r.utility_val for r in runs) / count,
+            test=sum(r.utility_test or 0.0 for r in runs) / count if with_test else None,
+            runs=tuple(runs),
+        )

@@ -1,0 +1,116 @@
+"""The STOP loop: I_t = I_{t-1}(û, I_{t-1}, L), keeping I_t only when its meta-utility beats I_{t-1}'s.
+
+The reference code keeps any candidate with a non-zero meta-utility; here a candidate must do
+strictly better on validation, and both are recorded. Test scores are computed for reporting
+only; no improver ever sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from selftaught.loop.context import RunContext
+from selftaught.loop.improver_run import run_improver
+from selftaught.loop.meta_utility import MetaUtility
+from selftaught.loop.seed_improver import SEED_IMPROVER
+from selftaught.store.run_store import program_hash
+
+
+@dataclass(frozen=True)
+class IterationResult:
+    """Iteration t: the improver kept after it, its meta-utility, and the candidate that was tried."""
+
+    iteration: int
+    improver: str
+    meta_utility_val: float
+    meta_utility_test: float
+    accepted: bool
+    candidate: str | None = None
+    candidate_val: float | None = None
+    candidate_test: float | None = None
+    error: str | None = None
+
+    def as_row(self) -> dict[str, object]:
+        return {
+            "iteration": self.iteration,
+            "improver_hash": program_hash(self.improver),
+            "meta_utility_val": self.meta_utility_val,
+            "meta_utility_test": self.meta_utility_test,
+            "accepted": self.accepted,
+            "candidate_hash": program_hash(self.candidate) if self.candidate is not None else None,
+            "candidate_val": self.candidate_val,
+            "candidate_test": self.candidate_test,
+            "error": self.error,
+        }
+
+
+def self_improve(
+    context: RunContext,
+    *,
+    initial_improver: str = SEED_IMPROVER,
+    on_iteration: Callable[[IterationResult], None] = lambda result: None,
+) -> list[IterationResult]:
+    """Runs T iterations of self-improvement; a failing candidate is recorded and the run goes on."""
+    meta_utility = MetaUtility(context)
+    stats = context.stats
+    stats.iterations = context.profile.iterations
+
+    stats.stage = "scoring the seed improver"
+    scored = meta_utility.evaluate(initial_improver, with_test=True)
+    current = IterationResult(0, initial_improver, scored.val, scored.test or 0.0, accepted=True)
+    results = [current]
+    _report(context, current, on_iteration)
+
+    for iteration in range(1, context.profile.iterations + 1):
+        stats.iteration = iteration
+        stats.stage = "improving the improver"
+        attempt = run_improver(
+            context,
+            improver=current.improver,
+            initial_solution=current.improver,
+            utility=meta_utility.as_utility(),
+            purpose="self-improvement",
+            parent_id=None,
+        )
+        if attempt.solution is None:
+            result = IterationResult(
+                iteration,
+                current.improver,
+                current.meta_utility_val,
+                current.meta_utility_test,
+                accepted=False,
+                error=attempt.error,
+            )
+        else:
+            stats.stage = "scoring the candidate improver"
+            candidate = meta_utility.evaluate(attempt.solution, with_test=True, parent_id=attempt.improver_run_id)
+            accepted = candidate.val > current.meta_utility_val
+            kept = (
+                (attempt.solution, candidate.val, candidate.test or 0.0)
+                if accepted
+                else (current.improver, current.meta_utility_val, current.meta_utility_test)
+            )
+            failed_runs = [run.improver_run.error for run in candidate.runs if run.improver_run.error]
+            result = IterationResult(
+                iteration,
+                *kept,
+                accepted=accepted,
+                candidate=attempt.solution,
+                candidate_val=candidate.val,
+                candidate_test=candidate.test,
+                error=failed_runs[0] if len(failed_runs) == len(candidate.runs) else None,
+            )
+        current = result
+        results.append(result)
+        _report(context, result, on_iteration)
+    stats.stage = "done"
+    return results
+
+
+def _report(context: RunContext, result: IterationResult, on_iteration: Callable[[IterationResult], None]) -> None:
+    context.stats.meta_utility_val = result.meta_utility_val
+    context.stats.meta_utility_test = result.meta_utility_test
+    context.store.save_program(result.improver, "improver")
+    context.store.record_iteration(context.run_id, result.as_row())
+    on_iteration(result)

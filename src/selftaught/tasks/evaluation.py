@@ -1,0 +1,132 @@
+"""Scores a solution on a task split: the solution runs in the sandbox, the host judges its raw outputs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from selftaught.sandbox.child import protocol
+from selftaught.sandbox.launcher import Launcher, SandboxLimits
+from selftaught.tasks.base import Instance, InstanceScore, Task, Unrepresentable
+
+#: Covers the child's interpreter and numpy start-up, which is never charged to an instance.
+STARTUP_SLACK_SECONDS = 10.0
+ALGORITHM_MEMORY_BYTES = 4 * 1024**3
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A solution's score on one split, with what went wrong where."""
+
+    task: str
+    split: str
+    score: float
+    instances: int
+    invalid: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    #: The first problem met, e.g. "instance 3: predictions have shape (20, 1), expected (20,)".
+    problem: str | None = None
+    #: Set when the solution could not run at all (syntax error, no entry point, killed).
+    failure: str | None = None
+    seconds: float = 0.0
+
+
+def decode_output(value: Any, depth: int = 0) -> Any:
+    """Rebuilds arrays from the wire format; anything malformed becomes Unrepresentable."""
+    if depth > 25:
+        return Unrepresentable("nesting too deep")
+    if isinstance(value, list):
+        return [decode_output(item, depth + 1) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if protocol.UNREPRESENTABLE_TAG in value:
+        return Unrepresentable(str(value[protocol.UNREPRESENTABLE_TAG])[:200])
+    if protocol.NDARRAY_TAG in value:
+        return _decode_array(value[protocol.NDARRAY_TAG])
+    return {key: decode_output(item, depth + 1) for key, item in value.items()}
+
+
+def _decode_array(spec: Any) -> Any:
+    try:
+        dtype = np.dtype(spec["dtype"])
+        shape = [int(size) for size in spec["shape"]]
+        data = spec["data"]
+        if dtype.kind not in "biuf" or not isinstance(data, list) or math.prod(shape) != len(data):
+            return Unrepresentable(f"numpy.ndarray of dtype {spec.get('dtype')}")
+        return np.array(data, dtype=dtype).reshape(shape)
+    except (TypeError, ValueError, KeyError, OverflowError):
+        return Unrepresentable("numpy.ndarray")
+
+
+class SolutionEvaluator:
+    """Runs solutions through the launcher; `next_seed` seeds each run's random generators."""
+
+    def __init__(self, launcher: Launcher, next_seed: Callable[[], int]) -> None:
+        self._launcher = launcher
+        self._next_seed = next_seed
+
+    def evaluate(self, task: Task, source: str, split: str) -> Evaluation:
+        instances = task.instances(split)
+        time_budget = len(instances) * task.time_limit_seconds + STARTUP_SLACK_SECONDS
+        outcome = self._launcher.run(
+            {
+                "job": "algorithm",
+                "source": source,
+                "entry_point": task.entry_point,
+                "instances": [protocol.encode_value(list(instance.arguments)) for instance in instances],
+                "time_limit_seconds": task.time_limit_seconds,
+                "seed": self._next_seed(),
+            },
+            SandboxLimits(
+                wall_seconds=time_budget,
+                cpu_seconds=math.ceil(time_budget),
+                address_space_bytes=ALGORITHM_MEMORY_BYTES,
+            ),
+        )
+        outputs = {message.get("index"): message for message in outcome.instances}
+        judged = [
+            _judge_instance(task, instance, outputs.get(index), outcome.problem)
+            for index, instance in enumerate(instances)
+        ]
+        kinds = [kind for kind, _ in judged]
+        problems = [f"instance {index}: {score.problem}" for index, (_, score) in enumerate(judged) if score.problem]
+        return Evaluation(
+            task=task.name,
+            split=split,
+            score=sum(score.score for _, score in judged) / len(judged) if judged else 0.0,
+            instances=len(judged),
+            invalid=kinds.count(INVALID),
+            timeouts=kinds.count(TIMEOUT),
+            errors=kinds.count(ERROR),
+            problem=problems[0] if problems else None,
+            failure=outcome.problem if not outcome.instances else None,
+            seconds=outcome.own_seconds,
+        )
+
+
+OK, INVALID, TIMEOUT, ERROR = "ok", "invalid", "timeout", "error"
+
+
+def _judge_instance(
+    task: Task, instance: Instance, message: dict[str, Any] | None, child_problem: str | None
+) -> tuple[str, InstanceScore]:
+    if message is None:
+        return ERROR, InstanceScore.invalid(f"no output ({child_problem or 'the child stopped early'})")
+    if message.get("timed_out") or float(message.get("elapsed_seconds") or 0) > task.time_limit_seconds:
+        return TIMEOUT, InstanceScore.invalid(f"timed out (limit {task.time_limit_seconds:g} s)")
+    if message.get("error"):
+        return ERROR, InstanceScore.invalid(str(message["error"])[:300])
+    try:
+        judged = task.score(instance, decode_output(message.get("output")))
+    except Exception as error:  # a scorer bug must not end the run; the output is judged invalid
+        return INVALID, InstanceScore.invalid(f"the scorer failed on this output: {type(error).__name__}")
+    if not judged.valid:
+        return INVALID, judged
+    if not math.isfinite(judged.score):
+        return INVALID, InstanceScore.invalid("the scorer returned a non-finite score")
+    return OK, InstanceScore(min(max(judged.score, 0.0), 1.0))

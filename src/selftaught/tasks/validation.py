@@ -1,0 +1,42 @@
+"""Strict checks of solution outputs, shared by tasks: they return the clean value or a one-line problem."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from selftaught.tasks.base import Unrepresentable
+
+
+def binary_labels(output: Any, expected_length: int) -> np.ndarray | str:
+    """`output` as a 1-D int array of exactly `expected_length` labels in {0, 1}, or the problem with it.
+
+    Accepts a list/tuple of bools, ints or floats equal to 0 or 1, or a 1-D numeric array;
+    refuses other shapes (a (n, 1) column broadcasts into n*n comparisons), NaN, other values.
+    """
+    if isinstance(output, np.ndarray):
+        if output.dtype.kind not in "biuf":
+            return f"predictions have dtype {output.dtype}, expected numbers"
+        if output.shape != (expected_length,):
+            return f"predictions have shape {output.shape}, expected ({expected_length},)"
+        values = output
+    elif isinstance(output, (list, tuple)):
+        if len(output) != expected_length:
+            return f"{len(output)} predictions, expected {expected_length}"
+        if not all(isinstance(item, (bool, int, float)) for item in output):
+            return "predictions must be numbers, not nested sequences or other objects"
+        values = np.array(output, dtype=float)
+    else:
+        return f"predictions are {_type_name(output)}, expected a list or 1-D array"
+    if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+        return "predictions contain NaN or infinity"
+    if not np.all((values == 0) | (values == 1)):
+        return "predictions must all be 0 or 1"
+    return values.astype(np.int64)
+
+
+def _type_name(output: Any) -> str:
+    if isinstance(output, Unrepresentable):
+        return f"an object of type {output.type_name}"
+    return "None" if output is None else f"of type {type(output).__name__}"
