@@ -72,7 +72,8 @@ class SolutionEvaluator:
 
     def evaluate(self, task: Task, source: str, split: str) -> Evaluation:
         instances = task.instances(split)
-        time_budget = len(instances) * task.time_limit_seconds + STARTUP_SLACK_SECONDS
+        # One limit for loading the solution, one per instance, and slack for the interpreter's start-up.
+        time_budget = (len(instances) + 1) * task.time_limit_seconds + STARTUP_SLACK_SECONDS
         outcome = self._launcher.run(
             {
                 "job": "algorithm",

@@ -26,6 +26,9 @@ INSTANCE = "instance"  # child -> host: one algorithm output for one task instan
 RESULT = "result"  # child -> host: the job's final value
 FAILURE = "failure"  # child -> host: the job raised; text only
 
+#: Longest list or largest array an output may hold; bigger ones are refused before encoding costs time.
+MAX_OUTPUT_ITEMS = 1_000_000
+
 NDARRAY_TAG = "$ndarray"
 UNREPRESENTABLE_TAG = "$unrepresentable"
 
@@ -81,6 +84,8 @@ def encode_value(value: Any, depth: int = 0) -> Any:
     if isinstance(value, float):
         return value
     if isinstance(value, (list, tuple)):
+        if len(value) > MAX_OUTPUT_ITEMS:
+            return {UNREPRESENTABLE_TAG: f"{type(value).__name__} of more than {MAX_OUTPUT_ITEMS} items"}
         return [encode_value(item, depth + 1) for item in value]
     if isinstance(value, dict):
         if all(isinstance(key, str) for key in value):
@@ -89,6 +94,8 @@ def encode_value(value: Any, depth: int = 0) -> Any:
     type_name = f"{type(value).__module__}.{type(value).__qualname__}"
     if type_name == "numpy.ndarray":
         try:
+            if value.size > MAX_OUTPUT_ITEMS:
+                return {UNREPRESENTABLE_TAG: f"numpy.ndarray of more than {MAX_OUTPUT_ITEMS} items"}
             return {
                 NDARRAY_TAG: {
                     "dtype": str(value.dtype),

@@ -88,9 +88,16 @@ def raise_timeout(signum: int, frame: Any) -> None:
 
 
 def run_algorithm(sock: socket.socket, job: dict[str, Any]) -> None:
-    function = load_entry_point(job["source"], job["entry_point"])
     time_limit = float(job["time_limit_seconds"])
     signal.signal(signal.SIGALRM, raise_timeout)
+    # Loading the solution (its module-level code) gets the same limit as one instance.
+    signal.setitimer(signal.ITIMER_REAL, time_limit)
+    try:
+        function = load_entry_point(job["source"], job["entry_point"])
+    except InstanceTimeout:
+        raise TimeoutError(f"loading the solution took longer than {time_limit:g} s") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
     for index, arguments in enumerate(job["instances"]):
         decoded = [decode_argument(argument) for argument in arguments]
         seed_generators(int(job["seed"]) + index)

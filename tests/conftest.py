@@ -1,0 +1,78 @@
+"""Shared fixtures: scripted models written to files, small budgets, a private store per test."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from selftaught.api import RunOptions
+from selftaught.config import ImproverBudget, Profile
+
+#: Brute force over all 2^10 parities: the best training fit, about 100% on LPN.
+STRONG_LPN_SOLUTION = """\
+import itertools
+import numpy as np
+
+def algorithm(train_samples, train_parity, test_samples):
+    best, best_errors = None, None
+    for mask in itertools.product([0, 1], repeat=train_samples.shape[1]):
+        mask = np.array(mask)
+        errors = np.sum((train_samples @ mask) % 2 != train_parity)
+        if best_errors is None or errors < best_errors:
+            best, best_errors = mask, errors
+    return (test_samples @ best) % 2
+"""
+
+#: Predicts 0 everywhere: about 50%, deterministic.
+ZERO_LPN_SOLUTION = """\
+import numpy as np
+
+def algorithm(train_samples, train_parity, test_samples):
+    return np.zeros(len(test_samples), dtype=int)
+"""
+
+TEST_PROFILE = Profile(
+    name="test",
+    iterations=1,
+    improver=ImproverBudget(
+        language_model_calls=2, responses_per_call=2, utility_calls=3, max_tokens=64, own_seconds=60
+    ),
+    meta_utility_calls=3,
+    meta_utility_runs=2,
+)
+
+
+def fenced(code: str) -> str:
+    return f"Here is my idea.\n```python\n{code}\n```\n"
+
+
+@pytest.fixture
+def scripted_model(tmp_path: Path) -> Callable[[str], str]:
+    """Writes a responder body (the inside of respond(system, user, temperature, index)) and returns its spec."""
+    counter = iter(range(1000))
+
+    def make(body: str, preamble: str = "") -> str:
+        path = tmp_path / f"responder_{next(counter)}.py"
+        source = textwrap.dedent(preamble) + "\n\ndef respond(system, user, temperature, index):\n"
+        path.write_text(source + textwrap.indent(textwrap.dedent(body), "    "))
+        return f"scripted:{path}"
+
+    return make
+
+
+def responder_returning(code_for_task: str, code_for_improvers: str | None = None) -> tuple[str, str]:
+    """A responder body and preamble: improver prompts get `code_for_improvers`, task prompts `code_for_task`."""
+    preamble = f"TASK = {fenced(code_for_task)!r}\nIMPROVER = {fenced(code_for_improvers or code_for_task)!r}\n"
+    body = 'return IMPROVER if "def improve_algorithm" in user else TASK\n'
+    return body, preamble
+
+
+@pytest.fixture
+def options_for(tmp_path: Path) -> Callable[..., RunOptions]:
+    def make(model: str, profile: Profile = TEST_PROFILE, seed: int = 0) -> RunOptions:
+        return RunOptions(task="parity_noise", model=model, profile=profile, seed=seed, store=tmp_path / "runs.sqlite")
+
+    return make

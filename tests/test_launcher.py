@@ -1,0 +1,148 @@
+"""The child-process launcher: limits, timeouts, environment, output capture — with real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from selftaught.sandbox.launcher import CallRefused, ChildOutcome, Launcher, SandboxLimits
+
+
+@pytest.fixture(scope="module")
+def launcher() -> Iterator[Launcher]:
+    launcher = Launcher()
+    yield launcher
+    launcher.close()
+
+
+def run_algorithm(launcher: Launcher, source: str, instances: int = 1, **limits: Any) -> ChildOutcome:
+    job = {
+        "job": "algorithm",
+        "source": source,
+        "entry_point": "algorithm",
+        "instances": [[] for _ in range(instances)],
+        "time_limit_seconds": limits.pop("time_limit", 1.0),
+        "seed": 1,
+    }
+    return launcher.run(job, SandboxLimits(**{"wall_seconds": 10.0, "cpu_seconds": 10, **limits}))
+
+
+def test_outputs_come_back_as_data(launcher: Launcher) -> None:
+    outcome = run_algorithm(launcher, "def algorithm():\n    return [1, 2.5, 'x', None, True]\n")
+    assert outcome.problem is None
+    assert outcome.instances[0]["output"] == [1, 2.5, "x", None, True]
+
+
+def test_an_endless_loop_times_out_per_instance_and_the_child_goes_on(launcher: Launcher) -> None:
+    source = "calls = 0\ndef algorithm():\n    global calls\n    calls += 1\n    while calls == 1:\n        pass\n    return calls\n"
+    outcome = run_algorithm(launcher, source, instances=2, time_limit=0.3)
+    assert outcome.instances[0]["timed_out"] and outcome.instances[1]["output"] == 2
+
+
+def test_a_child_stuck_outside_python_code_is_killed_at_the_wall_limit(launcher: Launcher) -> None:
+    started = time.monotonic()
+    outcome = run_algorithm(launcher, "import time\ntime.sleep(60)\n", wall_seconds=1.0)
+    assert outcome.timed_out and outcome.problem == "timed out"
+    assert time.monotonic() - started < 8
+
+
+def test_the_whole_process_group_dies_with_the_child(launcher: Launcher, tmp_path: Any) -> None:
+    marker = tmp_path / "grandchild.pid"
+    source = (
+        "import subprocess, time\n"
+        f"p = subprocess.Popen(['sleep', '60'])\nopen({str(marker)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(60)\n"
+    )
+    outcome = run_algorithm(launcher, source, wall_seconds=1.5)
+    assert outcome.timed_out
+    grandchild = int(marker.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the grandchild outlived the child's timeout")
+
+
+def test_memory_and_cpu_limits_hold(launcher: Launcher) -> None:
+    memory = run_algorithm(launcher, "def algorithm():\n    return len(bytearray(50 * 1024**3))\n")
+    assert "MemoryError" in (memory.instances[0]["error"] or "")
+    cpu = run_algorithm(launcher, "while True:\n    pass\n", cpu_seconds=1, wall_seconds=20.0)
+    assert "SIGXCPU" in (cpu.problem or "") or "SIGKILL" in (cpu.problem or "")
+
+
+def test_the_environment_is_whitelisted(launcher: Launcher, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-host-secret")
+    monkeypatch.setenv("SELFTAUGHT_HOST_MARKER", "visible?")
+    outcome = run_algorithm(launcher, "import os\ndef algorithm():\n    return dict(os.environ)\n")
+    environment = outcome.instances[0]["output"]
+    assert "OPENAI_API_KEY" not in environment and "SELFTAUGHT_HOST_MARKER" not in environment
+    assert "sk-host-secret" not in repr(environment)
+    assert environment["OPENBLAS_NUM_THREADS"] == "1"
+
+
+def test_host_packages_are_out_of_reach_but_numpy_is_not(launcher: Launcher) -> None:
+    source = (
+        "import importlib\ndef algorithm():\n    found = {}\n"
+        "    for name in ('numpy', 'selftaught', 'openai', 'llama_cpp', 'rich'):\n"
+        "        try:\n            importlib.import_module(name)\n            found[name] = True\n"
+        "        except ImportError:\n            found[name] = False\n    return found\n"
+    )
+    found = run_algorithm(launcher, source).instances[0]["output"]
+    assert found == {"numpy": True, "selftaught": False, "openai": False, "llama_cpp": False, "rich": False}
+
+
+def test_output_floods_are_capped_and_printed_scores_are_ignored(launcher: Launcher) -> None:
+    source = (
+        "import sys\ndef algorithm():\n    sys.stdout.write('x' * 10_000_000)\n    print('score: 1.0')\n    return 0\n"
+    )
+    outcome = run_algorithm(launcher, source, captured_output_bytes=1000)
+    assert len(outcome.stdout) < 1100 and outcome.stdout.endswith("[output truncated]")
+    assert outcome.instances[0]["output"] == 0
+
+
+def test_exiting_early_is_reported_not_trusted(launcher: Launcher) -> None:
+    outcome = run_algorithm(launcher, "import os\nprint('{\"score\": 1.0}')\nos._exit(0)\n")
+    assert outcome.instances == () and not outcome.has_result
+    assert "without a result" in (outcome.problem or "")
+
+
+def test_generated_code_runs_in_a_scratch_directory_that_is_removed(launcher: Launcher) -> None:
+    outcome = run_algorithm(
+        launcher, "import os\ndef algorithm():\n    open('f', 'w').write('x')\n    return os.getcwd()\n"
+    )
+    scratch = outcome.instances[0]["output"]
+    assert os.path.basename(scratch).startswith("selftaught-child-")
+    assert not os.path.exists(scratch)
+
+
+def test_calls_are_served_and_refusals_arrive_as_exceptions(launcher: Launcher) -> None:
+    def serve(method: str, params: dict[str, Any]) -> Any:
+        if method == "language_model.prompt":
+            raise CallRefused("Error: You have exceeded your call budget.")
+        return {"score": 0.25, "state": {"uses": 1}}
+
+    improver = (
+        "def improve_algorithm(initial_solution, utility, language_model):\n"
+        "    score = utility('x')\n"
+        "    try:\n        language_model.prompt('e', 'm')\n    except Exception as error:\n"
+        "        return f'{score} {utility.uses} {error}'\n"
+    )
+    job = {
+        "job": "improver",
+        "source": improver,
+        "entry_point": "improve_algorithm",
+        "initial_solution": "s",
+        "utility": {"str": "u", "budget": 3, "uses": 0},
+        "language_model": {"budget": 1, "max_responses_per_call": 2},
+        "seed": 0,
+    }
+    outcome = launcher.run(job, SandboxLimits(wall_seconds=10), serve=serve)
+    assert outcome.result == "0.25 1 Error: You have exceeded your call budget."
