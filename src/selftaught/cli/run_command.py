@@ -73,10 +73,11 @@ def run_command(options: RunOptions, improver_file: Path | None, as_json: bool) 
             }
         )
         return
-    table = Table(title=f"run {report.run_id} · {options.task} · {options.model}")
-    for column in ("iteration", "meta-utility val", "meta-utility test", "candidate val", "candidate test", "kept"):
-        table.add_column(column, justify="right")
-    table.add_column("note")
+    table = Table(
+        title=f"meta-utility per iteration · run {report.run_id}", caption=f"{options.task} · {options.model}"
+    )
+    for column in ("iteration", "val", "test", "candidate val", "candidate test", "kept"):
+        table.add_column(column, justify="right", no_wrap=True)
     for it in report.iterations:
         table.add_row(
             str(it.iteration),
@@ -85,10 +86,12 @@ def run_command(options: RunOptions, improver_file: Path | None, as_json: bool) 
             "" if it.candidate_val is None else f"{it.candidate_val:.3f}",
             "" if it.candidate_test is None else f"{it.candidate_test:.3f}",
             "seed" if it.iteration == 0 else ("yes" if it.accepted else "no"),
-            (it.error or "")[:80],
         )
     console = stdout_console()
     console.print(table)
+    for it in report.iterations:
+        if it.error:
+            console.print(f"iteration {it.iteration}: {it.error}", overflow="ellipsis", no_wrap=True, markup=False)
     console.print(
         f"{stats.lm_calls} language-model calls ({stats.lm_responses} responses), {stats.evaluations} evaluations, "
         f"{stats.elapsed_seconds:.0f} s; records in {options.store}"

@@ -80,7 +80,7 @@ def self_improve(
                 current.meta_utility_val,
                 current.meta_utility_test,
                 accepted=False,
-                error=attempt.error,
+                error=f"no candidate: {attempt.error}",
             )
         else:
             stats.stage = "scoring the candidate improver"
@@ -99,7 +99,7 @@ def self_improve(
                 candidate=attempt.solution,
                 candidate_val=candidate.val,
                 candidate_test=candidate.test,
-                error=failed_runs[0] if len(failed_runs) == len(candidate.runs) else None,
+                error=f"candidate: {failed_runs[0]}" if len(failed_runs) == len(candidate.runs) else None,
             )
         current = result
         results.append(result)

@@ -1,0 +1,59 @@
+"""The real embedded model: SmolLM2-135M-Instruct through llama-cpp-python, and `selftaught run` end to end on it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from selftaught.llm.base import ChatMessage, CompletionRequest
+from selftaught.llm.registry import create_backend
+
+pytestmark = pytest.mark.embedded
+
+
+def test_the_embedded_model_answers_repeatably_with_a_seed() -> None:
+    backend = create_backend("llamacpp:smollm2")
+    request = CompletionRequest(
+        messages=(ChatMessage("system", "You are a helpful assistant."), ChatMessage("user", "Name a prime number.")),
+        n=2,
+        temperature=0.7,
+        max_tokens=24,
+        seed=123,
+    )
+    first = backend.complete(request)
+    second = backend.complete(request)
+    backend.close()
+    assert len(first.texts) == 2 and all(text.strip() for text in first.texts)
+    assert first.prompt_tokens > 0 and 0 < first.completion_tokens <= 2 * 24
+    assert first.texts == second.texts
+
+
+def test_selftaught_run_quick_on_the_embedded_model(tmp_path: Path) -> None:
+    store = tmp_path / "runs.sqlite"
+    completed = subprocess.run(
+        [sys.executable, "-m", "selftaught", "run", "--profile", "quick", "--store", str(store), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    data = json.loads(completed.stdout)
+    assert data["model"] == "llamacpp:smollm2" and data["profile"] == "quick"
+    assert [it["iteration"] for it in data["iterations"]] == [0, 1, 2]
+    for iteration in data["iterations"]:
+        assert 0.0 <= iteration["meta_utility_val"] <= 1.0 and 0.0 <= iteration["meta_utility_test"] <= 1.0
+    assert data["lm_responses"] > 0
+    with sqlite3.connect(store) as db:
+        calls = db.execute(
+            "SELECT backend, responses, completion_tokens FROM lm_calls WHERE run_id = ?", (data["run_id"],)
+        ).fetchall()
+        status = db.execute("SELECT status FROM runs WHERE id = ?", (data["run_id"],)).fetchone()[0]
+    assert status == "finished"
+    assert calls and all(backend == "llamacpp:smollm2" for backend, _, _ in calls)
+    assert sum(tokens for _, _, tokens in calls) > 0
+    assert any(json.loads(responses) and json.loads(responses)[0].strip() for _, responses, _ in calls)

@@ -1,0 +1,61 @@
+"""The run store: named migrations, everything a run paid for recorded, clear errors on a bad file."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import STRONG_LPN_SOLUTION, responder_returning
+from selftaught import api
+from selftaught.api import RunOptions
+from selftaught.errors import StoreError
+from selftaught.store.run_store import RunStore
+from selftaught.store.schema import MIGRATIONS
+
+
+def test_migrations_are_recorded_once(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    RunStore(path).close()
+    RunStore(path).close()
+    with sqlite3.connect(path) as db:
+        names = [row[0] for row in db.execute("SELECT name FROM migrations")]
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+    assert names == [name for name, _ in MIGRATIONS]
+    assert mode == "wal"
+
+
+def test_a_run_records_every_request_response_program_and_score(
+    scripted_model: Callable[..., str], options_for: Callable[..., RunOptions]
+) -> None:
+    options = options_for(scripted_model(*responder_returning(STRONG_LPN_SOLUTION)))
+    result = api.improve(options)
+    with sqlite3.connect(options.store) as db:
+        db.row_factory = sqlite3.Row
+        run = db.execute("SELECT * FROM runs WHERE id = ?", (result.run_id,)).fetchone()
+        calls = db.execute("SELECT * FROM lm_calls WHERE run_id = ?", (result.run_id,)).fetchall()
+        improver_run = db.execute("SELECT * FROM improver_runs WHERE run_id = ?", (result.run_id,)).fetchone()
+        splits = [
+            row[0] for row in db.execute("SELECT split FROM evaluations WHERE run_id = ? ORDER BY id", (result.run_id,))
+        ]
+        solution = db.execute(
+            "SELECT source FROM programs WHERE hash = ?", (improver_run["solution_hash"],)
+        ).fetchone()[0]
+    assert run["status"] == "finished" and run["command"] == "improve" and json.loads(run["config"])["name"] == "test"
+    request = json.loads(calls[0]["request"])
+    assert "Improve the following solution" in request["message"] and request["n"] == 2
+    assert len(json.loads(calls[0]["responses"])) == 2 and calls[0]["error"] is None
+    assert (improver_run["lm_calls"], improver_run["utility_calls"], improver_run["error"]) == (1, 2, None)
+    assert solution == STRONG_LPN_SOLUTION.strip()
+    # initial solution, the improver's two utility calls, then the result on validation and test
+    assert splits == ["validation", "validation", "validation", "validation", "test"]
+
+
+def test_a_file_that_is_not_a_database_gives_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "broken.sqlite"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="cannot open the run store"):
+        RunStore(path)
