@@ -43,9 +43,12 @@ def test_an_endless_loop_times_out_per_instance_and_the_child_goes_on(launcher: 
     assert outcome.instances[0]["timed_out"] and outcome.instances[1]["output"] == 2
 
 
-def test_a_child_stuck_outside_python_code_is_killed_at_the_wall_limit(launcher: Launcher) -> None:
+IGNORE_ALARMS = "import signal, time\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+
+
+def test_a_child_that_ignores_its_alarm_is_killed_at_the_wall_limit(launcher: Launcher) -> None:
     started = time.monotonic()
-    outcome = run_algorithm(launcher, "import time\ntime.sleep(60)\n", wall_seconds=1.0)
+    outcome = run_algorithm(launcher, IGNORE_ALARMS + "time.sleep(60)\n", wall_seconds=1.0)
     assert outcome.timed_out and outcome.problem == "timed out"
     assert time.monotonic() - started < 8
 
@@ -53,7 +56,7 @@ def test_a_child_stuck_outside_python_code_is_killed_at_the_wall_limit(launcher:
 def test_the_whole_process_group_dies_with_the_child(launcher: Launcher, tmp_path: Any) -> None:
     marker = tmp_path / "grandchild.pid"
     source = (
-        "import subprocess, time\n"
+        IGNORE_ALARMS + "import subprocess\n"
         f"p = subprocess.Popen(['sleep', '60'])\nopen({str(marker)!r}, 'w').write(str(p.pid))\n"
         "time.sleep(60)\n"
     )

@@ -91,13 +91,16 @@ class MetaUtility:
 
     def as_utility(self) -> UtilityService:
         """The meta-utility as an improver of improvers sees it; validation only."""
-        return UtilityService(
-            description=self.description,
-            budget=self._context.profile.meta_utility_calls,
-            score=lambda improver, improver_run_id: (
-                self.evaluate(improver, with_test=False, parent_id=improver_run_id).val
-            ),
-        )
+        budget = self._context.profile.meta_utility_calls
+        candidates = 0
+
+        def score(improver: str, improver_run_id: int) -> float:
+            nonlocal candidates
+            candidates += 1
+            self._context.stats.stage = f"improving the improver · scoring candidate {candidates}/{budget}"
+            return self.evaluate(improver, with_test=False, parent_id=improver_run_id).val
+
+        return UtilityService(description=self.description, budget=budget, score=score)
 
     def evaluate(self, improver: str, *, with_test: bool, parent_id: int | None = None) -> MetaUtilityResult:
         context = self._context
