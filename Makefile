@@ -23,6 +23,7 @@ run: $(VENV)/.installed-local
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed-dev

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,18 +91,13 @@ def _finish(context: RunContext, status: str, result: dict[str, Any]) -> None:
     context.store.finish_run(context.run_id, status, result)
 
 
-def improve(
-    options: RunOptions,
-    improver: str = SEED_IMPROVER,
-    initial_solution: str | None = None,
-    stats: RunStats | None = None,
-) -> ImproveResult:
-    """One run of `improver` on the task, starting from `initial_solution` (the task's seed solution by default)."""
+@contextmanager
+def _recorded_run(command: str, options: RunOptions, improver: str, stats: RunStats | None) -> Iterator[RunContext]:
+    """Checks the inputs, then opens the run's record, backend and sandbox; nothing is paid for before."""
     task = get_task(options.task)
     check_program(improver, "improve_algorithm", "the improver")
-    initial = initial_solution if initial_solution is not None else task.seed_solution
     with open_run(
-        command="improve",
+        command=command,
         task=task,
         model=options.model,
         profile=options.profile,
@@ -108,6 +105,18 @@ def improve(
         store_path=options.store,
         stats=stats,
     ) as context:
+        yield context
+
+
+def improve(
+    options: RunOptions,
+    improver: str = SEED_IMPROVER,
+    initial_solution: str | None = None,
+    stats: RunStats | None = None,
+) -> ImproveResult:
+    """One run of `improver` on the task, starting from `initial_solution` (the task's seed solution by default)."""
+    with _recorded_run("improve", options, improver, stats) as context:
+        initial = initial_solution if initial_solution is not None else context.task.seed_solution
         context.stats.stage = "scoring the initial solution"
         initial_val = evaluate_solution(context, initial, VALIDATION, None).score
         context.stats.stage = "running the improver"
@@ -147,17 +156,7 @@ def meta_utility(
     options: RunOptions, improver: str = SEED_IMPROVER, stats: RunStats | None = None
 ) -> MetaUtilityReport:
     """û(improver) on the task: D fresh improver runs, validation and test utility of what they return."""
-    task = get_task(options.task)
-    check_program(improver, "improve_algorithm", "the improver")
-    with open_run(
-        command="meta-utility",
-        task=task,
-        model=options.model,
-        profile=options.profile,
-        seed=options.seed,
-        store_path=options.store,
-        stats=stats,
-    ) as context:
+    with _recorded_run("meta-utility", options, improver, stats) as context:
         context.stats.stage = "running the improver"
         scored = MetaUtility(context).evaluate(improver, with_test=True)
         runs = tuple(
@@ -183,17 +182,7 @@ def meta_utility(
 
 def run(options: RunOptions, improver: str = SEED_IMPROVER, stats: RunStats | None = None) -> RunReport:
     """The STOP loop for `options.profile.iterations` iterations, starting from `improver`."""
-    task = get_task(options.task)
-    check_program(improver, "improve_algorithm", "the improver")
-    with open_run(
-        command="run",
-        task=task,
-        model=options.model,
-        profile=options.profile,
-        seed=options.seed,
-        store_path=options.store,
-        stats=stats,
-    ) as context:
+    with _recorded_run("run", options, improver, stats) as context:
         iterations = self_improve(context, initial_improver=improver)
         report = RunReport(context.run_id, tuple(iterations))
         _finish(

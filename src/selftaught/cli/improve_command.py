@@ -12,8 +12,10 @@ from selftaught import api
 from selftaught.api import RunOptions
 from selftaught.cli.options import (
     EXIT_NOTHING_PRODUCED,
+    improver_option,
     json_option,
     print_json,
+    read_improver,
     run_options,
     stderr_console,
     stdout_console,
@@ -21,19 +23,12 @@ from selftaught.cli.options import (
 )
 from selftaught.cli.progress import ProgressDisplay
 from selftaught.loop.context import RunStats
-from selftaught.loop.seed_improver import SEED_IMPROVER
 from selftaught.tasks.registry import get_task
 
 
 @click.command("improve")
 @run_options
-@click.option(
-    "--improver",
-    "improver_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="File defining improve_algorithm(initial_solution, utility, language_model). Default: the paper's seed improver.",
-)
+@improver_option
 @click.option(
     "--solution",
     "solution_file",
@@ -50,7 +45,7 @@ def improve_command(options: RunOptions, improver_file: Path | None, solution_fi
     improver produced no solution (it raised, or no response contained code).
     """
     task = get_task(options.task)
-    improver = api.read_program(improver_file, "improve_algorithm") if improver_file else SEED_IMPROVER
+    improver = read_improver(improver_file)
     solution = api.read_program(solution_file, task.entry_point) if solution_file else None
     stats = RunStats()
     with ProgressDisplay(stats, stderr_console()):

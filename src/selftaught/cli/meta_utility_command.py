@@ -12,8 +12,10 @@ from selftaught import api
 from selftaught.api import RunOptions
 from selftaught.cli.options import (
     EXIT_NOTHING_PRODUCED,
+    improver_option,
     json_option,
     print_json,
+    read_improver,
     run_options,
     stderr_console,
     stdout_console,
@@ -21,18 +23,11 @@ from selftaught.cli.options import (
 )
 from selftaught.cli.progress import ProgressDisplay
 from selftaught.loop.context import RunStats
-from selftaught.loop.seed_improver import SEED_IMPROVER
 
 
 @click.command("meta-utility")
 @run_options
-@click.option(
-    "--improver",
-    "improver_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="File defining improve_algorithm. Default: the paper's seed improver.",
-)
+@improver_option
 @json_option
 @user_errors
 def meta_utility_command(options: RunOptions, improver_file: Path | None, as_json: bool) -> None:
@@ -42,7 +37,7 @@ def meta_utility_command(options: RunOptions, improver_file: Path | None, as_jso
     what it returns is averaged (the meta-utility), and the test utility is shown for reference.
     Exits 1 when every run failed.
     """
-    improver = api.read_program(improver_file, "improve_algorithm") if improver_file else SEED_IMPROVER
+    improver = read_improver(improver_file)
     stats = RunStats()
     with ProgressDisplay(stats, stderr_console()):
         report = api.meta_utility(options, improver=improver, stats=stats)

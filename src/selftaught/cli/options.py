@@ -13,9 +13,10 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from selftaught.api import DEFAULT_MODEL, RunOptions
+from selftaught.api import DEFAULT_MODEL, RunOptions, read_program
 from selftaught.config import PROFILES
 from selftaught.errors import SelftaughtError
+from selftaught.loop.seed_improver import SEED_IMPROVER
 from selftaught.store.run_store import DEFAULT_STORE
 
 #: Exit codes: bad input (nothing started), and a command that ran but produced nothing usable.
@@ -84,6 +85,21 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
     )(wrapper)
     wrapper = click.option("--task", default="parity_noise", show_default=True, help="Downstream task.")(wrapper)
     return wrapper
+
+
+def improver_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--improver",
+        "improver_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="File defining improve_algorithm(initial_solution, utility, language_model). "
+        "Default: the paper's seed improver.",
+    )(function)
+
+
+def read_improver(improver_file: Path | None) -> str:
+    return read_program(improver_file, "improve_algorithm") if improver_file else SEED_IMPROVER
 
 
 def json_option(function: Callable[..., Any]) -> Callable[..., Any]:

@@ -9,10 +9,18 @@ from rich.table import Table
 
 from selftaught import api
 from selftaught.api import RunOptions
-from selftaught.cli.options import json_option, print_json, run_options, stderr_console, stdout_console, user_errors
+from selftaught.cli.options import (
+    improver_option,
+    json_option,
+    print_json,
+    read_improver,
+    run_options,
+    stderr_console,
+    stdout_console,
+    user_errors,
+)
 from selftaught.cli.progress import ProgressDisplay
 from selftaught.loop.context import RunStats
-from selftaught.loop.seed_improver import SEED_IMPROVER
 
 
 @click.command("run")
@@ -24,13 +32,7 @@ from selftaught.loop.seed_improver import SEED_IMPROVER
     default=None,
     help="Self-improvement iterations T. Default: from the profile.",
 )
-@click.option(
-    "--improver",
-    "improver_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Start from this improver instead of the paper's seed improver.",
-)
+@improver_option
 @json_option
 @user_errors
 def run_command(options: RunOptions, improver_file: Path | None, as_json: bool) -> None:
@@ -41,7 +43,7 @@ def run_command(options: RunOptions, improver_file: Path | None, as_json: bool) 
     on the task over several fresh runs) and keeps it only if it beats the current improver.
     Everything is recorded in the store; the table at the end shows the meta-utility per iteration.
     """
-    improver = api.read_program(improver_file, "improve_algorithm") if improver_file else SEED_IMPROVER
+    improver = read_improver(improver_file)
     stats = RunStats()
     with ProgressDisplay(stats, stderr_console()):
         report = api.run(options, improver=improver, stats=stats)
