@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from selftaught.sandbox.launcher import CallRefused, ChildOutcome, Launcher, SandboxLimits
+from selftaught.sandbox.launcher import CallRefused, Launcher
+from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
 
 
 @pytest.fixture(scope="module")
@@ -53,31 +54,10 @@ def test_a_child_that_ignores_its_alarm_is_killed_at_the_wall_limit(launcher: La
     assert time.monotonic() - started < 8
 
 
-def test_the_whole_process_group_dies_with_the_child(launcher: Launcher, tmp_path: Any) -> None:
-    marker = tmp_path / "grandchild.pid"
-    source = (
-        IGNORE_ALARMS + "import subprocess\n"
-        f"p = subprocess.Popen(['sleep', '60'])\nopen({str(marker)!r}, 'w').write(str(p.pid))\n"
-        "time.sleep(60)\n"
-    )
-    outcome = run_algorithm(launcher, source, wall_seconds=1.5)
-    assert outcome.timed_out
-    grandchild = int(marker.read_text())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.kill(grandchild, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail("the grandchild outlived the child's timeout")
-
-
 def test_memory_and_cpu_limits_hold(launcher: Launcher) -> None:
     memory = run_algorithm(launcher, "def algorithm():\n    return len(bytearray(50 * 1024**3))\n")
     assert "MemoryError" in (memory.instances[0]["error"] or "")
-    cpu = run_algorithm(launcher, "while True:\n    pass\n", cpu_seconds=1, wall_seconds=20.0)
+    cpu = run_algorithm(launcher, IGNORE_ALARMS + "while True:\n    pass\n", cpu_seconds=1, wall_seconds=20.0)
     assert "SIGXCPU" in (cpu.problem or "") or "SIGKILL" in (cpu.problem or "")
 
 

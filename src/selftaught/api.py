@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from selftaught.loop.improver_run import run_improver
 from selftaught.loop.meta_utility import MetaUtility, evaluate_solution, task_utility
 from selftaught.loop.seed_improver import SEED_IMPROVER
 from selftaught.loop.self_improvement import IterationResult, self_improve
+from selftaught.sandbox.policy import SandboxPolicy
 from selftaught.store.run_store import DEFAULT_STORE
 from selftaught.tasks.base import TEST, VALIDATION
 from selftaught.tasks.registry import get_task
@@ -32,6 +33,7 @@ class RunOptions:
     profile: Profile = PROFILES["quick"]
     seed: int = 0
     store: Path = DEFAULT_STORE
+    sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ def _recorded_run(command: str, options: RunOptions, improver: str, stats: RunSt
         profile=options.profile,
         seed=options.seed,
         store_path=options.store,
+        sandbox=options.sandbox,
         stats=stats,
     ) as context:
         yield context

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
+from rich.text import Text
 
 from selftaught import __version__
+from selftaught.cli.doctor_command import doctor_command
 from selftaught.cli.improve_command import improve_command
 from selftaught.cli.meta_utility_command import meta_utility_command
 from selftaught.cli.models_command import models_command
+from selftaught.cli.options import stderr_console
 from selftaught.cli.run_command import run_command
 
 
@@ -24,9 +29,19 @@ def cli() -> None:
     """
 
 
-for command in (run_command, improve_command, meta_utility_command, models_command):
+for command in (run_command, improve_command, meta_utility_command, models_command, doctor_command):
     cli.add_command(command)
 
 
+class _WarningLine(logging.Handler):
+    """Library warnings (a weaker sandbox, a failed probe) as one visible line on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stderr_console().print(Text.assemble(("warning: ", "bold yellow"), record.getMessage()), soft_wrap=True)
+
+
 def main() -> None:
+    logger = logging.getLogger("selftaught")
+    logger.addHandler(_WarningLine(level=logging.WARNING))
+    logger.propagate = False
     cli()

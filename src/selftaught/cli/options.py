@@ -17,6 +17,7 @@ from selftaught.api import DEFAULT_MODEL, RunOptions, read_program
 from selftaught.config import PROFILES
 from selftaught.errors import SelftaughtError
 from selftaught.loop.seed_improver import SEED_IMPROVER
+from selftaught.sandbox.policy import SandboxPolicy
 from selftaught.store.run_store import DEFAULT_STORE
 
 #: Exit codes: bad input (nothing started), and a command that ran but produced nothing usable.
@@ -49,6 +50,7 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
             profile=profile.with_overrides(**overrides),
             seed=kwargs.pop("seed"),
             store=kwargs.pop("store"),
+            sandbox=SandboxPolicy(strict=kwargs.pop("sandbox") == "strict"),
         )
         return function(options=options, **kwargs)
 
@@ -56,6 +58,14 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
         wrapper = click.option(
             flag, field, type=click.IntRange(min=1), default=None, help=help_text + " Default: from the profile."
         )(wrapper)
+    wrapper = click.option(
+        "--sandbox",
+        type=click.Choice(["default", "strict"]),
+        default="default",
+        show_default=True,
+        help="'strict' refuses to run generated code when a required isolation layer is missing "
+        "(see `selftaught doctor`); 'default' uses the strongest available and warns.",
+    )(wrapper)
     wrapper = click.option(
         "--store",
         type=click.Path(dir_okay=False, path_type=Path),

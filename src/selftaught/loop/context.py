@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Iterator
@@ -10,12 +11,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from selftaught.config import Profile
+from selftaught.errors import SandboxError
 from selftaught.llm.base import Backend
 from selftaught.llm.registry import create_backend
+from selftaught.sandbox.doctor import SandboxReport, probe
 from selftaught.sandbox.launcher import Launcher
+from selftaught.sandbox.policy import SandboxPolicy
 from selftaught.store.run_store import RunStore
 from selftaught.tasks.base import Task
 from selftaught.tasks.evaluation import SolutionEvaluator
+
+logger = logging.getLogger("selftaught")
 
 
 class SeedSequence:
@@ -61,6 +67,20 @@ class RunContext:
     stats: RunStats
 
 
+def check_sandbox(launcher: Launcher) -> SandboxReport:
+    """Refuses a strict run when a required layer is missing; otherwise warns about what is missing."""
+    report = probe(launcher)
+    missing = report.missing_required
+    if report.problem is not None and not launcher.policy.strict:
+        logger.warning("the sandbox probe failed: %s", report.problem)
+    if missing and launcher.policy.strict:
+        details = "; ".join(report.missing[name] for name in missing)
+        raise SandboxError(f"strict sandbox refused: {details} (see `selftaught doctor`)")
+    if missing:
+        logger.warning("sandbox weaker than strict here: %s missing (see `selftaught doctor`)", ", ".join(missing))
+    return report
+
+
 @contextmanager
 def open_run(
     *,
@@ -70,12 +90,22 @@ def open_run(
     profile: Profile,
     seed: int,
     store_path: Path,
+    sandbox: SandboxPolicy,
     stats: RunStats | None = None,
 ) -> Iterator[RunContext]:
-    """Creates the backend, sandbox and store record of a run; marks the run failed if the body raises."""
-    backend = create_backend(model)
+    """Creates the sandbox, backend and store record of a run; marks the run failed if the body raises.
+
+    The sandbox starts first, so its fork server never holds anything the backend loads.
+    """
+    launcher = Launcher(sandbox)
+    try:
+        launcher.start()
+        check_sandbox(launcher)
+        backend = create_backend(model)
+    except BaseException:
+        launcher.close()
+        raise
     store = RunStore(store_path)
-    launcher = Launcher()
     seeds = SeedSequence(seed)
     run_id = store.create_run(command=command, task=task.name, model=model, seed=seed, config=asdict(profile))
     context = RunContext(

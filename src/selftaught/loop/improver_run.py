@@ -16,7 +16,8 @@ from selftaught.config import ImproverBudget
 from selftaught.llm.budgeted import BudgetedLanguageModel, LanguageModelCall, LanguageModelRefusal
 from selftaught.loop.context import RunContext
 from selftaught.sandbox.child import protocol
-from selftaught.sandbox.launcher import CallRefused, SandboxLimits
+from selftaught.sandbox.launcher import CallRefused
+from selftaught.sandbox.outcome import SandboxLimits
 
 IMPROVER_ENTRY_POINT = "improve_algorithm"
 IMPROVER_MEMORY_BYTES = 4 * 1024**3
@@ -138,9 +139,10 @@ def run_improver(
         serve=services.serve,
     )
     for event in outcome.events:
-        store.record_event(context.run_id, improver_run_id, event["name"], {"detail": event["detail"]})
-    if outcome.timed_out or outcome.violation:
-        store.record_event(context.run_id, improver_run_id, "sandbox_violation", {"problem": outcome.problem})
+        if event["name"] != "sandbox_violation":
+            store.record_event(context.run_id, improver_run_id, event["name"], {"detail": event["detail"]})
+    for violation in outcome.violations:
+        store.record_event(context.run_id, improver_run_id, "sandbox_violation", violation)
     solution, error = _solution_of(outcome.result, outcome.problem)
     result = ImproverRunResult(
         improver_run_id=improver_run_id,

@@ -1,34 +1,30 @@
-"""Host side of the sandbox: starts a child process for one job of generated code and serves its calls.
+"""Host side of the sandbox: starts a child for one job of generated code and serves its calls.
 
 Every piece of generated code (improvers and algorithms) runs through `Launcher.run`. The child
-gets a whitelisted environment, a private scratch directory, resource limits it applies to
-itself before touching generated code, its own session (so a timeout kills the whole process
-group), and a socket to the host as its only way to ask for anything. The child's wall-clock
-budget excludes the time the host spends answering its calls, so a slow language model never
-times out an improver.
+gets a whitelisted environment, a private scratch directory, resource limits and kernel
+isolation layers (policy.py) that it applies to itself before touching generated code, its own
+session (so a timeout kills the whole process group), and a socket to the host as its only way
+to ask for anything. The child's wall-clock budget excludes the time the host spends answering
+its calls, so a slow language model never times out an improver. Safe to use from many threads.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from selftaught.sandbox.child import protocol
+from selftaught.sandbox.child import isolation, protocol
+from selftaught.sandbox.fork_server import ForkServer
+from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
 from selftaught.sandbox.packages import PackageShim
-
-RUNNER = Path(__file__).parent / "child" / "runner.py"
+from selftaught.sandbox.policy import SandboxPolicy
+from selftaught.sandbox.processes import CappedReader, ChildProcess, fork_child, spawn_child
 
 #: What a child may see of the host environment: nothing but these fixed values.
 CHILD_ENVIRONMENT = {
@@ -44,7 +40,6 @@ CHILD_ENVIRONMENT = {
 }
 
 MAX_CHILD_MESSAGES = 10_000
-EXIT_GRACE_SECONDS = 2.0
 REPLY_SEND_SECONDS = 10.0
 
 
@@ -55,143 +50,74 @@ class CallRefused(Exception):
 CallHandler = Callable[[str, dict[str, Any]], Any]
 
 
-@dataclass(frozen=True)
-class SandboxLimits:
-    """Resource limits of one child; wall_seconds counts only the child's own time."""
-
-    wall_seconds: float = 60.0
-    cpu_seconds: int = 60
-    address_space_bytes: int = 4 * 1024**3
-    open_files: int = 64
-    file_size_bytes: int = 16 * 1024**2
-    captured_output_bytes: int = 64 * 1024
-
-    def rlimits(self) -> dict[str, int]:
-        return {
-            "cpu_seconds": self.cpu_seconds,
-            "address_space_bytes": self.address_space_bytes,
-            "open_files": self.open_files,
-            "file_size_bytes": self.file_size_bytes,
-            "core_bytes": 0,
-        }
-
-
-@dataclass(frozen=True)
-class ChildOutcome:
-    """What came back from a child: data only, nothing it printed is trusted."""
-
-    result: Any = None
-    has_result: bool = False
-    failure: str | None = None  # the generated code raised; its message
-    violation: str | None = None  # the child broke a rule and was killed
-    timed_out: bool = False
-    exit_code: int | None = None
-    instances: tuple[dict[str, Any], ...] = ()
-    events: tuple[dict[str, Any], ...] = ()
-    stdout: str = ""
-    stderr: str = ""
-    own_seconds: float = 0.0
-
-    @property
-    def problem(self) -> str | None:
-        """One line saying why the job gave no result, or None when it did."""
-        if self.timed_out:
-            return "timed out"
-        if self.violation:
-            return self.violation
-        if self.failure:
-            return self.failure
-        if not self.has_result:
-            return f"exited without a result ({describe_exit(self.exit_code)})"
-        return None
-
-
-def describe_exit(exit_code: int | None) -> str:
-    if exit_code is None:
-        return "still running when killed"
-    if exit_code >= 0:
-        return f"exit code {exit_code}"
-    try:
-        name = signal.Signals(-exit_code).name
-    except ValueError:
-        name = f"signal {-exit_code}"
-    return f"killed by {name}{SIGNAL_MEANINGS.get(name, '')}"
-
-
-SIGNAL_MEANINGS = {
-    "SIGXCPU": ": CPU time limit",
-    "SIGXFSZ": ": file size limit",
-    "SIGSEGV": ": crashed, often the memory limit",
-    "SIGKILL": "",
-}
-
-
-@dataclass
-class _CappedReader:
-    """Drains a pipe to the end, keeping only the first `cap` bytes, so a flood never blocks the child."""
-
-    stream: Any
-    cap: int
-    data: bytearray = field(default_factory=bytearray)
-    truncated: bool = False
-
-    def __post_init__(self) -> None:
-        self.thread = threading.Thread(target=self._drain, daemon=True)
-        self.thread.start()
-
-    def _drain(self) -> None:
-        try:
-            while chunk := self.stream.read1(65536):
-                room = self.cap - len(self.data)
-                if room > 0:
-                    self.data.extend(chunk[:room])
-                if len(chunk) > max(room, 0):
-                    self.truncated = True
-        except (OSError, ValueError):
-            pass
-
-    def text(self) -> str:
-        self.thread.join(timeout=1.0)
-        suffix = "\n[output truncated]" if self.truncated else ""
-        return self.data.decode("utf-8", errors="replace") + suffix
-
-
 class Launcher:
-    """Runs jobs of generated code in child processes. One per host; safe to reuse."""
+    """Runs jobs of generated code in confined child processes. One per host; thread-safe."""
 
-    def __init__(self, allowed_packages: tuple[str, ...] = ("numpy",)) -> None:
+    def __init__(self, policy: SandboxPolicy | None = None, allowed_packages: tuple[str, ...] = ("numpy",)) -> None:
+        self.policy = policy or SandboxPolicy()
         self._shim = PackageShim(allowed_packages)
+        self._fork_server: ForkServer | None = None
+        self._layers: dict[str, Any] | None = None
+        self._start_lock = threading.Lock()
+        # The host's memory and /proc files (where API keys live) stay out of reach of same-user processes.
+        isolation.make_undumpable()
+
+    def start(self) -> None:
+        """Starts the fork server now (it starts on first use otherwise); call before loading any secret."""
+        if self.policy.fork_server:
+            self._server()
+
+    def _server(self) -> ForkServer:
+        with self._start_lock:
+            if self._fork_server is None:
+                self._fork_server = ForkServer(CHILD_ENVIRONMENT, self._shim.paths(), command_prefix=[])
+            return self._fork_server
 
     def close(self) -> None:
+        with self._start_lock:
+            if self._fork_server is not None:
+                self._fork_server.close()
+                self._fork_server = None
         self._shim.close()
 
-    def run(
-        self,
-        job: Mapping[str, Any],
-        limits: SandboxLimits,
-        serve: CallHandler | None = None,
-    ) -> ChildOutcome:
+    def _isolation(self) -> dict[str, Any]:
+        with self._start_lock:
+            if self._layers is None:
+                self._layers = self.policy.isolation(self._shim.paths())
+                if self.network_inherited:
+                    # Children inherit the zygote's empty network namespace; a new one each costs ~1 ms.
+                    self._layers["network_namespace"] = False
+            return self._layers
+
+    @property
+    def network_inherited(self) -> bool:
+        """True when children get their empty network namespace from the fork server instead of making one."""
+        return self._fork_server is not None and self._fork_server.network_isolated
+
+    def _scratch(self) -> str:
         scratch = tempfile.mkdtemp(prefix="selftaught-child-")
+        if self._isolation()["drop_privileges"]:
+            os.chown(scratch, isolation.UNPRIVILEGED_UID, isolation.UNPRIVILEGED_UID)
+        return scratch
+
+    def _start_child(self, channel: socket.socket, scratch: str) -> ChildProcess:
+        if self.policy.fork_server:
+            return fork_child(self._server(), channel, scratch)
+        return spawn_child(channel, scratch, {**CHILD_ENVIRONMENT, "HOME": scratch, "TMPDIR": scratch})
+
+    def run(self, job: Mapping[str, Any], limits: SandboxLimits, serve: CallHandler | None = None) -> ChildOutcome:
+        scratch = self._scratch()
         host_end, child_end = socket.socketpair()
         try:
-            process = subprocess.Popen(
-                [sys.executable, "-S", "-s", "-B", "-u", str(RUNNER), str(child_end.fileno())],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=(child_end.fileno(),),
-                cwd=scratch,
-                env={**CHILD_ENVIRONMENT, "HOME": scratch, "TMPDIR": scratch},
-                start_new_session=True,
-            )
-        except OSError:
+            child = self._start_child(child_end, scratch)
+        except BaseException:
             host_end.close()
-            child_end.close()
             shutil.rmtree(scratch, ignore_errors=True)
             raise
-        child_end.close()
-        stdout = _CappedReader(process.stdout, limits.captured_output_bytes)
-        stderr = _CappedReader(process.stderr, limits.captured_output_bytes)
+        finally:
+            child_end.close()
+        stdout = CappedReader(child.stdout, limits.captured_output_bytes)
+        stderr = CappedReader(child.stderr, limits.captured_output_bytes)
         outcome: dict[str, Any] = {}
         try:
             full_job = {
@@ -199,6 +125,8 @@ class Launcher:
                 **job,
                 "limits": limits.rlimits(),
                 "package_paths": self._shim.paths(),
+                "isolation": self._isolation(),
+                "scratch": scratch,
             }
             protocol.send_message(host_end, full_job)
             outcome = _serve(host_end, limits.wall_seconds, serve)
@@ -207,9 +135,15 @@ class Launcher:
         finally:
             host_end.close()
             finished = "result" in outcome or "failure" in outcome
-            exit_code = _reap(process, kill_now=not finished)
+            exit_code = child.reap(kill_now=not finished)
             shutil.rmtree(scratch, ignore_errors=True)
-        return ChildOutcome(**outcome, exit_code=exit_code, stdout=stdout.text(), stderr=stderr.text())
+        return ChildOutcome(
+            **outcome,
+            exit_code=exit_code,
+            stdout=stdout.text(),
+            stderr=stderr.text(),
+            output_truncated=stdout.truncated or stderr.truncated,
+        )
 
 
 def _serve(sock: socket.socket, wall_seconds: float, serve: CallHandler | None) -> dict[str, Any]:
@@ -266,16 +200,3 @@ def _answer(message: dict[str, Any], serve: CallHandler | None) -> dict[str, Any
         return {**reply, "ok": True, "value": serve(method, params)}
     except CallRefused as refusal:
         return {**reply, "ok": False, "error": str(refusal)}
-
-
-def _reap(process: subprocess.Popen[bytes], kill_now: bool) -> int | None:
-    """Kills the child's whole process group, after a short grace period when it finished its job."""
-    if not kill_now:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=EXIT_GRACE_SECONDS)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    try:
-        return process.wait(timeout=EXIT_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        return None

@@ -132,7 +132,8 @@ class RunStore:
         solution_hash = self.save_program(solution, "solution")
         self._write(
             "INSERT INTO evaluations (run_id, improver_run_id, solution_hash, task, split, score, instances, invalid,"
-            " timeouts, errors, problem, failure, seconds, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " timeouts, errors, problem, failure, seconds, violations, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 improver_run_id,
@@ -147,6 +148,7 @@ class RunStore:
                 evaluation.problem,
                 evaluation.failure,
                 evaluation.seconds,
+                json.dumps(list(evaluation.violations)),
                 now(),
             ),
         )

@@ -95,4 +95,10 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX lm_calls_by_run ON lm_calls(run_id);
         """,
     ),
+    (
+        "0002_evaluation_violations",
+        """
+        ALTER TABLE evaluations ADD COLUMN violations TEXT NOT NULL DEFAULT '[]';
+        """,
+    ),
 )

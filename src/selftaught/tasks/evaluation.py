@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from selftaught.sandbox.child import protocol
-from selftaught.sandbox.launcher import Launcher, SandboxLimits
+from selftaught.sandbox.launcher import Launcher
+from selftaught.sandbox.outcome import SandboxLimits
 from selftaught.tasks.base import Instance, InstanceScore, Task, Unrepresentable
 
 #: Covers the child's interpreter and numpy start-up, which is never charged to an instance.
@@ -34,6 +35,8 @@ class Evaluation:
     #: Set when the solution could not run at all (syntax error, no entry point, killed).
     failure: str | None = None
     seconds: float = 0.0
+    #: Attempts against the sandbox and limits hit, as {kind, detail}.
+    violations: tuple[dict[str, str], ...] = ()
 
 
 def decode_output(value: Any, depth: int = 0) -> Any:
@@ -107,6 +110,7 @@ class SolutionEvaluator:
             problem=problems[0] if problems else None,
             failure=outcome.problem if not outcome.instances else None,
             seconds=outcome.own_seconds,
+            violations=tuple(outcome.violations),
         )
 
 

@@ -42,13 +42,10 @@ class PeerClosed(ProtocolError):
 
 
 def send_message(sock: socket.socket, message: dict[str, Any]) -> None:
-    payload = json.dumps(message, allow_nan=True, separators=(",", ":")).encode("utf-8")
-    if len(payload) > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"message of {len(payload)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte cap")
-    sock.sendall(HEADER.pack(len(payload)) + payload)
+    sock.sendall(frame(message))
 
 
-def _receive_exactly(sock: socket.socket, size: int) -> bytes:
+def receive_exactly(sock: socket.socket, size: int) -> bytes:
     chunks = bytearray()
     while len(chunks) < size:
         chunk = sock.recv(min(size - len(chunks), 1 << 20))
@@ -59,16 +56,29 @@ def _receive_exactly(sock: socket.socket, size: int) -> bytes:
 
 
 def receive_message(sock: socket.socket) -> dict[str, Any]:
-    (size,) = HEADER.unpack(_receive_exactly(sock, HEADER.size))
+    return receive_body(sock, receive_exactly(sock, HEADER.size))
+
+
+def receive_body(sock: socket.socket, header: bytes) -> dict[str, Any]:
+    """The message whose header was already read (the fork server reads headers with passed descriptors)."""
+    header += receive_exactly(sock, HEADER.size - len(header))
+    (size,) = HEADER.unpack(header)
     if size > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message of {size} bytes exceeds the {MAX_MESSAGE_BYTES}-byte cap")
     try:
-        message = json.loads(_receive_exactly(sock, size).decode("utf-8"))
+        message = json.loads(receive_exactly(sock, size).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ProtocolError(f"malformed message: {error}") from None
     if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
         raise ProtocolError("a message must be an object with a string 'kind'")
     return message
+
+
+def frame(message: dict[str, Any]) -> bytes:
+    payload = json.dumps(message, allow_nan=True, separators=(",", ":")).encode("utf-8")
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message of {len(payload)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte cap")
+    return HEADER.pack(len(payload)) + payload
 
 
 def encode_value(value: Any, depth: int = 0) -> Any:

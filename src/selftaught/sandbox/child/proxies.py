@@ -25,7 +25,8 @@ class Channel:
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._lock = threading.Lock()
+        # Reentrant: the audit hook may report from inside a call of the same thread.
+        self._lock = threading.RLock()
         self._next_id = 0
 
     def call(self, method: str, params: dict[str, Any]) -> Any:
@@ -41,9 +42,12 @@ class Channel:
             raise LanguageModelError(str(reply.get("error")))
         return reply.get("value")
 
-    def notify(self, name: str, detail: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any]) -> None:
         with self._lock:
-            protocol.send_message(self._sock, {"kind": protocol.EVENT, "name": name, "detail": detail})
+            protocol.send_message(self._sock, message)
+
+    def notify(self, name: str, detail: dict[str, Any]) -> None:
+        self.send({"kind": protocol.EVENT, "name": name, "detail": detail})
 
 
 class _Proxy:

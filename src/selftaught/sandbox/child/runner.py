@@ -1,14 +1,18 @@
 """Entry point of a sandboxed child: limits itself, runs one job of generated code, reports to the host.
 
-Started by the host as `python -I -S runner.py FD`. It imports only the standard library and the
-sibling modules of this folder, which it puts on sys.path itself (so generated code can
-`from helpers import extract_code`). Generated code never sees a host object: its
-language model and utility are proxies over the channel on file descriptor FD.
+Started by the host as `python -S runner.py FD`, or imported by the fork server, which calls
+`serve_job` in each forked child. It imports only the standard library and the sibling modules of
+this folder, which it puts on sys.path itself (so generated code can `from helpers import
+extract_code`). Generated code never sees a host object: its language model and utility are
+proxies over the channel on file descriptor FD.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
+import importlib
+import importlib.util
 import os
 import random
 import resource
@@ -19,12 +23,13 @@ import time
 import traceback
 from typing import Any
 
+# The sibling modules are importable only once their folder is on sys.path.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import contextlib
-
+import isolation
 import protocol
 import proxies
+import watch
 
 RLIMITS = {
     "cpu_seconds": resource.RLIMIT_CPU,
@@ -87,7 +92,7 @@ def raise_timeout(signum: int, frame: Any) -> None:
     raise InstanceTimeout()
 
 
-def run_algorithm(sock: socket.socket, job: dict[str, Any]) -> None:
+def run_algorithm(channel: proxies.Channel, job: dict[str, Any]) -> None:
     time_limit = float(job["time_limit_seconds"])
     signal.signal(signal.SIGALRM, raise_timeout)
     # Loading the solution (its module-level code) gets the same limit as one instance.
@@ -115,42 +120,98 @@ def run_algorithm(sock: socket.socket, job: dict[str, Any]) -> None:
             message["error"] = describe_failure(error)
         message["elapsed_seconds"] = time.perf_counter() - started
         try:
-            protocol.send_message(sock, message)
+            channel.send(message)
         except protocol.ProtocolError as error:
             message.pop("output", None)
             message["error"] = str(error)
-            protocol.send_message(sock, message)
-    protocol.send_message(sock, {"kind": protocol.RESULT, "value": None})
+            channel.send(message)
+    channel.send({"kind": protocol.RESULT, "value": None})
 
 
-def run_improver(sock: socket.socket, job: dict[str, Any]) -> None:
+def run_improver(channel: proxies.Channel, job: dict[str, Any]) -> None:
     function = load_entry_point(job["source"], job["entry_point"])
-    channel = proxies.Channel(sock)
     utility = proxies.Utility(channel, job["utility"])
     language_model = proxies.LanguageModel(channel, job["language_model"])
     seed_generators(int(job["seed"]))
     value = function(job["initial_solution"], utility, language_model)
-    protocol.send_message(sock, {"kind": protocol.RESULT, "value": protocol.encode_value(value)})
+    channel.send({"kind": protocol.RESULT, "value": protocol.encode_value(value)})
 
 
 JOBS = {"algorithm": run_algorithm, "improver": run_improver}
 
+#: Imported before privileges are dropped: afterwards the interpreter's own folder may be unreadable.
+PRELOADED_MODULES = (
+    "array", "ast", "bisect", "cmath", "collections", "concurrent.futures", "contextlib", "copy", "dataclasses",
+    "decimal", "enum", "fractions", "functools", "hashlib", "heapq", "itertools", "json", "math", "numbers",
+    "operator", "queue", "random", "re", "statistics", "string", "struct", "textwrap", "threading", "typing",
+    "zlib", "concurrent.futures.thread",
+)  # fmt: skip
+NUMPY_MODULES = ("numpy", "numpy.random", "numpy.linalg", "numpy.fft", "numpy.polynomial")
 
-def main() -> None:
-    sock = socket.socket(fileno=int(sys.argv[1]))
-    job = protocol.receive_message(sock)
-    apply_limits(job["limits"])
-    sys.path.extend(job["package_paths"])
+
+def preload(package_paths: list[str]) -> None:
+    """Imports what generated code commonly needs, with the allowed packages (numpy) on the path."""
+    sys.path.extend(path for path in package_paths if path not in sys.path)
+    for name in PRELOADED_MODULES:
+        importlib.import_module(name)
+    if importlib.util.find_spec("numpy") is not None:
+        for name in NUMPY_MODULES:
+            importlib.import_module(name)
+
+
+def serve_job(sock: socket.socket, preloaded: bool = False) -> None:
+    """Receives one job, confines this process, runs the job, and exits without returning."""
+    channel = proxies.Channel(sock)
     try:
-        JOBS[job["job"]](sock, job)
+        job = protocol.receive_message(sock)
+        if not preloaded:
+            preload(job["package_paths"])
+        apply_limits(job["limits"])
+        missing = confine(job["isolation"], job["scratch"])
+        if missing:
+            channel.notify("sandbox_layer_missing", missing)
+            if job["isolation"].get("strict"):
+                raise PermissionError(f"strict sandbox: {'; '.join(missing.values())}")
+        if job["isolation"].get("watch", True):
+            watch.install(
+                lambda kind, detail: channel.notify("sandbox_violation", {"kind": kind, "detail": detail}),
+                job["scratch"],
+            )
+        JOBS[job["job"]](channel, job)
     except BaseException as error:
         with contextlib.suppress(OSError, protocol.ProtocolError):
-            protocol.send_message(sock, {"kind": protocol.FAILURE, "error": describe_failure(error)})
+            channel.send({"kind": protocol.FAILURE, "error": describe_failure(error)})
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
         # Skip interpreter teardown: threads or atexit hooks left by generated code must not delay the exit.
         os._exit(0)
+
+
+def confine(layers: dict[str, Any], scratch: str) -> dict[str, str]:
+    """Applies the requested isolation layers in order; returns the missing ones with the reason."""
+    steps = [
+        ("die_with_parent", isolation.die_with_parent),
+        ("undumpable", isolation.make_undumpable),
+        ("max_processes", lambda: isolation.limit_processes(int(layers["max_processes"]))),
+        ("drop_privileges", isolation.drop_privileges),
+        ("network_namespace", isolation.isolate_network),
+        ("landlock", lambda: isolation.restrict_filesystem(layers["landlock"]["read_only"], [scratch])),
+        ("seccomp", isolation.install_seccomp),
+    ]
+    missing: dict[str, str] = {}
+    for name, apply in steps:
+        if layers.get(name):
+            try:
+                apply()
+            except (isolation.LayerUnavailable, OSError) as error:
+                missing[name] = f"{name}: {error}"
+    return missing
+
+
+def main() -> None:
+    serve_job(socket.socket(fileno=int(sys.argv[1])))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,99 @@
+"""What the sandbox really does on this machine: a confined probe child reports missing layers and tries to escape."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+
+from selftaught.sandbox.launcher import Launcher
+from selftaught.sandbox.outcome import SandboxLimits
+from selftaught.sandbox.policy import LAYERS, ROOT_ONLY_LAYERS, required_layers, running_as_root
+
+#: Runs inside a confined child; each check is True when the attempt was blocked.
+PROBE_SOURCE = """\
+import os, socket
+
+def algorithm(host_pid, outside_path):
+    def blocked(attempt):
+        try:
+            attempt()
+        except Exception:
+            return True
+        return False
+
+    def fork():
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+
+    def write_outside():
+        with open(outside_path, "w") as handle:
+            handle.write("escaped")
+
+    return {
+        "create a socket": blocked(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()),
+        "read the host's environment": blocked(lambda: open(f"/proc/{host_pid}/environ", "rb").read()),
+        "write outside the scratch directory": blocked(write_outside),
+        "fork a process": blocked(fork),
+        "signal the host": blocked(lambda: os.kill(host_pid, 0)),
+        "keep root privileges": os.getuid() != 0,
+    }
+"""
+
+
+@dataclass(frozen=True)
+class SandboxReport:
+    """Which layers children could not apply (with the reason) and which escape attempts were blocked."""
+
+    missing: dict[str, str] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)
+    problem: str | None = None
+    network_inherited: bool = False
+
+    @property
+    def missing_required(self) -> list[str]:
+        return [name for name in required_layers() if name in self.missing]
+
+    @property
+    def layers(self) -> dict[str, str]:
+        """Each layer's state: 'active', 'not needed', or why it is missing."""
+        states = {}
+        for name in LAYERS:
+            if name in ROOT_ONLY_LAYERS and not running_as_root():
+                states[name] = "not needed (not running as root)"
+            elif name == "network_namespace" and self.network_inherited:
+                states[name] = "active (one for all children, made by the fork server)"
+            else:
+                states[name] = self.missing.get(name, "active")
+        return states
+
+
+def probe(launcher: Launcher) -> SandboxReport:
+    outside = os.path.join("/tmp", f"selftaught-probe-{os.getpid()}-{id(launcher)}")
+    outcome = launcher.run(
+        {
+            "job": "algorithm",
+            "source": PROBE_SOURCE,
+            "entry_point": "algorithm",
+            "instances": [[os.getpid(), outside]],
+            "time_limit_seconds": 10.0,
+            "seed": 0,
+        },
+        SandboxLimits(wall_seconds=30.0, cpu_seconds=30),
+    )
+    if os.path.exists(outside):
+        shutil.rmtree(outside, ignore_errors=True) if os.path.isdir(outside) else os.remove(outside)
+    missing: dict[str, str] = {}
+    for event in outcome.events:
+        if event["name"] == "sandbox_layer_missing" and isinstance(event["detail"], dict):
+            missing.update({str(k): str(v) for k, v in event["detail"].items()})
+    output = outcome.instances[0].get("output") if outcome.instances else None
+    checks = {str(k): bool(v) for k, v in output.items()} if isinstance(output, dict) else {}
+    return SandboxReport(
+        missing=missing,
+        checks=checks,
+        problem=None if checks else outcome.problem,
+        network_inherited=launcher.network_inherited,
+    )

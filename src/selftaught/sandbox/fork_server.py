@@ -1,0 +1,119 @@
+"""Host side of the fork server: starts the zygote once, asks it for one child per job, learns how children exit.
+
+A reader thread takes the zygote's messages apart: answers to spawn requests (in order) and exit
+statuses (any time). Spawning is serialized; waiting and killing are not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from selftaught.errors import SandboxError
+from selftaught.sandbox.child import protocol
+
+ZYGOTE = Path(__file__).parent / "child" / "zygote.py"
+START_TIMEOUT_SECONDS = 30.0
+SPAWN_TIMEOUT_SECONDS = 10.0
+
+
+class ForkServer:
+    def __init__(self, environment: dict[str, str], package_paths: list[str], command_prefix: list[str]) -> None:
+        host_end, zygote_end = socket.socketpair()
+        self._process = subprocess.Popen(
+            [
+                *command_prefix,
+                sys.executable,
+                "-S",
+                "-s",
+                "-B",
+                "-u",
+                str(ZYGOTE),
+                str(zygote_end.fileno()),
+                *package_paths,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            pass_fds=(zygote_end.fileno(),),
+            env=environment,
+            cwd="/",
+            start_new_session=True,
+        )
+        zygote_end.close()
+        self._control = host_end
+        self._spawn_lock = threading.Lock()
+        self._spawned: queue.Queue[int] = queue.Queue()
+        self._exits: dict[int, int] = {}
+        self._exited = threading.Condition()
+        self._alive = True
+        self._control.settimeout(START_TIMEOUT_SECONDS)
+        try:
+            ready = protocol.receive_message(self._control)
+        except (OSError, protocol.ProtocolError) as error:
+            stderr = self._process.stderr.read().decode(errors="replace")[-500:] if self._process.stderr else ""
+            self._process.kill()
+            raise SandboxError(f"the fork server did not start: {error} {stderr}".strip()) from None
+        if ready.get("kind") != "ready":
+            raise SandboxError("the fork server sent an unexpected greeting")
+        #: True when the zygote sits in an empty network namespace that every child inherits.
+        self.network_isolated = ready.get("network") == "isolated"
+        self._control.settimeout(None)
+        self._reader = threading.Thread(target=self._read, name="fork-server-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                message = protocol.receive_message(self._control)
+                if message["kind"] == "spawned":
+                    self._spawned.put(int(message["pid"]))
+                elif message["kind"] == "exited":
+                    with self._exited:
+                        self._exits[int(message["pid"])] = int(message["status"])
+                        self._exited.notify_all()
+        except (OSError, protocol.ProtocolError):
+            with self._exited:
+                self._alive = False
+                self._exited.notify_all()
+
+    def spawn(self, channel: socket.socket, stdout_fd: int, stderr_fd: int, scratch: str) -> int:
+        """Forks a child that serves the job arriving on `channel`; returns its pid (in the zygote's namespace)."""
+        with self._spawn_lock:
+            if not self._alive:
+                raise SandboxError("the fork server has stopped")
+            frame = protocol.frame({"kind": "spawn", "scratch": scratch})
+            socket.send_fds(self._control, [frame], [channel.fileno(), stdout_fd, stderr_fd])
+            try:
+                return self._spawned.get(timeout=SPAWN_TIMEOUT_SECONDS)
+            except queue.Empty:
+                raise SandboxError("the fork server did not answer a spawn request") from None
+
+    def wait(self, pid: int, timeout: float) -> int | None:
+        """The child's exit code (negative for a signal), or None if it is still running after `timeout`."""
+        with self._exited:
+            self._exited.wait_for(lambda: pid in self._exits or not self._alive, timeout=timeout)
+            return self._exits.pop(pid, None)
+
+    def kill(self, pid: int) -> None:
+        """Kills the child's whole process group."""
+        with self._spawn_lock:
+            if self._alive:
+                with contextlib.suppress(OSError):
+                    protocol.send_message(self._control, {"kind": "kill", "pid": pid})
+
+    def close(self) -> None:
+        self._alive = False
+        # shutdown, not just close: the reader thread still holds the socket, and the zygote must see EOF now.
+        with contextlib.suppress(OSError):
+            self._control.shutdown(socket.SHUT_RDWR)
+        self._control.close()
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()

@@ -1,0 +1,104 @@
+"""Limits of one child and what comes back from it: data, failures, and the sandbox violations it committed."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Resource limits of one child; wall_seconds counts only the child's own time."""
+
+    wall_seconds: float = 60.0
+    cpu_seconds: int = 60
+    address_space_bytes: int = 4 * 1024**3
+    open_files: int = 64
+    file_size_bytes: int = 16 * 1024**2
+    captured_output_bytes: int = 64 * 1024
+
+    def rlimits(self) -> dict[str, int]:
+        return {
+            "cpu_seconds": self.cpu_seconds,
+            "address_space_bytes": self.address_space_bytes,
+            "open_files": self.open_files,
+            "file_size_bytes": self.file_size_bytes,
+            "core_bytes": 0,
+        }
+
+
+@dataclass(frozen=True)
+class ChildOutcome:
+    """What came back from a child: data only, nothing it printed is trusted."""
+
+    result: Any = None
+    has_result: bool = False
+    failure: str | None = None  # the generated code raised; its message
+    violation: str | None = None  # the child broke the protocol and was killed
+    timed_out: bool = False
+    exit_code: int | None = None
+    instances: tuple[dict[str, Any], ...] = ()
+    events: tuple[dict[str, Any], ...] = ()
+    stdout: str = ""
+    stderr: str = ""
+    output_truncated: bool = False
+    own_seconds: float = 0.0
+
+    @property
+    def problem(self) -> str | None:
+        """One line saying why the job gave no result, or None when it did."""
+        if self.timed_out:
+            return "timed out"
+        if self.violation:
+            return self.violation
+        if self.failure:
+            return self.failure
+        if not self.has_result:
+            return f"exited without a result ({describe_exit(self.exit_code)})"
+        return None
+
+    @property
+    def violations(self) -> list[dict[str, str]]:
+        """Every attempt against the sandbox and every limit hit, as {kind, detail}."""
+        found = [
+            {"kind": str(event["detail"].get("kind")), "detail": str(event["detail"].get("detail"))[:300]}
+            for event in self.events
+            if event["name"] == "sandbox_violation" and isinstance(event.get("detail"), dict)
+        ]
+        if self.timed_out:
+            found.append({"kind": "wall_time_limit", "detail": "killed at its wall-clock limit"})
+        if self.violation:
+            found.append({"kind": "protocol", "detail": self.violation})
+        if self.exit_code is not None and self.exit_code < 0 and not self.timed_out:
+            found.append({"kind": "killed", "detail": describe_exit(self.exit_code)})
+        if self.output_truncated:
+            found.append({"kind": "output_flood", "detail": "stdout or stderr exceeded the capture limit"})
+        timeouts = sum(1 for message in self.instances if message.get("timed_out"))
+        if timeouts:
+            found.append({"kind": "instance_time_limit", "detail": f"{timeouts} instance(s) timed out"})
+        if any("MemoryError" in str(message.get("error")) for message in self.instances) or "MemoryError" in str(
+            self.failure
+        ):
+            found.append({"kind": "memory_limit", "detail": "MemoryError under the address-space limit"})
+        return found
+
+
+SIGNAL_MEANINGS = {
+    "SIGXCPU": ": CPU time limit",
+    "SIGXFSZ": ": file size limit",
+    "SIGSEGV": ": crashed, often the memory limit",
+    "SIGSYS": ": a forbidden system call",
+}
+
+
+def describe_exit(exit_code: int | None) -> str:
+    if exit_code is None:
+        return "still running when killed"
+    if exit_code >= 0:
+        return f"exit code {exit_code}"
+    try:
+        name = signal.Signals(-exit_code).name
+    except ValueError:
+        name = f"signal {-exit_code}"
+    return f"killed by {name}{SIGNAL_MEANINGS.get(name, '')}"

@@ -1,0 +1,74 @@
+"""Which isolation layers children get, which of them this machine supports, and what strict mode demands."""
+
+from __future__ import annotations
+
+import os
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CHILD_FOLDER = Path(__file__).parent / "child"
+
+#: Layers in the order children apply them, with what each one stops.
+LAYERS = {
+    "die_with_parent": "children die with the host (PR_SET_PDEATHSIG)",
+    "undumpable": "no other process may read the child's memory or /proc files",
+    "max_processes": "RLIMIT_NPROC on the unprivileged uid (fork bombs)",
+    "drop_privileges": "as root, children run as uid 65534 (nobody)",
+    "network_namespace": "user + network namespaces: no network, loopback included",
+    "landlock": "filesystem allow-list, TCP denied, no signals or abstract sockets outside",
+    "seccomp": "no sockets, exec, fork, ptrace, mount, unshare; signals only to itself",
+}
+ROOT_ONLY_LAYERS = ("max_processes", "drop_privileges")
+PROCESS_LIMIT_AS_NOBODY = 256
+
+
+def running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def required_layers() -> tuple[str, ...]:
+    """What strict mode refuses to run without; the root-only layers only apply to root."""
+    return tuple(name for name in LAYERS if running_as_root() or name not in ROOT_ONLY_LAYERS)
+
+
+def readable_paths(package_paths: list[str]) -> list[str]:
+    """What a confined child may read: the interpreter, the standard library, the allowed packages, /usr."""
+    paths = {
+        str(CHILD_FOLDER),
+        sysconfig.get_paths()["stdlib"],
+        sysconfig.get_paths()["platstdlib"],
+        str(Path(sys.executable).resolve().parent),
+        "/usr",
+        "/lib",
+        "/lib64",
+    }
+    for folder in package_paths:
+        paths.add(folder)
+        for entry in Path(folder).iterdir():
+            paths.add(str(entry.resolve()))
+    return sorted(paths)
+
+
+@dataclass(frozen=True)
+class SandboxPolicy:
+    """`strict` refuses to run generated code when a required layer is missing; the default warns and goes on."""
+
+    strict: bool = False
+    fork_server: bool = True
+
+    def isolation(self, package_paths: list[str]) -> dict[str, Any]:
+        root = running_as_root()
+        return {
+            "die_with_parent": True,
+            "undumpable": True,
+            "max_processes": PROCESS_LIMIT_AS_NOBODY if root else 0,
+            "drop_privileges": root,
+            "network_namespace": True,
+            "landlock": {"read_only": readable_paths(package_paths)},
+            "seccomp": True,
+            "strict": self.strict,
+            "watch": True,
+        }
