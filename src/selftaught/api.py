@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ class RunOptions:
     seed: int = 0
     store: Path = DEFAULT_STORE
     sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
+    #: Independent evaluations run at once (the D runs of a meta-utility, candidates being scored).
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ def _recorded_run(command: str, options: RunOptions, improver: str, stats: RunSt
         seed=options.seed,
         store_path=options.store,
         sandbox=options.sandbox,
+        workers=options.workers,
         stats=stats,
     ) as context:
         yield context
@@ -130,6 +134,7 @@ def improve(
             utility=task_utility(context),
             purpose="improve",
             parent_id=None,
+            seed=context.seeds(),
         )
         val = test = 0.0
         if run.solution is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,7 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
             seed=kwargs.pop("seed"),
             store=kwargs.pop("store"),
             sandbox=SandboxPolicy(strict=kwargs.pop("sandbox") == "strict"),
+            workers=kwargs.pop("workers") or os.cpu_count() or 1,
         )
         return function(options=options, **kwargs)
 
@@ -58,6 +60,13 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
         wrapper = click.option(
             flag, field, type=click.IntRange(min=1), default=None, help=help_text + " Default: from the profile."
         )(wrapper)
+    wrapper = click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Evaluations run at once: the improver runs of a meta-utility, candidates being scored. "
+        "Default: the number of CPU cores.",
+    )(wrapper)
     wrapper = click.option(
         "--sandbox",
         type=click.Choice(["default", "strict"]),

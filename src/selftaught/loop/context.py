@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +38,7 @@ class SeedSequence:
 
 @dataclass
 class RunStats:
-    """Live counters that the progress display reads while the run works."""
+    """Live counters that the progress display reads while the run works; `add` is safe from any thread."""
 
     started: float = field(default_factory=time.monotonic)
     stage: str = "starting"
@@ -49,9 +51,16 @@ class RunStats:
     meta_utility_val: float | None = None
     meta_utility_test: float | None = None
 
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
     @property
     def elapsed_seconds(self) -> float:
         return time.monotonic() - self.started
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, count in counts.items():
+                setattr(self, name, getattr(self, name) + count)
 
 
 @dataclass(frozen=True)
@@ -63,8 +72,15 @@ class RunContext:
     backend: Backend
     task: Task
     profile: Profile
+    #: Draws the seeds of top-level steps; only the thread driving the run draws from it.
     seeds: SeedSequence
     stats: RunStats
+    #: The run's seed, from which evaluation seeds derive.
+    seed: int
+    #: Independent evaluations that may run at once (improver runs of a meta-utility, candidates).
+    workers: int
+    #: Evaluates candidates as soon as a language model proposes them, before the improver asks.
+    prefetch: ThreadPoolExecutor
 
 
 def check_sandbox(launcher: Launcher) -> SandboxReport:
@@ -91,6 +107,7 @@ def open_run(
     seed: int,
     store_path: Path,
     sandbox: SandboxPolicy,
+    workers: int = 1,
     stats: RunStats | None = None,
 ) -> Iterator[RunContext]:
     """Creates the sandbox, backend and store record of a run; marks the run failed if the body raises.
@@ -112,12 +129,15 @@ def open_run(
         run_id=run_id,
         store=store,
         launcher=launcher,
-        evaluator=SolutionEvaluator(launcher, seeds),
+        evaluator=SolutionEvaluator(launcher),
         backend=backend,
         task=task,
         profile=profile,
         seeds=seeds,
         stats=stats or RunStats(),
+        seed=seed,
+        workers=workers,
+        prefetch=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prefetch"),
     )
     try:
         yield context
@@ -128,6 +148,7 @@ def open_run(
         store.finish_run(run_id, "failed", {"error": f"{type(error).__name__}: {error}"})
         raise
     finally:
+        context.prefetch.shutdown(wait=True, cancel_futures=True)
         launcher.close()
         backend.close()
         store.close()

@@ -14,8 +14,9 @@ from typing import Any
 
 from selftaught.config import ImproverBudget
 from selftaught.llm.budgeted import BudgetedLanguageModel, LanguageModelCall, LanguageModelRefusal
-from selftaught.loop.context import RunContext
+from selftaught.loop.context import RunContext, SeedSequence
 from selftaught.sandbox.child import protocol
+from selftaught.sandbox.child.helpers import extract_code
 from selftaught.sandbox.launcher import CallRefused
 from selftaught.sandbox.outcome import SandboxLimits
 
@@ -28,11 +29,16 @@ ScoreFunction = Callable[[str, int], float]
 
 @dataclass(frozen=True)
 class UtilityService:
-    """A utility as an improver sees it: the description it reads as `utility.str`, and a hidden scorer."""
+    """A utility as an improver sees it: the description it reads as `utility.str`, and a hidden scorer.
+
+    `prefetch`, when given, is told about every program a language model proposes, so that it can
+    start scoring before the improver asks.
+    """
 
     description: str
     budget: int
     score: ScoreFunction
+    prefetch: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,12 @@ class ImproverRunResult:
 
 class _ImproverServices:
     def __init__(
-        self, context: RunContext, utility: UtilityService, budget: ImproverBudget, improver_run_id: int
+        self,
+        context: RunContext,
+        utility: UtilityService,
+        budget: ImproverBudget,
+        improver_run_id: int,
+        seeds: SeedSequence,
     ) -> None:
         self._context = context
         self._utility = utility
@@ -59,13 +70,17 @@ class _ImproverServices:
             budget=budget.language_model_calls,
             max_responses_per_call=budget.responses_per_call,
             max_tokens=budget.max_tokens,
-            next_seed=context.seeds,
+            next_seed=seeds,
             on_call=self._record_call,
         )
 
     def _record_call(self, call: LanguageModelCall) -> None:
-        self._context.stats.lm_responses += len(call.responses)
+        self._context.stats.add(lm_responses=len(call.responses))
         self._context.store.record_lm_call(self._context.run_id, self._improver_run_id, call)
+        if self._utility.prefetch is not None:
+            for program in extract_code(list(call.responses)):
+                if program:
+                    self._utility.prefetch(program)
 
     def utility_state(self) -> dict[str, Any]:
         return {"budget": self._utility.budget, "uses": self.utility_uses}
@@ -92,7 +107,7 @@ class _ImproverServices:
         except LanguageModelRefusal as refusal:
             raise CallRefused(str(refusal)) from None
         finally:
-            self._context.stats.lm_calls += model.calls_used - calls_before
+            self._context.stats.add(lm_calls=model.calls_used - calls_before)
         return {"responses": responses, "state": model.state()}
 
     def _score(self, solution: Any) -> float:
@@ -100,7 +115,7 @@ class _ImproverServices:
         if self.utility_uses >= self._utility.budget or not isinstance(solution, str) or not solution.strip():
             return 0.0
         self.utility_uses += 1
-        self._context.stats.utility_calls += 1
+        self._context.stats.add(utility_calls=1)
         return self._utility.score(solution, self._improver_run_id)
 
 
@@ -112,6 +127,7 @@ def run_improver(
     utility: UtilityService,
     purpose: str,
     parent_id: int | None,
+    seed: int,
 ) -> ImproverRunResult:
     """Runs `improve_algorithm(initial_solution, utility, language_model)` from `improver` with fresh budgets."""
     budget = context.profile.improver
@@ -119,7 +135,8 @@ def run_improver(
     improver_run_id = store.start_improver_run(
         context.run_id, purpose=purpose, improver=improver, initial_solution=initial_solution, parent_id=parent_id
     )
-    services = _ImproverServices(context, utility, budget, improver_run_id)
+    seeds = SeedSequence(seed)
+    services = _ImproverServices(context, utility, budget, improver_run_id, seeds)
     started = time.monotonic()
     outcome = context.launcher.run(
         {
@@ -129,7 +146,7 @@ def run_improver(
             "initial_solution": initial_solution,
             "utility": {"str": utility.description, **services.utility_state()},
             "language_model": services.language_model.state(),
-            "seed": context.seeds(),
+            "seed": seeds(),
         },
         SandboxLimits(
             wall_seconds=budget.own_seconds,

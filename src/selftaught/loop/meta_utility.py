@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from selftaught.loop.context import RunContext
 from selftaught.loop.improver_run import ImproverRunResult, UtilityService, run_improver
 from selftaught.tasks.base import TEST, VALIDATION
-from selftaught.tasks.evaluation import Evaluation
+from selftaught.tasks.evaluation import Evaluation, evaluation_seed
 
 META_UTILITY_DESCRIPTION = '''\
 from algorithm import algorithm_str  # the downstream task's starting solution
@@ -41,18 +42,45 @@ def meta_utility(improve_str: str):
 
 def evaluate_solution(context: RunContext, solution: str, split: str, improver_run_id: int | None) -> Evaluation:
     """Scores a solution on a split of the run's task and records the evaluation."""
-    evaluation = context.evaluator.evaluate(context.task, solution, split)
-    context.stats.evaluations += 1
+    return record_evaluation(context, solution, improver_run_id, _evaluate(context, solution, split))
+
+
+def _evaluate(context: RunContext, solution: str, split: str) -> Evaluation:
+    seed = evaluation_seed(context.seed, solution, split)
+    return context.evaluator.evaluate(context.task, solution, split, seed)
+
+
+def record_evaluation(
+    context: RunContext, solution: str, improver_run_id: int | None, evaluation: Evaluation
+) -> Evaluation:
+    context.stats.add(evaluations=1)
     context.store.record_evaluation(context.run_id, improver_run_id, solution, evaluation)
     return evaluation
 
 
 def task_utility(context: RunContext) -> UtilityService:
-    """The downstream task's utility on its validation split, as improvers see it."""
+    """The downstream task's utility on its validation split, as one improver run sees it.
+
+    Candidates are evaluated in the background as soon as the language model proposes them
+    (`prefetch`); a utility call then only waits for its result. What the improver never asks
+    about is never recorded, and every call still counts against its budget.
+    """
+    pending: dict[str, Future[Evaluation]] = {}
+
+    def prefetch(solution: str) -> None:
+        if solution not in pending:
+            pending[solution] = context.prefetch.submit(_evaluate, context, solution, VALIDATION)
+
+    def score(solution: str, improver_run_id: int) -> float:
+        future = pending.pop(solution, None)
+        evaluation = future.result() if future is not None else _evaluate(context, solution, VALIDATION)
+        return record_evaluation(context, solution, improver_run_id, evaluation).score
+
     return UtilityService(
         description=context.task.description,
         budget=context.profile.improver.utility_calls,
-        score=lambda solution, improver_run_id: evaluate_solution(context, solution, VALIDATION, improver_run_id).score,
+        score=score,
+        prefetch=prefetch,
     )
 
 
@@ -103,26 +131,32 @@ class MetaUtility:
         return UtilityService(description=self.description, budget=budget, score=score)
 
     def evaluate(self, improver: str, *, with_test: bool, parent_id: int | None = None) -> MetaUtilityResult:
+        """Runs the D improver runs, in parallel up to the run's workers; seeds are drawn first, in order."""
         context = self._context
-        runs = []
-        for _ in range(context.profile.meta_utility_runs):
-            run = run_improver(
-                context,
-                improver=improver,
-                initial_solution=context.task.seed_solution,
-                utility=task_utility(context),
-                purpose="meta-utility",
-                parent_id=parent_id,
-            )
-            val = test = 0.0
-            if run.solution is not None:
-                val = evaluate_solution(context, run.solution, VALIDATION, run.improver_run_id).score
-                if with_test:
-                    test = evaluate_solution(context, run.solution, TEST, run.improver_run_id).score
-            runs.append(MetaUtilityRun(run, val, test if with_test else None))
+        seeds = [context.seeds() for _ in range(context.profile.meta_utility_runs)]
+        with ThreadPoolExecutor(max_workers=context.workers, thread_name_prefix="meta-utility") as pool:
+            runs = list(pool.map(lambda seed: self._one_run(improver, seed, with_test, parent_id), seeds))
         count = len(runs)
         return MetaUtilityResult(
             val=sum(r.utility_val for r in runs) / count,
             test=sum(r.utility_test or 0.0 for r in runs) / count if with_test else None,
             runs=tuple(runs),
         )
+
+    def _one_run(self, improver: str, seed: int, with_test: bool, parent_id: int | None) -> MetaUtilityRun:
+        context = self._context
+        run = run_improver(
+            context,
+            improver=improver,
+            initial_solution=context.task.seed_solution,
+            utility=task_utility(context),
+            purpose="meta-utility",
+            parent_id=parent_id,
+            seed=seed,
+        )
+        val = test = 0.0
+        if run.solution is not None:
+            val = evaluate_solution(context, run.solution, VALIDATION, run.improver_run_id).score
+            if with_test:
+                test = evaluate_solution(context, run.solution, TEST, run.improver_run_id).score
+        return MetaUtilityRun(run, val, test if with_test else None)

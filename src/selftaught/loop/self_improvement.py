@@ -72,6 +72,7 @@ def self_improve(
             utility=meta_utility.as_utility(),
             purpose="self-improvement",
             parent_id=None,
+            seed=context.seeds(),
         )
         if attempt.solution is None:
             result = IterationResult(

@@ -70,8 +70,12 @@ class ChildOutcome:
             found.append({"kind": "wall_time_limit", "detail": "killed at its wall-clock limit"})
         if self.violation:
             found.append({"kind": "protocol", "detail": self.violation})
-        if self.exit_code is not None and self.exit_code < 0 and not self.timed_out:
+        if self.exit_code == -signal.SIGXCPU:
+            found.append({"kind": "cpu_time_limit", "detail": describe_exit(self.exit_code)})
+        elif self.exit_code is not None and self.exit_code < 0 and not self.timed_out:
             found.append({"kind": "killed", "detail": describe_exit(self.exit_code)})
+        if not (self.has_result or self.failure or self.timed_out or self.violation) and self.exit_code == 0:
+            found.append({"kind": "early_exit", "detail": "exited before reporting a result"})
         if self.output_truncated:
             found.append({"kind": "output_flood", "detail": "stdout or stderr exceeded the capture limit"})
         timeouts = sum(1 for message in self.instances if message.get("timed_out"))

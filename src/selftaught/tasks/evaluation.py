@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,14 +66,19 @@ def _decode_array(spec: Any) -> Any:
         return Unrepresentable("numpy.ndarray")
 
 
+def evaluation_seed(run_seed: int, source: str, split: str) -> int:
+    """The seed of the solution's random generators: fixed by what is evaluated, not by when or on which thread."""
+    digest = hashlib.sha256(f"{run_seed}\0{split}\0{source}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1
+
+
 class SolutionEvaluator:
-    """Runs solutions through the launcher; `next_seed` seeds each run's random generators."""
+    """Runs solutions through the launcher and scores their outputs; safe to use from many threads."""
 
-    def __init__(self, launcher: Launcher, next_seed: Callable[[], int]) -> None:
+    def __init__(self, launcher: Launcher) -> None:
         self._launcher = launcher
-        self._next_seed = next_seed
 
-    def evaluate(self, task: Task, source: str, split: str) -> Evaluation:
+    def evaluate(self, task: Task, source: str, split: str, seed: int) -> Evaluation:
         instances = task.instances(split)
         # One limit for loading the solution, one per instance, and slack for the interpreter's start-up.
         time_budget = (len(instances) + 1) * task.time_limit_seconds + STARTUP_SLACK_SECONDS
@@ -84,7 +89,7 @@ class SolutionEvaluator:
                 "entry_point": task.entry_point,
                 "instances": [protocol.encode_value(list(instance.arguments)) for instance in instances],
                 "time_limit_seconds": task.time_limit_seconds,
-                "seed": self._next_seed(),
+                "seed": seed,
             },
             SandboxLimits(
                 wall_seconds=time_budget,

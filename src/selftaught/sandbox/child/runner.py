@@ -49,7 +49,9 @@ class InstanceTimeout(BaseException):
 
 def apply_limits(limits: dict[str, int]) -> None:
     for name, value in limits.items():
-        resource.setrlimit(RLIMITS[name], (value, value))
+        # The CPU limit's hard value is a second later, so the soft one ends the child with SIGXCPU, a clear cause.
+        hard = value + 1 if name == "cpu_seconds" else value
+        resource.setrlimit(RLIMITS[name], (value, hard))
 
 
 def describe_failure(error: BaseException) -> str:
@@ -144,7 +146,7 @@ PRELOADED_MODULES = (
     "array", "ast", "bisect", "cmath", "collections", "concurrent.futures", "contextlib", "copy", "dataclasses",
     "decimal", "enum", "fractions", "functools", "hashlib", "heapq", "itertools", "json", "math", "numbers",
     "operator", "queue", "random", "re", "statistics", "string", "struct", "textwrap", "threading", "typing",
-    "zlib", "concurrent.futures.thread",
+    "zlib", "concurrent.futures.thread", "encodings.idna",
 )  # fmt: skip
 NUMPY_MODULES = ("numpy", "numpy.random", "numpy.linalg", "numpy.fft", "numpy.polynomial")
 
