@@ -87,7 +87,7 @@ def test_output_floods_are_capped_and_printed_scores_are_ignored(launcher: Launc
         "import sys\ndef algorithm():\n    sys.stdout.write('x' * 10_000_000)\n    print('score: 1.0')\n    return 0\n"
     )
     outcome = run_algorithm(launcher, source, captured_output_bytes=1000)
-    assert len(outcome.stdout) < 1100 and outcome.stdout.endswith("[output truncated]")
+    assert len(outcome.output) < 1100 and outcome.output.endswith("[output truncated]")
     assert outcome.instances[0]["output"] == 0
 
 

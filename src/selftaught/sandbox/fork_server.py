@@ -6,12 +6,13 @@ statuses (any time). Spawning is serialized; waiting and killing are not.
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import queue
 import socket
 import subprocess
 import sys
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 from selftaught.errors import SandboxError
@@ -19,7 +20,6 @@ from selftaught.sandbox.child import protocol
 
 ZYGOTE = Path(__file__).parent / "child" / "zygote.py"
 START_TIMEOUT_SECONDS = 30.0
-SPAWN_TIMEOUT_SECONDS = 10.0
 
 
 class ForkServer:
@@ -48,8 +48,10 @@ class ForkServer:
         zygote_end.close()
         self._control = host_end
         self._spawn_lock = threading.Lock()
-        self._spawned: queue.Queue[int] = queue.Queue()
+        # Answers to spawn requests arrive in request order; each request waits on its own future.
+        self._spawned: collections.deque[Future[int]] = collections.deque()
         self._exits: dict[int, int] = {}
+        self._cached: set[str] = set()
         self._exited = threading.Condition()
         self._alive = True
         self._control.settimeout(START_TIMEOUT_SECONDS)
@@ -72,27 +74,38 @@ class ForkServer:
             while True:
                 message = protocol.receive_message(self._control)
                 if message["kind"] == "spawned":
-                    self._spawned.put(int(message["pid"]))
+                    self._spawned.popleft().set_result(int(message["pid"]))
                 elif message["kind"] == "exited":
                     with self._exited:
                         self._exits[int(message["pid"])] = int(message["status"])
                         self._exited.notify_all()
-        except (OSError, protocol.ProtocolError):
+        except (OSError, protocol.ProtocolError, IndexError):
             with self._exited:
                 self._alive = False
                 self._exited.notify_all()
+            for pending in self._spawned:
+                pending.set_exception(SandboxError("the fork server has stopped"))
 
-    def spawn(self, channel: socket.socket, stdout_fd: int, stderr_fd: int, scratch: str) -> int:
-        """Forks a child that serves the job arriving on `channel`; returns its pid (in the zygote's namespace)."""
+    def spawn(self, channel: socket.socket, output_fd: int, scratch: str) -> Future[int]:
+        """Asks for a child serving the job on `channel`; its pid (in the zygote's namespace) arrives later.
+
+        The host need not wait for the fork: the child reads its job whenever it is ready.
+        """
+        pid: Future[int] = Future()
         with self._spawn_lock:
             if not self._alive:
                 raise SandboxError("the fork server has stopped")
+            self._spawned.append(pid)
             frame = protocol.frame({"kind": "spawn", "scratch": scratch})
-            socket.send_fds(self._control, [frame], [channel.fileno(), stdout_fd, stderr_fd])
-            try:
-                return self._spawned.get(timeout=SPAWN_TIMEOUT_SECONDS)
-            except queue.Empty:
-                raise SandboxError("the fork server did not answer a spawn request") from None
+            socket.send_fds(self._control, [frame], [channel.fileno(), output_fd])
+        return pid
+
+    def cache_instances(self, key: str, instances: protocol.RawJSON) -> None:
+        """Has the zygote decode task instances once; children then find them in memory by `key`."""
+        with self._spawn_lock:
+            if key not in self._cached:
+                protocol.send_message(self._control, {"kind": "instances", "key": key, "instances": instances})
+                self._cached.add(key)
 
     def wait(self, pid: int, timeout: float) -> int | None:
         """The child's exit code (negative for a signal), or None if it is still running after `timeout`."""

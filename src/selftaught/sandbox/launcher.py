@@ -24,7 +24,7 @@ from selftaught.sandbox.fork_server import ForkServer
 from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
 from selftaught.sandbox.packages import PackageShim
 from selftaught.sandbox.policy import SandboxPolicy
-from selftaught.sandbox.processes import CappedReader, ChildProcess, fork_child, spawn_child
+from selftaught.sandbox.processes import ChildProcess, OutputFile, fork_child, spawn_child
 
 #: What a child may see of the host environment: nothing but these fixed values.
 CHILD_ENVIRONMENT = {
@@ -100,24 +100,30 @@ class Launcher:
             os.chown(scratch, isolation.UNPRIVILEGED_UID, isolation.UNPRIVILEGED_UID)
         return scratch
 
-    def _start_child(self, channel: socket.socket, scratch: str) -> ChildProcess:
+    def _start_child(self, channel: socket.socket, scratch: str, output: OutputFile) -> ChildProcess:
         if self.policy.fork_server:
-            return fork_child(self._server(), channel, scratch)
-        return spawn_child(channel, scratch, {**CHILD_ENVIRONMENT, "HOME": scratch, "TMPDIR": scratch})
+            return fork_child(self._server(), channel, scratch, output)
+        return spawn_child(channel, scratch, output, {**CHILD_ENVIRONMENT, "HOME": scratch, "TMPDIR": scratch})
 
     def run(self, job: Mapping[str, Any], limits: SandboxLimits, serve: CallHandler | None = None) -> ChildOutcome:
+        """Runs one job. An algorithm job's `instances` with an `instances_key` are sent once per key only."""
+        if self.policy.fork_server and "instances_key" in job:
+            # Before the fork: the child must find the instances already decoded in the zygote's memory.
+            self._server().cache_instances(job["instances_key"], job["instances"])
+            job = {key: value for key, value in job.items() if key != "instances"}
         scratch = self._scratch()
+        output = OutputFile(scratch)
         host_end, child_end = socket.socketpair()
         try:
-            child = self._start_child(child_end, scratch)
+            child = self._start_child(child_end, scratch, output)
         except BaseException:
             host_end.close()
+            output.read(0)
             shutil.rmtree(scratch, ignore_errors=True)
             raise
         finally:
             child_end.close()
-        stdout = CappedReader(child.stdout, limits.captured_output_bytes)
-        stderr = CappedReader(child.stderr, limits.captured_output_bytes)
+            output.close_writer()
         outcome: dict[str, Any] = {}
         try:
             full_job = {
@@ -134,16 +140,10 @@ class Launcher:
             outcome = {"violation": f"channel to the child failed: {error}"}
         finally:
             host_end.close()
-            finished = "result" in outcome or "failure" in outcome
-            exit_code = child.reap(kill_now=not finished)
+            exit_code = child.reap(finished="result" in outcome or "failure" in outcome)
+            text, truncated = output.read(limits.captured_output_bytes)
             shutil.rmtree(scratch, ignore_errors=True)
-        return ChildOutcome(
-            **outcome,
-            exit_code=exit_code,
-            stdout=stdout.text(),
-            stderr=stderr.text(),
-            output_truncated=stdout.truncated or stderr.truncated,
-        )
+        return ChildOutcome(**outcome, exit_code=exit_code, output=text, output_truncated=truncated)
 
 
 def _serve(sock: socket.socket, wall_seconds: float, serve: CallHandler | None) -> dict[str, Any]:
@@ -180,8 +180,8 @@ def _serve(sock: socket.socket, wall_seconds: float, serve: CallHandler | None) 
             protocol.send_message(sock, _answer(message, serve))
         elif kind == protocol.EVENT:
             events.append({"name": str(message.get("name"))[:100], "detail": message.get("detail")})
-        elif kind == protocol.INSTANCE:
-            instances.append(message)
+        elif kind == protocol.INSTANCES and isinstance(message.get("results"), list):
+            instances.extend(result for result in message["results"] if isinstance(result, dict))
         elif kind == protocol.RESULT:
             return outcome(result=message.get("value"), has_result=True)
         elif kind == protocol.FAILURE:

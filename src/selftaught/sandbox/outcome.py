@@ -40,8 +40,8 @@ class ChildOutcome:
     exit_code: int | None = None
     instances: tuple[dict[str, Any], ...] = ()
     events: tuple[dict[str, Any], ...] = ()
-    stdout: str = ""
-    stderr: str = ""
+    #: What the child wrote to stdout and stderr, up to the capture limit.
+    output: str = ""
     output_truncated: bool = False
     own_seconds: float = 0.0
 
@@ -77,7 +77,7 @@ class ChildOutcome:
         if not (self.has_result or self.failure or self.timed_out or self.violation) and self.exit_code == 0:
             found.append({"kind": "early_exit", "detail": "exited before reporting a result"})
         if self.output_truncated:
-            found.append({"kind": "output_flood", "detail": "stdout or stderr exceeded the capture limit"})
+            found.append({"kind": "output_flood", "detail": "stdout and stderr exceeded the capture limit"})
         timeouts = sum(1 for message in self.instances if message.get("timed_out"))
         if timeouts:
             found.append({"kind": "instance_time_limit", "detail": f"{timeouts} instance(s) timed out"})

@@ -8,48 +8,44 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from selftaught.sandbox.fork_server import ForkServer
 
 RUNNER = Path(__file__).parent / "child" / "runner.py"
 EXIT_GRACE_SECONDS = 2.0
+SPAWN_TIMEOUT_SECONDS = 10.0
 
 
-@dataclass
-class CappedReader:
-    """Drains a pipe to the end, keeping only the first `cap` bytes, so a flood never blocks the child."""
+class OutputFile:
+    """The child's stdout and stderr, written to a file in its scratch directory and read back with a cap.
 
-    stream: IO[bytes]
-    cap: int
-    data: bytearray = field(default_factory=bytearray)
-    truncated: bool = False
+    No reader threads and no pipes to drain: the file-size limit bounds a flood, and the host reads
+    through its own descriptor, so whatever the child renames or replaces, it reads what was written.
+    """
 
-    def __post_init__(self) -> None:
-        self.thread = threading.Thread(target=self._drain, daemon=True)
-        self.thread.start()
+    NAME = ".output"
 
-    def _drain(self) -> None:
+    def __init__(self, scratch: str) -> None:
+        path = os.path.join(scratch, self.NAME)
+        self.write_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._read_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def close_writer(self) -> None:
+        os.close(self.write_fd)
+
+    def read(self, cap: int) -> tuple[str, bool]:
+        """The first `cap` bytes as text, and whether there was more."""
         try:
-            while chunk := self.stream.read1(65536):  # type: ignore[attr-defined]
-                room = self.cap - len(self.data)
-                if room > 0:
-                    self.data.extend(chunk[:room])
-                if len(chunk) > max(room, 0):
-                    self.truncated = True
-        except (OSError, ValueError):
-            pass
-
-    def text(self) -> str:
-        self.thread.join(timeout=1.0)
-        if not self.thread.is_alive():
-            self.stream.close()
-        suffix = "\n[output truncated]" if self.truncated else ""
-        return self.data.decode("utf-8", errors="replace") + suffix
+            data = os.pread(self._read_fd, cap + 1, 0)
+        finally:
+            os.close(self._read_fd)
+        truncated = len(data) > cap
+        text = data[:cap].decode("utf-8", errors="replace")
+        return (text + "\n[output truncated]" if truncated else text), truncated
 
 
 @dataclass
@@ -58,23 +54,23 @@ class ChildProcess:
 
     wait: Callable[[float], int | None]
     kill: Callable[[], None]
-    stdout: IO[bytes]
-    stderr: IO[bytes]
 
-    def reap(self, kill_now: bool) -> int | None:
-        """Kills the whole process group, after a short grace period when the child finished its job."""
-        exit_code = None if kill_now else self.wait(EXIT_GRACE_SECONDS)
+    def reap(self, finished: bool) -> int | None:
+        """Kills the whole process group; waits for the exit code only when it may explain a failure.
+
+        A child that reported its result is exiting on its own; its exit code says nothing more.
+        """
         self.kill()
-        return exit_code if exit_code is not None else self.wait(EXIT_GRACE_SECONDS)
+        return None if finished else self.wait(EXIT_GRACE_SECONDS)
 
 
-def spawn_child(channel: socket.socket, scratch: str, environment: dict[str, str]) -> ChildProcess:
+def spawn_child(channel: socket.socket, scratch: str, output: OutputFile, environment: dict[str, str]) -> ChildProcess:
     """A fresh interpreter running the child runner: slow to start, independent of any fork server."""
     process = subprocess.Popen(
         [sys.executable, "-S", "-s", "-B", "-u", str(RUNNER), str(channel.fileno())],
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=output.write_fd,
+        stderr=subprocess.STDOUT,
         pass_fds=(channel.fileno(),),
         cwd=scratch,
         env=environment,
@@ -91,26 +87,16 @@ def spawn_child(channel: socket.socket, scratch: str, environment: dict[str, str
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
 
-    assert process.stdout is not None and process.stderr is not None
-    return ChildProcess(wait, kill, process.stdout, process.stderr)
+    return ChildProcess(wait, kill)
 
 
-def fork_child(server: ForkServer, channel: socket.socket, scratch: str) -> ChildProcess:
+def fork_child(server: ForkServer, channel: socket.socket, scratch: str, output: OutputFile) -> ChildProcess:
     """A fork of the zygote: the interpreter and numpy are already loaded."""
-    stdout_read, stdout_write = os.pipe()
-    stderr_read, stderr_write = os.pipe()
-    try:
-        pid = server.spawn(channel, stdout_write, stderr_write, scratch)
-    except BaseException:
-        for descriptor in (stdout_read, stderr_read):
-            os.close(descriptor)
-        raise
-    finally:
-        os.close(stdout_write)
-        os.close(stderr_write)
-    return ChildProcess(
-        wait=lambda timeout: server.wait(pid, timeout),
-        kill=lambda: server.kill(pid),
-        stdout=os.fdopen(stdout_read, "rb"),
-        stderr=os.fdopen(stderr_read, "rb"),
-    )
+    pid = server.spawn(channel, output.write_fd, scratch)
+
+    def wait(timeout: float) -> int | None:
+        started = time.monotonic()
+        child = pid.result(timeout=SPAWN_TIMEOUT_SECONDS)
+        return server.wait(child, max(0.0, timeout - (time.monotonic() - started)))
+
+    return ChildProcess(wait=wait, kill=lambda: server.kill(pid.result(timeout=SPAWN_TIMEOUT_SECONDS)))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import json
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,11 +62,11 @@ def _decode_array(spec: Any) -> Any:
     try:
         dtype = np.dtype(spec["dtype"])
         shape = [int(size) for size in spec["shape"]]
-        data = spec["data"]
-        if dtype.kind not in "biuf" or not isinstance(data, list) or math.prod(shape) != len(data):
+        raw = base64.b64decode(spec["base64"], validate=True)
+        if dtype.kind not in "biuf" or any(size < 0 for size in shape) or math.prod(shape) * dtype.itemsize != len(raw):
             return Unrepresentable(f"numpy.ndarray of dtype {spec.get('dtype')}")
-        return np.array(data, dtype=dtype).reshape(shape)
-    except (TypeError, ValueError, KeyError, OverflowError):
+        return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    except (TypeError, ValueError, KeyError, OverflowError, binascii.Error):
         return Unrepresentable("numpy.ndarray")
 
 
@@ -77,6 +81,17 @@ class SolutionEvaluator:
 
     def __init__(self, launcher: Launcher) -> None:
         self._launcher = launcher
+        self._encoded: dict[tuple[str, str], protocol.RawJSON] = {}
+        self._lock = threading.Lock()
+
+    def _encoded_instances(self, task: Task, split: str) -> protocol.RawJSON:
+        """The instances' arguments in wire form, encoded once per task and split."""
+        with self._lock:
+            key = (task.name, split)
+            if key not in self._encoded:
+                arguments = [protocol.encode_value(list(i.arguments)) for i in task.instances(split)]
+                self._encoded[key] = protocol.RawJSON(json.dumps(arguments, separators=(",", ":")).encode())
+            return self._encoded[key]
 
     def evaluate(self, task: Task, source: str, split: str, seed: int) -> Evaluation:
         instances = task.instances(split)
@@ -87,7 +102,8 @@ class SolutionEvaluator:
                 "job": "algorithm",
                 "source": source,
                 "entry_point": task.entry_point,
-                "instances": [protocol.encode_value(list(instance.arguments)) for instance in instances],
+                "instances": self._encoded_instances(task, split),
+                "instances_key": f"{task.name}/{split}",
                 "time_limit_seconds": task.time_limit_seconds,
                 "seed": seed,
             },

@@ -7,6 +7,7 @@ as a top-level module without ever seeing host code. Only builtin types cross th
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import struct
@@ -22,7 +23,7 @@ JOB = "job"  # host -> child: what to run
 CALL = "call"  # child -> host: a proxy method call (language model, utility, ...)
 REPLY = "reply"  # host -> child: the answer to a CALL
 EVENT = "event"  # child -> host: something the host should record (budget tampering, ...)
-INSTANCE = "instance"  # child -> host: one algorithm output for one task instance
+INSTANCES = "instances"  # child -> host: algorithm outputs for task instances, in order
 RESULT = "result"  # child -> host: the job's final value
 FAILURE = "failure"  # child -> host: the job raised; text only
 
@@ -74,8 +75,16 @@ def receive_body(sock: socket.socket, header: bytes) -> dict[str, Any]:
     return message
 
 
+class RawJSON(bytes):
+    """A value already encoded as JSON (a cached list of task instances, say), spliced into a message as is."""
+
+
 def frame(message: dict[str, Any]) -> bytes:
-    payload = json.dumps(message, allow_nan=True, separators=(",", ":")).encode("utf-8")
+    raw = {key: value for key, value in message.items() if isinstance(value, RawJSON)}
+    rest = {key: value for key, value in message.items() if key not in raw}
+    payload = json.dumps(rest, allow_nan=True, separators=(",", ":")).encode("utf-8")
+    for key, value in raw.items():
+        payload = payload[:-1] + b"," + json.dumps(key).encode("utf-8") + b":" + value + b"}"
     if len(payload) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message of {len(payload)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte cap")
     return HEADER.pack(len(payload)) + payload
@@ -106,11 +115,14 @@ def encode_value(value: Any, depth: int = 0) -> Any:
         try:
             if value.size > MAX_OUTPUT_ITEMS:
                 return {UNREPRESENTABLE_TAG: f"numpy.ndarray of more than {MAX_OUTPUT_ITEMS} items"}
+            if value.dtype.kind not in "biuf":
+                return {UNREPRESENTABLE_TAG: f"numpy.ndarray of dtype {value.dtype}"}
+            # Raw bytes in base64: far cheaper than a list of numbers, both to encode and to decode.
             return {
                 NDARRAY_TAG: {
-                    "dtype": str(value.dtype),
+                    "dtype": value.dtype.str,
                     "shape": list(value.shape),
-                    "data": value.ravel().tolist() if value.dtype.kind in "biuf" else None,
+                    "base64": base64.b64encode(value.tobytes()).decode("ascii"),
                 }
             }
         except Exception as error:
@@ -121,8 +133,3 @@ def encode_value(value: Any, depth: int = 0) -> Any:
         except Exception:
             pass
     return {UNREPRESENTABLE_TAG: type_name}
-
-
-def encode_ndarray(dtype: str, shape: list[int], data: list[Any]) -> dict[str, Any]:
-    """Tags flat data as an array so the child rebuilds a numpy array from it."""
-    return {NDARRAY_TAG: {"dtype": dtype, "shape": shape, "data": data}}

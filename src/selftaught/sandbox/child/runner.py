@@ -9,6 +9,7 @@ proxies over the channel on file descriptor FD.
 
 from __future__ import annotations
 
+import base64
 import builtins
 import contextlib
 import importlib
@@ -38,6 +39,9 @@ RLIMITS = {
     "file_size_bytes": resource.RLIMIT_FSIZE,
     "core_bytes": resource.RLIMIT_CORE,
 }
+
+
+FLUSH_SECONDS = 0.1
 
 
 class InstanceTimeout(BaseException):
@@ -77,10 +81,19 @@ def decode_argument(value: Any) -> Any:
         import numpy  # from the allowed packages; only needed when the task passes arrays
 
         spec = value[protocol.NDARRAY_TAG]
-        return numpy.array(spec["data"], dtype=spec["dtype"]).reshape(spec["shape"])
+        raw = base64.b64decode(spec["base64"])
+        return numpy.frombuffer(raw, dtype=spec["dtype"]).reshape(spec["shape"]).copy()
     if isinstance(value, list):
         return [decode_argument(item) for item in value]
     return value
+
+
+#: Instances the fork server decoded once; each forked child gets its own copy-on-write view of them.
+CACHED_INSTANCES: dict[str, list[list[Any]]] = {}
+
+
+def decode_instances(instances: list[list[Any]]) -> list[list[Any]]:
+    return [[decode_argument(argument) for argument in arguments] for arguments in instances]
 
 
 def seed_generators(seed: int) -> None:
@@ -105,29 +118,43 @@ def run_algorithm(channel: proxies.Channel, job: dict[str, Any]) -> None:
         raise TimeoutError(f"loading the solution took longer than {time_limit:g} s") from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-    for index, arguments in enumerate(job["instances"]):
-        decoded = [decode_argument(argument) for argument in arguments]
+    batch: list[dict[str, Any]] = []
+    last_flush = time.monotonic()
+    key = job.get("instances_key")
+    instances = CACHED_INSTANCES[key] if key in CACHED_INSTANCES else decode_instances(job["instances"])
+    for index, decoded in enumerate(instances):
         seed_generators(int(job["seed"]) + index)
-        message: dict[str, Any] = {"kind": protocol.INSTANCE, "index": index, "error": None, "timed_out": False}
+        result: dict[str, Any] = {"index": index, "error": None, "timed_out": False}
         started = time.perf_counter()
         try:
             signal.setitimer(signal.ITIMER_REAL, time_limit)
             output = function(*decoded)
             signal.setitimer(signal.ITIMER_REAL, 0)
-            message["output"] = protocol.encode_value(output)
+            result["output"] = protocol.encode_value(output)
         except InstanceTimeout:
-            message["timed_out"] = True
+            result["timed_out"] = True
         except BaseException as error:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            message["error"] = describe_failure(error)
-        message["elapsed_seconds"] = time.perf_counter() - started
-        try:
-            channel.send(message)
-        except protocol.ProtocolError as error:
-            message.pop("output", None)
-            message["error"] = str(error)
-            channel.send(message)
+            result["error"] = describe_failure(error)
+        result["elapsed_seconds"] = time.perf_counter() - started
+        batch.append(result)
+        # Results go out in batches, at least every FLUSH_SECONDS, so a killed child loses little.
+        if index == len(instances) - 1 or time.monotonic() - last_flush > FLUSH_SECONDS:
+            send_results(channel, batch)
+            batch, last_flush = [], time.monotonic()
     channel.send({"kind": protocol.RESULT, "value": None})
+
+
+def send_results(channel: proxies.Channel, batch: list[dict[str, Any]]) -> None:
+    try:
+        channel.send({"kind": protocol.INSTANCES, "results": batch})
+    except protocol.ProtocolError:  # too large together: one by one, dropping any output that is too large alone
+        for result in batch:
+            try:
+                channel.send({"kind": protocol.INSTANCES, "results": [result]})
+            except protocol.ProtocolError as error:
+                result.pop("output", None)
+                channel.send({"kind": protocol.INSTANCES, "results": [{**result, "error": str(error)}]})
 
 
 def run_improver(channel: proxies.Channel, job: dict[str, Any]) -> None:

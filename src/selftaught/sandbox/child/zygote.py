@@ -2,7 +2,7 @@
 
 Started by the host before any secret is loaded, with the children's whitelisted environment.
 Control messages arrive on file descriptor FD: a `spawn` request carries, as passed file
-descriptors, the job's channel and the pipes for the child's stdout and stderr; the zygote
+descriptors, the job's channel and the file for the child's stdout and stderr; the zygote
 forks, answers with the child's pid, and later reports its exit status. Every child starts
 from the same clean, preloaded state and confines itself before running generated code.
 """
@@ -22,14 +22,14 @@ import isolation
 import protocol
 import runner
 
-MAX_PASSED_FDS = 3
+MAX_PASSED_FDS = 2
 MAX_DESCRIPTOR = 65536
 # A backstop only: SIGCHLD wakes the loop as soon as a child exits.
 REAP_INTERVAL_SECONDS = 0.5
 
 
 def _fork_child(control: socket.socket, request: dict[str, Any], fds: list[int]) -> int:
-    channel_fd, stdout_fd, stderr_fd = fds
+    channel_fd, output_fd = fds
     pid = os.fork()
     if pid == 0:
         try:
@@ -37,8 +37,8 @@ def _fork_child(control: socket.socket, request: dict[str, Any], fds: list[int])
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.setsid()
-            os.dup2(stdout_fd, 1)
-            os.dup2(stderr_fd, 2)
+            os.dup2(output_fd, 1)
+            os.dup2(output_fd, 2)
             # Nothing of the zygote's stays open in the child: only stdio and the job's channel.
             os.closerange(3, channel_fd)
             os.closerange(channel_fd + 1, MAX_DESCRIPTOR)
@@ -97,6 +97,8 @@ def main() -> None:
                 pid = _fork_child(control, request, fds)
                 children.add(pid)
                 protocol.send_message(control, {"kind": "spawned", "pid": pid})
+            elif request["kind"] == "instances":
+                runner.CACHED_INSTANCES[request["key"]] = runner.decode_instances(request["instances"])
             elif request["kind"] == "kill" and (request["pid"] in children or request["pid"] in exited):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(request["pid"], signal.SIGKILL)

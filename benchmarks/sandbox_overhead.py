@@ -1,0 +1,103 @@
+"""Sandbox overhead on LPN: latency per evaluation and throughput, measured side by side in one run.
+
+An evaluation is what one utility call costs: the seed solution run on the 20 validation
+instances of parity_noise and scored. Compared: the reference code's way (`exec` in the host
+process, no isolation at all), a fresh interpreter per evaluation, and the fork server, both
+with every isolation layer on. Then evaluations per second through the fork server with 1 and 2
+workers. Usage: python benchmarks/sandbox_overhead.py [--evaluations N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from selftaught.sandbox.launcher import Launcher
+from selftaught.sandbox.policy import SandboxPolicy
+from selftaught.tasks.base import VALIDATION
+from selftaught.tasks.evaluation import SolutionEvaluator
+from selftaught.tasks.parity_noise import SEED_SOLUTION, ParityNoise
+
+TASK = ParityNoise()
+
+
+def in_process() -> float:
+    """The reference code's way: exec the solution in the host and call it directly."""
+    namespace: dict[str, object] = {}
+    exec(SEED_SOLUTION, namespace)
+    algorithm = namespace["algorithm"]
+    scores = [TASK.score(i, algorithm(*i.arguments)).score for i in TASK.instances(VALIDATION)]  # type: ignore[operator]
+    return float(np.mean(scores))
+
+
+def sandboxed(evaluator: SolutionEvaluator) -> Callable[[], float]:
+    return lambda: evaluator.evaluate(TASK, SEED_SOLUTION, VALIDATION, seed=1).score
+
+
+def latencies(evaluate: Callable[[], float], count: int) -> list[float]:
+    evaluate()  # warm up: caches, the fork server's first fork
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        evaluate()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def throughput(evaluate: Callable[[], float], count: int, workers: int) -> float:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda _: evaluate(), range(workers)))  # warm up
+        started = time.perf_counter()
+        list(pool.map(lambda _: evaluate(), range(count)))
+    return count / (time.perf_counter() - started)
+
+
+def milliseconds(samples: list[float]) -> tuple[str, str]:
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return f"{statistics.median(samples) * 1000:.2f}", f"{p95 * 1000:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--evaluations", type=int, default=200, help="evaluations per measurement")
+    count = parser.parse_args().evaluations
+
+    fork_launcher = Launcher(SandboxPolicy(fork_server=True))
+    spawn_launcher = Launcher(SandboxPolicy(fork_server=False))
+    fork_launcher.start()
+    try:
+        fork_evaluate = sandboxed(SolutionEvaluator(fork_launcher))
+        rows = [
+            ("in-process exec (reference, no isolation)", latencies(in_process, count)),
+            (
+                "fresh subprocess, all layers",
+                latencies(sandboxed(SolutionEvaluator(spawn_launcher)), max(20, count // 10)),
+            ),
+            ("fork server, all layers", latencies(fork_evaluate, count)),
+        ]
+        one = throughput(fork_evaluate, count, workers=1)
+        two = throughput(fork_evaluate, count, workers=2)
+    finally:
+        fork_launcher.close()
+        spawn_launcher.close()
+
+    print(f"LPN evaluation (seed solution, 20 validation instances), {count} evaluations per row\n")
+    print("| how | median ms | p95 ms |")
+    print("|---|---|---|")
+    for name, samples in rows:
+        median, p95 = milliseconds(samples)
+        print(f"| {name} | {median} | {p95} |")
+    print("\n| fork server, all layers | evaluations/s |")
+    print("|---|---|")
+    print(f"| 1 worker | {one:.0f} |")
+    print(f"| 2 workers | {two:.0f} ({two / one:.2f}x) |")
+
+
+if __name__ == "__main__":
+    main()
