@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint clean
+.PHONY: run test lint clean sandbox-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +18,16 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.installed-local
 
-run: $(VENV)/.installed-local
+run: $(VENV)/.installed-local sandbox-tools
 	$(BIN)/selftaught run
 
-test: $(VENV)/.installed-dev
+# bubblewrap gives the sandbox its strongest mode; installed with apt-get when running as root.
+sandbox-tools:
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) \
+		|| echo "note: bubblewrap not installed; the sandbox runs without its strong mode"; }
+
+test: $(VENV)/.installed-dev sandbox-tools
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q

@@ -110,7 +110,15 @@ def hostile(case: str, shape: str, values: dict[str, Any]) -> str:
     return f"def improve_algorithm(initial_solution, utility, language_model):\n{walk_proxies}{body}\n    return initial_solution\n"
 
 
-@pytest.fixture(scope="module", params=["default", "strict"])
+MODES = {
+    "default": SandboxPolicy(),
+    "strict": SandboxPolicy(strict=True),
+    # Where bubblewrap is installed the modes above use it; this one keeps the plain path tested too.
+    "strict-without-bubblewrap": SandboxPolicy(strict=True, bubblewrap=False),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(MODES))
 def context(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunContext]:
     os.environ["OPENAI_API_KEY"] = SECRET  # the host holds a key that no child may see
     responder = tmp_path_factory.mktemp("model") / "responder.py"
@@ -126,7 +134,7 @@ def context(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         profile=profile,
         seed=0,
         store_path=tmp_path_factory.mktemp("store") / "runs.sqlite",
-        sandbox=SandboxPolicy(strict=request.param == "strict"),
+        sandbox=MODES[request.param],
     ) as opened:
         yield opened
     del os.environ["OPENAI_API_KEY"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -129,3 +130,13 @@ def test_calls_are_served_and_refusals_arrive_as_exceptions(launcher: Launcher) 
     }
     outcome = launcher.run(job, SandboxLimits(wall_seconds=10), serve=serve)
     assert outcome.result == "0.25 1 Error: You have exceeded your call budget."
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="cgroup limits are set up only when running as root")
+def test_children_share_cgroup_memory_and_process_limits(launcher: Launcher) -> None:
+    launcher.start()
+    assert launcher.cgroup_limits is not None, launcher.cgroup_problem
+    server = launcher._server()
+    memberships = Path(f"/proc/{server.pid}/cgroup").read_text()
+    assert "memory:" in memberships and "selftaught-" in memberships.split("memory:")[1].splitlines()[0]
+    assert "selftaught-" in memberships.split("pids:")[1].splitlines()[0]

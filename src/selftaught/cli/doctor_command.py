@@ -10,7 +10,7 @@ from rich.table import Table
 from selftaught.cli.options import json_option, print_json, stdout_console, user_errors
 from selftaught.sandbox.doctor import probe
 from selftaught.sandbox.launcher import Launcher
-from selftaught.sandbox.policy import LAYERS, SandboxPolicy, required_layers
+from selftaught.sandbox.policy import LAYERS, OPTIONAL_LAYERS, SandboxPolicy, required_layers
 
 
 @click.command("doctor")
@@ -48,7 +48,7 @@ def doctor_command(as_json: bool) -> None:
         layers.add_column("stops")
         for name, state in report.layers.items():
             style = "green" if state.startswith("active") else "dim" if state.startswith("not needed") else "red"
-            layers.add_row(name, f"[{style}]{state}[/]", LAYERS[name])
+            layers.add_row(name, f"[{style}]{state}[/]", {**LAYERS, **OPTIONAL_LAYERS}[name])
         console.print(layers)
         checks = Table(title="a confined probe child tried to")
         checks.add_column("attempt")

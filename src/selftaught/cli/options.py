@@ -26,6 +26,12 @@ EXIT_BAD_INPUT = 2
 EXIT_NOTHING_PRODUCED = 1
 EXIT_INTERRUPTED = 130
 
+SANDBOX_MODES = {
+    "default": SandboxPolicy(),
+    "strict": SandboxPolicy(strict=True),
+    "strong": SandboxPolicy(strict=True, bubblewrap=True),
+}
+
 BUDGET_OPTIONS = (
     ("--lm-calls", "language_model_calls", "Language-model calls per improver run."),
     ("--responses-per-call", "responses_per_call", "Responses per language-model call (max_responses_per_call)."),
@@ -51,7 +57,7 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
             profile=profile.with_overrides(**overrides),
             seed=kwargs.pop("seed"),
             store=kwargs.pop("store"),
-            sandbox=SandboxPolicy(strict=kwargs.pop("sandbox") == "strict"),
+            sandbox=SANDBOX_MODES[kwargs.pop("sandbox")],
             workers=kwargs.pop("workers") or os.cpu_count() or 1,
         )
         return function(options=options, **kwargs)
@@ -69,11 +75,12 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
     )(wrapper)
     wrapper = click.option(
         "--sandbox",
-        type=click.Choice(["default", "strict"]),
+        type=click.Choice(sorted(SANDBOX_MODES)),
         default="default",
         show_default=True,
-        help="'strict' refuses to run generated code when a required isolation layer is missing "
-        "(see `selftaught doctor`); 'default' uses the strongest available and warns.",
+        help="'default' uses the strongest isolation available and warns about what is missing; 'strict' "
+        "refuses to run generated code when a required layer is missing; 'strong' is strict inside "
+        "bubblewrap (see `selftaught doctor`).",
     )(wrapper)
     wrapper = click.option(
         "--store",

@@ -6,6 +6,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 
+from selftaught.sandbox.bubblewrap import bwrap_path
 from selftaught.sandbox.launcher import Launcher
 from selftaught.sandbox.outcome import SandboxLimits
 from selftaught.sandbox.policy import LAYERS, ROOT_ONLY_LAYERS, required_layers, running_as_root
@@ -51,6 +52,9 @@ class SandboxReport:
     checks: dict[str, bool] = field(default_factory=dict)
     problem: str | None = None
     network_inherited: bool = False
+    #: The cgroup limits all children share, or why there are none.
+    cgroups: str = "not used"
+    bubblewrap: str = "not used"
 
     @property
     def missing_required(self) -> list[str]:
@@ -67,6 +71,8 @@ class SandboxReport:
                 states[name] = "active (one for all children, made by the fork server)"
             else:
                 states[name] = self.missing.get(name, "active")
+        states["cgroups"] = self.cgroups
+        states["bubblewrap"] = self.bubblewrap
         return states
 
 
@@ -96,4 +102,12 @@ def probe(launcher: Launcher) -> SandboxReport:
         checks=checks,
         problem=None if checks else outcome.problem,
         network_inherited=launcher.network_inherited,
+        cgroups=f"active ({launcher.cgroup_limits})"
+        if launcher.cgroup_limits
+        else launcher.cgroup_problem or "not used",
+        bubblewrap="active (the fork server runs inside bwrap)"
+        if launcher.uses_bubblewrap
+        else "not installed (apt-get install bubblewrap)"
+        if bwrap_path() is None
+        else "not used",
     )

@@ -22,12 +22,25 @@ ZYGOTE = Path(__file__).parent / "child" / "zygote.py"
 START_TIMEOUT_SECONDS = 30.0
 
 
+def _last_descendant(pid: int) -> int:
+    """The deepest process below `pid` along first children: bwrap's sandboxed child, the zygote."""
+    while True:
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return pid
+        if not children:
+            return pid
+        pid = int(children[0])
+
+
 class ForkServer:
-    def __init__(self, environment: dict[str, str], package_paths: list[str], command_prefix: list[str]) -> None:
+    def __init__(self, environment: dict[str, str], package_paths: list[str], bwrap_prefix: list[str]) -> None:
         host_end, zygote_end = socket.socketpair()
+        network = "isolated" if bwrap_prefix else "unshare"
         self._process = subprocess.Popen(
             [
-                *command_prefix,
+                *bwrap_prefix,
                 sys.executable,
                 "-S",
                 "-s",
@@ -35,6 +48,7 @@ class ForkServer:
                 "-u",
                 str(ZYGOTE),
                 str(zygote_end.fileno()),
+                network,
                 *package_paths,
             ],
             stdin=subprocess.DEVNULL,
@@ -63,6 +77,8 @@ class ForkServer:
             raise SandboxError(f"the fork server did not start: {error} {stderr}".strip()) from None
         if ready.get("kind") != "ready":
             raise SandboxError("the fork server sent an unexpected greeting")
+        #: The zygote's pid as the host sees it (bwrap, when used, stands between them).
+        self.pid = _last_descendant(self._process.pid) if bwrap_prefix else self._process.pid
         #: True when the zygote sits in an empty network namespace that every child inherits.
         self.network_isolated = ready.get("network") == "isolated"
         self._control.settimeout(None)

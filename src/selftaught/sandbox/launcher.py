@@ -19,11 +19,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from selftaught.errors import SandboxError
+from selftaught.sandbox.bubblewrap import bwrap_command, bwrap_path
+from selftaught.sandbox.cgroups import CgroupUnavailable, ChildrenCgroup
 from selftaught.sandbox.child import isolation, protocol
 from selftaught.sandbox.fork_server import ForkServer
 from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
 from selftaught.sandbox.packages import PackageShim
-from selftaught.sandbox.policy import SandboxPolicy
+from selftaught.sandbox.policy import CHILD_FOLDER, SandboxPolicy, readable_paths, running_as_root
 from selftaught.sandbox.processes import ChildProcess, OutputFile, fork_child, spawn_child
 
 #: What a child may see of the host environment: nothing but these fixed values.
@@ -59,6 +62,18 @@ class Launcher:
         self._fork_server: ForkServer | None = None
         self._layers: dict[str, Any] | None = None
         self._start_lock = threading.Lock()
+        self._cgroup: ChildrenCgroup | None = None
+        # Every child's scratch directory lives here: one folder to mount into bubblewrap.
+        self._scratch_root = tempfile.mkdtemp(prefix="selftaught-scratch-")
+        os.chmod(self._scratch_root, 0o711)
+        #: Why children run without cgroup limits, when they do.
+        self.cgroup_problem: str | None = "not needed (not running as root)"
+        if running_as_root():
+            try:
+                self._cgroup = ChildrenCgroup(f"selftaught-{os.getpid()}-{id(self):x}")
+                self.cgroup_problem = None
+            except CgroupUnavailable as error:
+                self.cgroup_problem = str(error)
         # The host's memory and /proc files (where API keys live) stay out of reach of same-user processes.
         isolation.make_undumpable()
 
@@ -70,15 +85,39 @@ class Launcher:
     def _server(self) -> ForkServer:
         with self._start_lock:
             if self._fork_server is None:
-                self._fork_server = ForkServer(CHILD_ENVIRONMENT, self._shim.paths(), command_prefix=[])
+                self._fork_server = ForkServer(CHILD_ENVIRONMENT, self._shim.paths(), self._bwrap_prefix())
+                if self._cgroup is not None:
+                    self._cgroup.add(self._fork_server.pid)  # every child forked from now on inherits the limits
             return self._fork_server
+
+    @property
+    def uses_bubblewrap(self) -> bool:
+        wanted = self.policy.bubblewrap
+        return self.policy.fork_server and (bool(wanted) or (wanted is None and bwrap_path() is not None))
+
+    def _bwrap_prefix(self) -> list[str]:
+        if not self.uses_bubblewrap:
+            return []
+        if bwrap_path() is None:
+            raise SandboxError("the strong sandbox needs bubblewrap: apt-get install bubblewrap")
+        read_only = [str(CHILD_FOLDER), *self._shim.paths(), *readable_paths(self._shim.paths())]
+        return bwrap_command(read_only, [self._scratch_root])
+
+    @property
+    def cgroup_limits(self) -> str | None:
+        """The limits all children share, or None when there are none (see `cgroup_problem`)."""
+        return self._cgroup.describe() if self._cgroup is not None else None
 
     def close(self) -> None:
         with self._start_lock:
             if self._fork_server is not None:
                 self._fork_server.close()
                 self._fork_server = None
+            if self._cgroup is not None:
+                self._cgroup.remove()
+                self._cgroup = None
         self._shim.close()
+        shutil.rmtree(self._scratch_root, ignore_errors=True)
 
     def _isolation(self) -> dict[str, Any]:
         with self._start_lock:
@@ -95,7 +134,7 @@ class Launcher:
         return self._fork_server is not None and self._fork_server.network_isolated
 
     def _scratch(self) -> str:
-        scratch = tempfile.mkdtemp(prefix="selftaught-child-")
+        scratch = tempfile.mkdtemp(prefix="selftaught-child-", dir=self._scratch_root)
         if self._isolation()["drop_privileges"]:
             os.chown(scratch, isolation.UNPRIVILEGED_UID, isolation.UNPRIVILEGED_UID)
         return scratch
@@ -103,7 +142,10 @@ class Launcher:
     def _start_child(self, channel: socket.socket, scratch: str, output: OutputFile) -> ChildProcess:
         if self.policy.fork_server:
             return fork_child(self._server(), channel, scratch, output)
-        return spawn_child(channel, scratch, output, {**CHILD_ENVIRONMENT, "HOME": scratch, "TMPDIR": scratch})
+        child = spawn_child(channel, scratch, output, {**CHILD_ENVIRONMENT, "HOME": scratch, "TMPDIR": scratch})
+        if self._cgroup is not None and child.host_pid is not None:
+            self._cgroup.add(child.host_pid)  # before the job is sent: no generated code has run yet
+        return child
 
     def run(self, job: Mapping[str, Any], limits: SandboxLimits, serve: CallHandler | None = None) -> ChildOutcome:
         """Runs one job. An algorithm job's `instances` with an `instances_key` are sent once per key only."""

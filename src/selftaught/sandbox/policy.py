@@ -21,6 +21,11 @@ LAYERS = {
     "landlock": "filesystem allow-list, TCP denied, no signals or abstract sockets outside",
     "seccomp": "no sockets, exec, fork, ptrace, mount, unshare; signals only to itself",
 }
+#: Layers used where the machine allows them, not required by strict mode.
+OPTIONAL_LAYERS = {
+    "cgroups": "as root, cgroup v1 hard caps on the children's memory and process count",
+    "bubblewrap": "the fork server in bwrap: no host files, processes or network in sight",
+}
 ROOT_ONLY_LAYERS = ("max_processes", "drop_privileges")
 PROCESS_LIMIT_AS_NOBODY = 256
 
@@ -54,10 +59,14 @@ def readable_paths(package_paths: list[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class SandboxPolicy:
-    """`strict` refuses to run generated code when a required layer is missing; the default warns and goes on."""
+    """`strict` refuses to run generated code when a required layer is missing; the default warns and goes on.
+
+    `bubblewrap` runs the fork server inside bwrap: None uses it when installed, True requires it.
+    """
 
     strict: bool = False
     fork_server: bool = True
+    bubblewrap: bool | None = None
 
     def isolation(self, package_paths: list[str]) -> dict[str, Any]:
         root = running_as_root()

@@ -54,6 +54,8 @@ class ChildProcess:
 
     wait: Callable[[float], int | None]
     kill: Callable[[], None]
+    #: The pid in the host's namespace, when the host started the process itself.
+    host_pid: int | None = None
 
     def reap(self, finished: bool) -> int | None:
         """Kills the whole process group; waits for the exit code only when it may explain a failure.
@@ -87,7 +89,7 @@ def spawn_child(channel: socket.socket, scratch: str, output: OutputFile, enviro
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
 
-    return ChildProcess(wait, kill)
+    return ChildProcess(wait, kill, host_pid=process.pid)
 
 
 def fork_child(server: ForkServer, channel: socket.socket, scratch: str, output: OutputFile) -> ChildProcess:

@@ -54,8 +54,9 @@ def _check(result: int, what: str) -> int:
 
 
 def die_with_parent() -> None:
+    parent = os.getppid()
     _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
-    if os.getppid() == 1:  # the parent died before the request took effect
+    if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
 
 

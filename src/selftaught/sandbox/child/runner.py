@@ -173,7 +173,7 @@ PRELOADED_MODULES = (
     "array", "ast", "bisect", "cmath", "collections", "concurrent.futures", "contextlib", "copy", "dataclasses",
     "decimal", "enum", "fractions", "functools", "hashlib", "heapq", "itertools", "json", "math", "numbers",
     "operator", "queue", "random", "re", "statistics", "string", "struct", "textwrap", "threading", "typing",
-    "zlib", "concurrent.futures.thread", "encodings.idna",
+    "zlib", "concurrent.futures.thread", "encodings.idna", "helpers", "collections.abc", "copyreg", "pprint",
 )  # fmt: skip
 NUMPY_MODULES = ("numpy", "numpy.random", "numpy.linalg", "numpy.fft", "numpy.polynomial")
 

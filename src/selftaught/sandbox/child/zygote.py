@@ -1,6 +1,8 @@
 """The fork server ("zygote"): preloads the interpreter once, then forks one child per job.
 
-Started by the host before any secret is loaded, with the children's whitelisted environment.
+Started by the host (`zygote.py FD unshare|isolated PACKAGE_PATH...`) before any secret is loaded,
+with the children's whitelisted environment; `isolated` means bubblewrap already gave it an empty
+network namespace.
 Control messages arrive on file descriptor FD: a `spawn` request carries, as passed file
 descriptors, the job's channel and the file for the child's stdout and stderr; the zygote
 forks, answers with the child's pid, and later reports its exit status. Every child starts
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import os
 import selectors
 import signal
@@ -66,12 +69,13 @@ def _reap(control: socket.socket, children: set[int], exited: collections.deque[
 def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
     isolation.die_with_parent()
-    runner.preload(sys.argv[2:])
-    try:
-        isolation.isolate_network_keeping_identity()
-        network = "isolated"
-    except isolation.LayerUnavailable as error:
-        network = str(error)
+    runner.preload(sys.argv[3:])
+    network = "isolated"
+    if sys.argv[2] == "unshare":  # inside bubblewrap ("isolated") the namespace is already empty
+        try:
+            isolation.isolate_network_keeping_identity()
+        except isolation.LayerUnavailable as error:
+            network = str(error)
     # SIGCHLD writes to this pipe, so an exit is reported at once rather than at the next poll.
     wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wakeup_write, warn_on_full_buffer=False)
@@ -82,6 +86,9 @@ def main() -> None:
     selector = selectors.DefaultSelector()
     selector.register(control, selectors.EVENT_READ)
     selector.register(wakeup_read, selectors.EVENT_READ)
+    # Preloaded objects move to a permanent generation: a collection in a child then never walks (and
+    # copies, page by page) the memory it shares with the zygote.
+    gc.freeze()
     protocol.send_message(control, {"kind": "ready", "pid": os.getpid(), "network": network})
     while True:
         ready = {key.fileobj for key, _ in selector.select(timeout=REAP_INTERVAL_SECONDS if children else None)}
