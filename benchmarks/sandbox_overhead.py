@@ -73,13 +73,14 @@ def main() -> None:
     fork_launcher.start()
     try:
         fork_evaluate = sandboxed(SolutionEvaluator(fork_launcher))
+        bwrap_note = " (inside bubblewrap)" if fork_launcher.uses_bubblewrap else " (bubblewrap not installed)"
         rows = [
             ("in-process exec (reference, no isolation)", latencies(in_process, count)),
             (
-                "fresh subprocess, all layers",
+                "fresh subprocess, all layers but bubblewrap",
                 latencies(sandboxed(SolutionEvaluator(spawn_launcher)), max(20, count // 10)),
             ),
-            ("fork server, all layers", latencies(fork_evaluate, count)),
+            (f"fork server, all layers{bwrap_note}", latencies(fork_evaluate, count)),
         ]
         one = throughput(fork_evaluate, count, workers=1)
         two = throughput(fork_evaluate, count, workers=2)
@@ -93,7 +94,7 @@ def main() -> None:
     for name, samples in rows:
         median, p95 = milliseconds(samples)
         print(f"| {name} | {median} | {p95} |")
-    print("\n| fork server, all layers | evaluations/s |")
+    print(f"\n| fork server, all layers{bwrap_note} | evaluations/s |")
     print("|---|---|")
     print(f"| 1 worker | {one:.0f} |")
     print(f"| 2 workers | {two:.0f} ({two / one:.2f}x) |")

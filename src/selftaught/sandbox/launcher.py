@@ -182,7 +182,11 @@ class Launcher:
             outcome = {"violation": f"channel to the child failed: {error}"}
         finally:
             host_end.close()
-            exit_code = child.reap(finished="result" in outcome or "failure" in outcome)
+            exit_code = child.reap(
+                finished="result" in outcome or "failure" in outcome,
+                may_have_descendants=not self._isolation()["seccomp"]
+                or any(event["name"] == "sandbox_layer_missing" for event in outcome.get("events", ())),
+            )
             text, truncated = output.read(limits.captured_output_bytes)
             shutil.rmtree(scratch, ignore_errors=True)
         return ChildOutcome(**outcome, exit_code=exit_code, output=text, output_truncated=truncated)

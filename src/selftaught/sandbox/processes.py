@@ -57,12 +57,14 @@ class ChildProcess:
     #: The pid in the host's namespace, when the host started the process itself.
     host_pid: int | None = None
 
-    def reap(self, finished: bool) -> int | None:
+    def reap(self, finished: bool, may_have_descendants: bool) -> int | None:
         """Kills the whole process group; waits for the exit code only when it may explain a failure.
 
-        A child that reported its result is exiting on its own; its exit code says nothing more.
+        A child that reported its result is exiting on its own and its exit code says nothing more;
+        under seccomp it cannot have started other processes either, so nothing is left to kill.
         """
-        self.kill()
+        if not finished or may_have_descendants:
+            self.kill()
         return None if finished else self.wait(EXIT_GRACE_SECONDS)
 
 
