@@ -17,6 +17,7 @@ from selftaught.errors import SandboxError
 from selftaught.llm.base import Backend
 from selftaught.llm.registry import create_backend
 from selftaught.sandbox.doctor import SandboxReport, probe
+from selftaught.sandbox.executor import JobRunner
 from selftaught.sandbox.launcher import Launcher
 from selftaught.sandbox.policy import SandboxPolicy
 from selftaught.store.run_store import RunStore
@@ -67,7 +68,8 @@ class RunStats:
 class RunContext:
     run_id: str
     store: RunStore
-    launcher: Launcher
+    #: Runs generated code (the sandbox on this machine).
+    runner: JobRunner
     evaluator: SolutionEvaluator
     backend: Backend
     task: Task
@@ -128,7 +130,7 @@ def open_run(
     context = RunContext(
         run_id=run_id,
         store=store,
-        launcher=launcher,
+        runner=launcher,
         evaluator=SolutionEvaluator(launcher),
         backend=backend,
         task=task,

@@ -138,7 +138,7 @@ def run_improver(
     seeds = SeedSequence(seed)
     services = _ImproverServices(context, utility, budget, improver_run_id, seeds)
     started = time.monotonic()
-    outcome = context.launcher.run(
+    outcome = context.runner.run(
         {
             "job": "improver",
             "source": improver,

@@ -16,13 +16,14 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from selftaught.errors import SandboxError
 from selftaught.sandbox.bubblewrap import bwrap_command, bwrap_path
 from selftaught.sandbox.cgroups import CgroupUnavailable, ChildrenCgroup
 from selftaught.sandbox.child import isolation, protocol
+from selftaught.sandbox.executor import CallHandler
 from selftaught.sandbox.fork_server import ForkServer
 from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
 from selftaught.sandbox.packages import PackageShim
@@ -50,11 +51,8 @@ class CallRefused(Exception):
     """Raised by a service to send an error text back to the child instead of a value."""
 
 
-CallHandler = Callable[[str, dict[str, Any]], Any]
-
-
 class Launcher:
-    """Runs jobs of generated code in confined child processes. One per host; thread-safe."""
+    """Runs jobs of generated code in confined child processes on this machine (a JobRunner). Thread-safe."""
 
     def __init__(self, policy: SandboxPolicy | None = None, allowed_packages: tuple[str, ...] = ("numpy",)) -> None:
         self.policy = policy or SandboxPolicy()
@@ -120,6 +118,8 @@ class Launcher:
         shutil.rmtree(self._scratch_root, ignore_errors=True)
 
     def _isolation(self) -> dict[str, Any]:
+        if self.policy.fork_server:
+            self._server()  # whether children inherit its network namespace decides a layer
         with self._start_lock:
             if self._layers is None:
                 self._layers = self.policy.isolation(self._shim.paths())

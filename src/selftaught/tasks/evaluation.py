@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from selftaught.sandbox.child import protocol
-from selftaught.sandbox.launcher import Launcher
+from selftaught.sandbox.executor import JobRunner
 from selftaught.sandbox.outcome import SandboxLimits
 from selftaught.tasks.base import Instance, InstanceScore, Task, Unrepresentable
 
@@ -79,8 +79,8 @@ def evaluation_seed(run_seed: int, source: str, split: str) -> int:
 class SolutionEvaluator:
     """Runs solutions through the launcher and scores their outputs; safe to use from many threads."""
 
-    def __init__(self, launcher: Launcher) -> None:
-        self._launcher = launcher
+    def __init__(self, runner: JobRunner) -> None:
+        self._runner = runner
         self._encoded: dict[tuple[str, str], protocol.RawJSON] = {}
         self._lock = threading.Lock()
 
@@ -97,7 +97,7 @@ class SolutionEvaluator:
         instances = task.instances(split)
         # One limit for loading the solution, one per instance, and slack for the interpreter's start-up.
         time_budget = (len(instances) + 1) * task.time_limit_seconds + STARTUP_SLACK_SECONDS
-        outcome = self._launcher.run(
+        outcome = self._runner.run(
             {
                 "job": "algorithm",
                 "source": source,
