@@ -16,7 +16,9 @@ import socket
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from selftaught.errors import SandboxError
@@ -74,6 +76,9 @@ class Launcher:
                 self.cgroup_problem = str(error)
         # The host's memory and /proc files (where API keys live) stay out of reach of same-user processes.
         isolation.make_undumpable()
+        # The fork server, folders and cgroups go away at exit even when nobody calls close().
+        self._resources = _Resources(self._scratch_root, self._cgroup, self._shim)
+        self._cleanup = weakref.finalize(self, self._resources.release)
 
     def start(self) -> None:
         """Starts the fork server now (it starts on first use otherwise); call before loading any secret."""
@@ -84,6 +89,7 @@ class Launcher:
         with self._start_lock:
             if self._fork_server is None:
                 self._fork_server = ForkServer(CHILD_ENVIRONMENT, self._shim.paths(), self._bwrap_prefix())
+                self._resources.fork_server = self._fork_server
                 if self._cgroup is not None:
                     self._cgroup.add(self._fork_server.pid)  # every child forked from now on inherits the limits
             return self._fork_server
@@ -108,14 +114,8 @@ class Launcher:
 
     def close(self) -> None:
         with self._start_lock:
-            if self._fork_server is not None:
-                self._fork_server.close()
-                self._fork_server = None
-            if self._cgroup is not None:
-                self._cgroup.remove()
-                self._cgroup = None
-        self._shim.close()
-        shutil.rmtree(self._scratch_root, ignore_errors=True)
+            self._fork_server = None
+            self._cleanup()
 
     def _isolation(self) -> dict[str, Any]:
         if self.policy.fork_server:
@@ -190,6 +190,24 @@ class Launcher:
             text, truncated = output.read(limits.captured_output_bytes)
             shutil.rmtree(scratch, ignore_errors=True)
         return ChildOutcome(**outcome, exit_code=exit_code, output=text, output_truncated=truncated)
+
+
+@dataclass
+class _Resources:
+    """What a launcher must give back: the fork server first (its children hold the cgroups), then the rest."""
+
+    scratch_root: str
+    cgroup: ChildrenCgroup | None
+    shim: PackageShim
+    fork_server: ForkServer | None = None
+
+    def release(self) -> None:
+        if self.fork_server is not None:
+            self.fork_server.close()
+        if self.cgroup is not None:
+            self.cgroup.remove()
+        self.shim.close()
+        shutil.rmtree(self.scratch_root, ignore_errors=True)
 
 
 def _serve(sock: socket.socket, wall_seconds: float, serve: CallHandler | None) -> dict[str, Any]:
