@@ -199,9 +199,3 @@ class RunStore:
                 row.get("error"),
             ),
         )
-
-    # --- reads ------------------------------------------------------------------------------
-
-    def query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(row) for row in self._connection.execute(sql, parameters)]
