@@ -12,6 +12,7 @@ from typing import Any
 
 from selftaught.config import PROFILES, Profile
 from selftaught.errors import InvalidProgram, SelftaughtError
+from selftaught.llm.cache import CacheMode
 from selftaught.loop.context import RunContext, RunStats, open_run
 from selftaught.loop.improver_run import run_improver
 from selftaught.loop.meta_utility import MetaUtility, evaluate_solution, task_utility
@@ -35,6 +36,10 @@ class RunOptions:
     seed: int = 0
     store: Path = DEFAULT_STORE
     sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
+    #: The response cache: `read` replays a recorded run without live calls.
+    cache: CacheMode = CacheMode.READ_WRITE
+    #: Where the cache lives; beside the store by default.
+    cache_file: Path | None = None
     #: Independent evaluations run at once (the D runs of a meta-utility, candidates being scored).
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
 
@@ -109,6 +114,8 @@ def _recorded_run(command: str, options: RunOptions, improver: str, stats: RunSt
         seed=options.seed,
         store_path=options.store,
         sandbox=options.sandbox,
+        cache_mode=options.cache,
+        cache_path=options.cache_file,
         workers=options.workers,
         stats=stats,
     ) as context:

@@ -17,6 +17,7 @@ from rich.text import Text
 from selftaught.api import DEFAULT_MODEL, RunOptions, read_program
 from selftaught.config import PROFILES
 from selftaught.errors import SelftaughtError
+from selftaught.llm.cache import CacheMode
 from selftaught.loop.seed_improver import SEED_IMPROVER
 from selftaught.sandbox.policy import SandboxPolicy
 from selftaught.store.run_store import DEFAULT_STORE
@@ -59,6 +60,8 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
             store=kwargs.pop("store"),
             sandbox=SANDBOX_MODES[kwargs.pop("sandbox")],
             workers=kwargs.pop("workers") or os.cpu_count() or 1,
+            cache=CacheMode(kwargs.pop("cache")),
+            cache_file=kwargs.pop("cache_file"),
         )
         return function(options=options, **kwargs)
 
@@ -66,6 +69,20 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
         wrapper = click.option(
             flag, field, type=click.IntRange(min=1), default=None, help=help_text + " Default: from the profile."
         )(wrapper)
+    wrapper = click.option(
+        "--cache-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="SQLite file of cached responses. Default: cache.sqlite beside the store.",
+    )(wrapper)
+    wrapper = click.option(
+        "--cache",
+        type=click.Choice([mode.value for mode in CacheMode]),
+        default=CacheMode.READ_WRITE.value,
+        show_default=True,
+        help="Response cache: 'read-write' reuses and records responses, 'read' replays a recorded run "
+        "with the same --seed without a single live call (a missing response is an error), 'off' ignores it.",
+    )(wrapper)
     wrapper = click.option(
         "--workers",
         type=click.IntRange(min=1),

@@ -44,6 +44,8 @@ class Completion:
     texts: tuple[str, ...]
     prompt_tokens: int
     completion_tokens: int
+    #: True when every response came from the response cache, without a live call.
+    cached: bool = False
 
 
 class Backend(ABC):

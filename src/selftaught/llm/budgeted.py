@@ -38,6 +38,7 @@ class LanguageModelCall:
     completion_tokens: int
     latency_seconds: float
     error: str | None
+    cached: bool = False
 
 
 class BudgetedLanguageModel:
@@ -117,6 +118,7 @@ class BudgetedLanguageModel:
         error: str | None = None
         texts: tuple[str, ...] = ()
         prompt_tokens = completion_tokens = 0
+        cached = False
         try:
             completion = self._backend.complete(request)
             texts, prompt_tokens, completion_tokens = (
@@ -124,6 +126,7 @@ class BudgetedLanguageModel:
                 completion.prompt_tokens,
                 completion.completion_tokens,
             )
+            cached = completion.cached
             if len(texts) < n:
                 error = f"{self._backend.spec}: asked for {n} responses, got {len(texts)}"
         except (BackendError, ModelUnavailable) as failure:
@@ -143,6 +146,7 @@ class BudgetedLanguageModel:
                 completion_tokens=completion_tokens,
                 latency_seconds=time.monotonic() - started,
                 error=error,
+                cached=cached,
             )
         )
         if error is not None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from selftaught.errors import UnknownModelSpec
 from selftaught.llm.base import Backend
+from selftaught.llm.cache import CacheMode, CachingBackend, ResponseCache
 
 BackendFactory = Callable[[str, str], Backend]
 
@@ -17,16 +19,21 @@ class BackendInfo:
     summary: str
     example: str
     factory: BackendFactory
+    #: What cached responses are filed under: the spec, plus whatever else decides the answers.
+    cache_identity: Callable[[str, str], str] = lambda spec, argument: spec
 
 
 _BACKENDS: dict[str, BackendInfo] = {}
 
 
-def register_backend(prefix: str, summary: str, example: str) -> Callable[[BackendFactory], BackendFactory]:
+def register_backend(
+    prefix: str, summary: str, example: str, cache_identity: Callable[[str, str], str] | None = None
+) -> Callable[[BackendFactory], BackendFactory]:
     """Registers `factory(spec, argument) -> Backend` for specs starting with `prefix:`."""
 
     def decorate(factory: BackendFactory) -> BackendFactory:
-        _BACKENDS[prefix] = BackendInfo(prefix, summary, example, factory)
+        info = BackendInfo(prefix, summary, example, factory)
+        _BACKENDS[prefix] = info if cache_identity is None else replace(info, cache_identity=cache_identity)
         return factory
 
     return decorate
@@ -37,15 +44,35 @@ def registered_backends() -> list[BackendInfo]:
     return sorted(_BACKENDS.values(), key=lambda info: info.prefix)
 
 
-def create_backend(spec: str) -> Backend:
-    """The backend a spec names; raises UnknownModelSpec with the valid forms when none does."""
+def backend_info(spec: str) -> tuple[BackendInfo, str]:
+    """The registered backend a spec names and its argument; raises UnknownModelSpec with the valid forms."""
     _load_builtin_backends()
     prefix, separator, argument = spec.partition(":")
     info = _BACKENDS.get(prefix)
     if not separator or info is None or not argument:
         forms = ", ".join(info.example for info in registered_backends())
         raise UnknownModelSpec(f"unknown model spec {spec!r}; use one of: {forms}")
+    return info, argument
+
+
+def create_backend(spec: str) -> Backend:
+    """The backend a spec names, ready for live requests."""
+    info, argument = backend_info(spec)
     return info.factory(spec, argument)
+
+
+def open_backend(spec: str, cache_mode: CacheMode, cache_path: Path) -> Backend:
+    """The backend for a run: behind the response cache unless it is off.
+
+    A replay (`read`) never creates the real backend, so it needs neither its key nor its model
+    file; otherwise the backend is created at once, so a missing key is reported before anything runs.
+    """
+    info, argument = backend_info(spec)
+    if cache_mode is CacheMode.OFF:
+        return create_backend(spec)
+    identity = info.cache_identity(spec, argument)
+    live = None if cache_mode is CacheMode.READ else create_backend(spec)
+    return CachingBackend(spec, live, ResponseCache(cache_path), cache_mode, identity)
 
 
 def _load_builtin_backends() -> None:

@@ -7,6 +7,7 @@ code and runs in the host, like a plugin.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import threading
 from collections.abc import Callable
@@ -71,6 +72,19 @@ class ScriptedBackend(Backend):
         )
 
 
-@register_backend("scripted", "a Python file whose respond() writes each response (tests, demos)", "scripted:FILE.py")
+def _file_identity(spec: str, argument: str) -> str:
+    """A scripted model answers what its file says: an edited file must not replay old answers."""
+    try:
+        return f"{spec}#{hashlib.sha256(Path(argument).expanduser().read_bytes()).hexdigest()}"
+    except OSError:
+        return spec
+
+
+@register_backend(
+    "scripted",
+    "a Python file whose respond() writes each response (tests, demos)",
+    "scripted:FILE.py",
+    cache_identity=_file_identity,
+)
 def create_scripted_backend(spec: str, argument: str) -> Backend:
     return ScriptedBackend(spec, load_responder(Path(argument).expanduser()))

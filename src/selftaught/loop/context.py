@@ -15,7 +15,8 @@ from pathlib import Path
 from selftaught.config import Profile
 from selftaught.errors import SandboxError
 from selftaught.llm.base import Backend
-from selftaught.llm.registry import create_backend
+from selftaught.llm.cache import CacheMode
+from selftaught.llm.registry import open_backend
 from selftaught.sandbox.doctor import SandboxReport, probe
 from selftaught.sandbox.executor import JobRunner
 from selftaught.sandbox.launcher import Launcher
@@ -109,6 +110,8 @@ def open_run(
     seed: int,
     store_path: Path,
     sandbox: SandboxPolicy,
+    cache_mode: CacheMode = CacheMode.OFF,
+    cache_path: Path | None = None,
     workers: int = 1,
     stats: RunStats | None = None,
 ) -> Iterator[RunContext]:
@@ -120,7 +123,7 @@ def open_run(
     try:
         launcher.start()
         check_sandbox(launcher)
-        backend = create_backend(model)
+        backend = open_backend(model, cache_mode, cache_path or store_path.parent / "cache.sqlite")
     except BaseException:
         launcher.close()
         raise

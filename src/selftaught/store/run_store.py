@@ -161,7 +161,7 @@ class RunStore:
         }
         self._write(
             "INSERT INTO lm_calls (run_id, improver_run_id, backend, request, responses, prompt_tokens,"
-            " completion_tokens, latency_seconds, error, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " completion_tokens, latency_seconds, error, cache_hit, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 improver_run_id,
@@ -172,6 +172,7 @@ class RunStore:
                 call.completion_tokens,
                 call.latency_seconds,
                 call.error,
+                int(call.cached),
                 now(),
             ),
         )

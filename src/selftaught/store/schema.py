@@ -101,4 +101,10 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE evaluations ADD COLUMN violations TEXT NOT NULL DEFAULT '[]';
         """,
     ),
+    (
+        "0003_lm_call_cache_hits",
+        """
+        ALTER TABLE lm_calls ADD COLUMN cache_hit INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
 )
