@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+FAULTS = ("429", "503", "500", "malformed_json", "invalid_utf8", "no_choices", "hang")
+
 
 @dataclass
 class FakeOpenAI:
-    """`answer(request) -> list of texts`; `status` other than 200 makes every request fail with it."""
+    """`answer(request) -> list of texts`; `status` other than 200 makes every request fail with it.
+
+    `faults` are served first, one per request, in order: an HTTP 429 with Retry-After, a 503 or
+    500, a body that is not JSON, invalid UTF-8, a completion without choices, or no answer at all.
+    """
 
     answer: Callable[[dict[str, Any]], list[str]]
     status: int = 200
+    faults: list[str] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     base_url: str = ""
+    hang_seconds: float = 5.0
 
 
 @contextmanager
@@ -31,6 +40,9 @@ def fake_openai_server(fake: FakeOpenAI) -> Iterator[FakeOpenAI]:
             fake.headers.append({key.lower(): value for key, value in self.headers.items()})
             if self.path != "/v1/chat/completions" or fake.status != 200:
                 self._send(fake.status if fake.status != 200 else 404, {"error": {"message": "simulated failure"}})
+                return
+            if fake.faults:
+                self._fault(fake.faults.pop(0))
                 return
             texts = fake.answer(body)
             self._send(
@@ -52,9 +64,30 @@ def fake_openai_server(fake: FakeOpenAI) -> Iterator[FakeOpenAI]:
                 },
             )
 
-        def _send(self, status: int, payload: dict[str, Any]) -> None:
+        def _fault(self, fault: str) -> None:
+            if fault in ("429", "503", "500"):
+                self._send(int(fault), {"error": {"message": f"simulated {fault}"}}, {"Retry-After": "0.2"})
+            elif fault == "malformed_json":
+                self._send_raw(b'{"choices": [ this is not json')
+            elif fault == "invalid_utf8":
+                self._send_raw(b'{"choices": [{"message": {"content": "\xff\xfe"}}]}')
+            elif fault == "no_choices":
+                self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": []})
+            elif fault == "hang":
+                time.sleep(fake.hang_seconds)
+
+        def _send_raw(self, data: bytes) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -12,7 +14,9 @@ from selftaught import api
 from selftaught.api import RunOptions
 from selftaught.errors import BackendError, ModelUnavailable, UnknownModelSpec
 from selftaught.llm.base import ChatMessage, CompletionRequest
+from selftaught.llm.openai_compatible import OpenAICompatibleBackend
 from selftaught.llm.registry import create_backend
+from selftaught.llm.retry import RetryPolicy
 
 REQUEST = CompletionRequest(
     messages=(ChatMessage("system", "be brief"), ChatMessage("user", "hello")),
@@ -51,7 +55,71 @@ def test_server_errors_become_one_line_backend_errors(monkeypatch: pytest.Monkey
         create_backend(f"openai:m@{fake.base_url}").complete(REQUEST)
     assert "HTTP 400" in str(raised.value) and "sk-should-not-leak" not in str(raised.value)
     with pytest.raises(BackendError, match="cannot reach the server"):
-        create_backend("openai:m@http://127.0.0.1:9/v1").complete(REQUEST)
+        fast_backend("http://127.0.0.1:9/v1").complete(REQUEST)
+
+
+FAST_RETRIES = RetryPolicy(attempts=3, initial_wait_seconds=0.01, max_wait_seconds=1.0)
+
+
+def fast_backend(base_url: str, timeout_seconds: float = 30.0) -> OpenAICompatibleBackend:
+    return OpenAICompatibleBackend("openai:m", "m", base_url, FAST_RETRIES, timeout_seconds)
+
+
+def test_rate_limits_and_server_errors_are_retried_honouring_retry_after() -> None:
+    with fake_openai_server(FakeOpenAI(lambda body: ["fine"] * body["n"], faults=["429", "503"])) as fake:
+        started = time.monotonic()
+        completion = fast_backend(fake.base_url).complete(REQUEST)
+        elapsed = time.monotonic() - started
+    assert completion.texts == ("fine", "fine", "fine")
+    assert len(fake.requests) == 3
+    assert elapsed >= 0.35  # twice the server's Retry-After of 0.2 s, not the 0.01 s backoff
+
+
+def test_a_persistent_server_error_ends_as_one_recorded_error() -> None:
+    with (
+        fake_openai_server(FakeOpenAI(lambda body: [], status=500)) as fake,
+        pytest.raises(BackendError, match=r"HTTP 500.*after 3 attempts"),
+    ):
+        fast_backend(fake.base_url).complete(REQUEST)
+    assert len(fake.requests) == 3
+
+
+@pytest.mark.parametrize("fault", ["malformed_json", "invalid_utf8", "no_choices"])
+def test_malformed_answers_are_one_line_errors(fault: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-never-in-errors")
+    with (
+        fake_openai_server(FakeOpenAI(lambda body: ["unused"], faults=[fault] * 3)) as fake,
+        pytest.raises(BackendError) as raised,
+    ):
+        fast_backend(fake.base_url).complete(REQUEST)
+    message = str(raised.value)
+    assert "\n" not in message and "sk-never-in-errors" not in message and message.startswith("openai:m")
+
+
+def test_a_hanging_server_times_out() -> None:
+    fake = FakeOpenAI(lambda body: ["late"], faults=["hang", "hang", "hang"], hang_seconds=3.0)
+    with fake_openai_server(fake) as served:
+        started = time.monotonic()
+        with pytest.raises(BackendError, match="did not answer in time"):
+            fast_backend(served.base_url, timeout_seconds=0.5).complete(REQUEST)
+    assert time.monotonic() - started < 5
+
+
+def test_huge_and_empty_completions_come_back_as_text() -> None:
+    answers = iter([["x" * 10_000_000], [""]])
+    with fake_openai_server(FakeOpenAI(lambda body: next(answers))) as fake:
+        backend = fast_backend(fake.base_url)
+        single = replace(REQUEST, n=1)
+        assert len(backend.complete(single).texts[0]) == 10_000_000
+        assert backend.complete(single).texts == ("",)
+
+
+def test_a_malformed_answer_is_an_error_of_the_improver_run_not_of_the_run(
+    options_for: Callable[..., RunOptions],
+) -> None:
+    with fake_openai_server(FakeOpenAI(lambda body: ["unused"], faults=["malformed_json"])) as fake:
+        result = api.improve(options_for(f"openai:any@{fake.base_url}"))
+    assert result.algorithm is None and "malformed response" in (result.error or "")
 
 
 def test_improve_through_an_openai_compatible_server(options_for: Callable[..., RunOptions]) -> None:

@@ -11,14 +11,25 @@ from typing import Any
 from selftaught.errors import BackendError, ModelUnavailable
 from selftaught.llm.base import Backend, Completion, CompletionRequest
 from selftaught.llm.registry import register_backend
+from selftaught.llm.retry import RetryPolicy, TransientBackendError, retry_after_seconds
 
 REQUEST_TIMEOUT_SECONDS = 600.0
+DEFAULT_RETRY = RetryPolicy()
 #: Placeholder key for local servers that ignore authentication.
 NO_KEY = "not-needed"
 
 
 class OpenAICompatibleBackend(Backend):
-    def __init__(self, spec: str, model: str, base_url: str | None) -> None:
+    """Retries 429, 5xx, timeouts and dropped connections itself (the SDK's own retries are off)."""
+
+    def __init__(
+        self,
+        spec: str,
+        model: str,
+        base_url: str | None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        timeout_seconds: float = REQUEST_TIMEOUT_SECONDS,
+    ) -> None:
         try:
             import openai
         except ImportError:
@@ -32,9 +43,8 @@ class OpenAICompatibleBackend(Backend):
         self.spec = spec
         self._model = model
         self._openai = openai
-        self._client = openai.OpenAI(
-            api_key=key or NO_KEY, base_url=base_url, timeout=REQUEST_TIMEOUT_SECONDS, max_retries=2
-        )
+        self._retry = retry
+        self._client = openai.OpenAI(api_key=key or NO_KEY, base_url=base_url, timeout=timeout_seconds, max_retries=0)
 
     def complete(self, request: CompletionRequest) -> Completion:
         texts: list[str] = []
@@ -61,14 +71,27 @@ class OpenAICompatibleBackend(Backend):
         }
         if request.seed is not None:
             arguments["seed"] = request.seed + offset
+        return self._retry.call(lambda: self._create_once(arguments))
+
+    def _create_once(self, arguments: dict[str, Any]) -> Any:
+        errors = self._openai
         try:
             return self._client.chat.completions.create(**arguments)
-        except self._openai.APIStatusError as error:
+        except (errors.RateLimitError, errors.InternalServerError) as error:
+            raise TransientBackendError(
+                f"{self.spec}: HTTP {error.status_code}: {_short(error.message)}",
+                retry_after_seconds(error.response.headers),
+            ) from None
+        except errors.APITimeoutError:
+            raise TransientBackendError(f"{self.spec}: the server did not answer in time") from None
+        except errors.APIStatusError as error:
             raise BackendError(f"{self.spec}: HTTP {error.status_code}: {_short(error.message)}") from None
-        except self._openai.APIConnectionError as error:
-            raise BackendError(f"{self.spec}: cannot reach the server: {_short(str(error))}") from None
-        except self._openai.OpenAIError as error:
+        except errors.APIConnectionError as error:
+            raise TransientBackendError(f"{self.spec}: cannot reach the server: {_short(str(error))}") from None
+        except errors.OpenAIError as error:
             raise BackendError(f"{self.spec}: {type(error).__name__}: {_short(str(error))}") from None
+        except (ValueError, UnicodeDecodeError) as error:  # a body that is not the JSON it claims to be
+            raise BackendError(f"{self.spec}: malformed response: {_short(str(error))}") from None
 
     def close(self) -> None:
         self._client.close()
