@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from conftest import STRONG_LPN_SOLUTION, fenced
-from fake_openai import FakeOpenAI, fake_openai_server
+from fake_servers import FakeServer, fake_server
 from selftaught import api
 from selftaught.api import RunOptions
 from selftaught.errors import BackendError, ModelUnavailable, UnknownModelSpec
@@ -31,7 +31,7 @@ def test_openai_compatible_server_gets_the_request_and_the_key_stays_in_the_host
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-local-test")
-    with fake_openai_server(FakeOpenAI(lambda body: [f"answer {i}" for i in range(body["n"])])) as fake:
+    with fake_server(FakeServer(lambda body: [f"answer {i}" for i in range(body["n"])])) as fake:
         backend = create_backend(f"openai:test-model@{fake.base_url}")
         completion = backend.complete(REQUEST)
         backend.close()
@@ -44,14 +44,14 @@ def test_openai_compatible_server_gets_the_request_and_the_key_stays_in_the_host
 
 
 def test_a_server_that_ignores_n_is_asked_again() -> None:
-    with fake_openai_server(FakeOpenAI(lambda body: [f"only one of {body['n']}"])) as fake:
+    with fake_server(FakeServer(lambda body: [f"only one of {body['n']}"])) as fake:
         completion = create_backend(f"openai:m@{fake.base_url}").complete(REQUEST)
     assert completion.texts == ("only one of 3", "only one of 2", "only one of 1")
 
 
 def test_server_errors_become_one_line_backend_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-should-not-leak")
-    with fake_openai_server(FakeOpenAI(lambda body: [], status=400)) as fake, pytest.raises(BackendError) as raised:
+    with fake_server(FakeServer(lambda body: [], status=400)) as fake, pytest.raises(BackendError) as raised:
         create_backend(f"openai:m@{fake.base_url}").complete(REQUEST)
     assert "HTTP 400" in str(raised.value) and "sk-should-not-leak" not in str(raised.value)
     with pytest.raises(BackendError, match="cannot reach the server"):
@@ -66,7 +66,7 @@ def fast_backend(base_url: str, timeout_seconds: float = 30.0) -> OpenAICompatib
 
 
 def test_rate_limits_and_server_errors_are_retried_honouring_retry_after() -> None:
-    with fake_openai_server(FakeOpenAI(lambda body: ["fine"] * body["n"], faults=["429", "503"])) as fake:
+    with fake_server(FakeServer(lambda body: ["fine"] * body["n"], faults=["429", "503"])) as fake:
         started = time.monotonic()
         completion = fast_backend(fake.base_url).complete(REQUEST)
         elapsed = time.monotonic() - started
@@ -77,7 +77,7 @@ def test_rate_limits_and_server_errors_are_retried_honouring_retry_after() -> No
 
 def test_a_persistent_server_error_ends_as_one_recorded_error() -> None:
     with (
-        fake_openai_server(FakeOpenAI(lambda body: [], status=500)) as fake,
+        fake_server(FakeServer(lambda body: [], status=500)) as fake,
         pytest.raises(BackendError, match=r"HTTP 500.*after 3 attempts"),
     ):
         fast_backend(fake.base_url).complete(REQUEST)
@@ -88,7 +88,7 @@ def test_a_persistent_server_error_ends_as_one_recorded_error() -> None:
 def test_malformed_answers_are_one_line_errors(fault: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-never-in-errors")
     with (
-        fake_openai_server(FakeOpenAI(lambda body: ["unused"], faults=[fault] * 3)) as fake,
+        fake_server(FakeServer(lambda body: ["unused"], faults=[fault] * 3)) as fake,
         pytest.raises(BackendError) as raised,
     ):
         fast_backend(fake.base_url).complete(REQUEST)
@@ -97,8 +97,8 @@ def test_malformed_answers_are_one_line_errors(fault: str, monkeypatch: pytest.M
 
 
 def test_a_hanging_server_times_out() -> None:
-    fake = FakeOpenAI(lambda body: ["late"], faults=["hang", "hang", "hang"], hang_seconds=3.0)
-    with fake_openai_server(fake) as served:
+    fake = FakeServer(lambda body: ["late"], faults=["hang", "hang", "hang"], hang_seconds=3.0)
+    with fake_server(fake) as served:
         started = time.monotonic()
         with pytest.raises(BackendError, match="did not answer in time"):
             fast_backend(served.base_url, timeout_seconds=0.5).complete(REQUEST)
@@ -107,7 +107,7 @@ def test_a_hanging_server_times_out() -> None:
 
 def test_huge_and_empty_completions_come_back_as_text() -> None:
     answers = iter([["x" * 10_000_000], [""]])
-    with fake_openai_server(FakeOpenAI(lambda body: next(answers))) as fake:
+    with fake_server(FakeServer(lambda body: next(answers))) as fake:
         backend = fast_backend(fake.base_url)
         single = replace(REQUEST, n=1)
         assert len(backend.complete(single).texts[0]) == 10_000_000
@@ -117,14 +117,14 @@ def test_huge_and_empty_completions_come_back_as_text() -> None:
 def test_a_malformed_answer_is_an_error_of_the_improver_run_not_of_the_run(
     options_for: Callable[..., RunOptions],
 ) -> None:
-    with fake_openai_server(FakeOpenAI(lambda body: ["unused"], faults=["malformed_json"])) as fake:
+    with fake_server(FakeServer(lambda body: ["unused"], faults=["malformed_json"])) as fake:
         result = api.improve(options_for(f"openai:any@{fake.base_url}"))
     assert result.algorithm is None and "malformed response" in (result.error or "")
 
 
 def test_improve_through_an_openai_compatible_server(options_for: Callable[..., RunOptions]) -> None:
     answer = fenced(STRONG_LPN_SOLUTION)
-    with fake_openai_server(FakeOpenAI(lambda body: [answer] * body["n"])) as fake:
+    with fake_server(FakeServer(lambda body: [answer] * body["n"])) as fake:
         result = api.improve(options_for(f"openai:any@{fake.base_url}"))
     assert result.utility_val > 0.95 and result.lm_responses == 2
     assert "Improve the following solution" in fake.requests[0]["messages"][1]["content"]
@@ -149,3 +149,28 @@ def test_scripted_backend_counts_responses_across_requests(scripted_model: Calla
 def test_bad_specs_are_refused_clearly(spec: str, error: type[Exception]) -> None:
     with pytest.raises(error):
         create_backend(spec)
+
+
+def test_anthropic_backend_asks_concurrently_and_keeps_the_key_in_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-local-test")
+    fake = FakeServer(lambda body: [f"claude says {body['messages'][-1]['content']}"], delay_seconds=0.3)
+    with fake_server(fake) as served:
+        backend = create_backend(f"anthropic:claude-test@{served.base_url.removesuffix('/v1')}")
+        started = time.monotonic()
+        completion = backend.complete(REQUEST)
+        elapsed = time.monotonic() - started
+        backend.close()
+    assert completion.texts == ("claude says hello",) * 3
+    assert (completion.prompt_tokens, completion.completion_tokens) == (33, 21)
+    assert elapsed < 0.3 * 3 * 0.8  # three requests of 0.3 s each, in parallel
+    body = served.requests[0]
+    assert body["model"] == "claude-test" and body["system"] == "be brief" and body["max_tokens"] == 32
+    assert body["messages"] == [{"role": "user", "content": "hello"}] and body["temperature"] == 0.5
+    sent = served.headers[0]
+    assert sent.get("x-api-key") == "sk-ant-local-test" or sent.get("authorization") == "Bearer sk-ant-local-test"
+
+
+def test_anthropic_without_a_key_is_refused_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(ModelUnavailable, match="ANTHROPIC_API_KEY is not set"):
+        create_backend("anthropic:claude-test")

@@ -129,4 +129,4 @@ def test_the_installed_command_runs_and_explains_itself() -> None:
     models = subprocess.run(
         [sys.executable, "-m", "selftaught", "models", "--json"], capture_output=True, text=True, check=True
     ).stdout
-    assert {entry["prefix"] for entry in json.loads(models)} == {"llamacpp", "openai", "scripted"}
+    assert {entry["prefix"] for entry in json.loads(models)} == {"anthropic", "llamacpp", "openai", "scripted"}

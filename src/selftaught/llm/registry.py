@@ -77,4 +77,4 @@ def open_backend(spec: str, cache_mode: CacheMode, cache_path: Path) -> Backend:
 
 def _load_builtin_backends() -> None:
     # Importing registers them; each module imports its SDK only when a backend is created.
-    from selftaught.llm import llamacpp, openai_compatible, scripted  # noqa: F401
+    from selftaught.llm import anthropic_backend, llamacpp, openai_compatible, scripted  # noqa: F401

@@ -1,4 +1,7 @@
-"""A local OpenAI-compatible chat-completions server on 127.0.0.1 for tests: canned answers, faults on demand."""
+"""A local model server on 127.0.0.1 for tests, speaking the OpenAI chat-completions and the Anthropic messages APIs.
+
+Canned answers, latency and faults on demand.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ FAULTS = ("429", "503", "500", "malformed_json", "invalid_utf8", "no_choices", "
 
 
 @dataclass
-class FakeOpenAI:
+class FakeServer:
     """`answer(request) -> list of texts`; `status` other than 200 makes every request fail with it.
 
     `faults` are served first, one per request, in order: an HTTP 429 with Retry-After, a 503 or
@@ -29,20 +32,38 @@ class FakeOpenAI:
     headers: list[dict[str, str]] = field(default_factory=list)
     base_url: str = ""
     hang_seconds: float = 5.0
+    #: Latency of every answer.
+    delay_seconds: float = 0.0
 
 
 @contextmanager
-def fake_openai_server(fake: FakeOpenAI) -> Iterator[FakeOpenAI]:
+def fake_server(fake: FakeServer) -> Iterator[FakeServer]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             fake.requests.append(body)
             fake.headers.append({key.lower(): value for key, value in self.headers.items()})
-            if self.path != "/v1/chat/completions" or fake.status != 200:
+            if self.path not in ("/v1/chat/completions", "/v1/messages") or fake.status != 200:
                 self._send(fake.status if fake.status != 200 else 404, {"error": {"message": "simulated failure"}})
                 return
             if fake.faults:
                 self._fault(fake.faults.pop(0))
+                return
+            time.sleep(fake.delay_seconds)
+            if self.path == "/v1/messages":
+                self._send(
+                    200,
+                    {
+                        "id": "msg_test",
+                        "type": "message",
+                        "role": "assistant",
+                        "model": body["model"],
+                        "content": [{"type": "text", "text": fake.answer({**body, "n": 1})[0]}],
+                        "stop_reason": "end_turn",
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": 11, "output_tokens": 7},
+                    },
+                )
                 return
             texts = fake.answer(body)
             self._send(

@@ -1,0 +1,103 @@
+"""`anthropic:MODEL[@BASE_URL]` — Anthropic's messages API through the `anthropic` SDK; the key from ANTHROPIC_API_KEY.
+
+The API returns one response per request, so n responses are n concurrent requests.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from selftaught.errors import BackendError, ModelUnavailable
+from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.registry import register_backend
+from selftaught.llm.retry import RetryPolicy, TransientBackendError, retry_after_seconds
+
+REQUEST_TIMEOUT_SECONDS = 600.0
+DEFAULT_RETRY = RetryPolicy()
+#: Requests in flight at once from this backend.
+MAX_CONCURRENT_REQUESTS = 8
+
+
+class AnthropicBackend(Backend):
+    def __init__(
+        self,
+        spec: str,
+        model: str,
+        base_url: str | None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        timeout_seconds: float = REQUEST_TIMEOUT_SECONDS,
+    ) -> None:
+        try:
+            import anthropic
+        except ImportError:
+            raise ModelUnavailable("the anthropic backend needs the anthropic package: pip install anthropic") from None
+        key = os.environ.get("ANTHROPIC_API_KEY")
+        if not key:
+            raise ModelUnavailable(f"{spec}: ANTHROPIC_API_KEY is not set; export it")
+        self.spec = spec
+        self._model = model
+        self._anthropic = anthropic
+        self._retry = retry
+        self._client = anthropic.Anthropic(api_key=key, base_url=base_url, timeout=timeout_seconds, max_retries=0)
+        self._pool = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_REQUESTS, thread_name_prefix="anthropic")
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        arguments: dict[str, Any] = {
+            "model": self._model,
+            "max_tokens": request.max_tokens,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages if m.role != "system"],
+            "extra_body": {"temperature": min(request.temperature, 1.0)},  # Anthropic's range is [0, 1]
+        }
+        if request.system:
+            arguments["system"] = request.system
+        responses = list(self._pool.map(lambda _: self._retry.call(lambda: self._create(arguments)), range(request.n)))
+        texts = tuple(
+            "".join(getattr(block, "text", "") for block in (getattr(response, "content", None) or []))
+            for response in responses
+        )
+        usage = [getattr(response, "usage", None) for response in responses]
+        return Completion(
+            texts=texts,
+            prompt_tokens=sum(int(getattr(u, "input_tokens", 0) or 0) for u in usage),
+            completion_tokens=sum(int(getattr(u, "output_tokens", 0) or 0) for u in usage),
+        )
+
+    def _create(self, arguments: dict[str, Any]) -> Any:
+        errors = self._anthropic
+        try:
+            return self._client.messages.create(**arguments)
+        except (errors.RateLimitError, errors.InternalServerError) as error:
+            raise TransientBackendError(
+                f"{self.spec}: HTTP {error.status_code}: {_short(str(error.message))}",
+                retry_after_seconds(error.response.headers),
+            ) from None
+        except errors.APITimeoutError:
+            raise TransientBackendError(f"{self.spec}: the server did not answer in time") from None
+        except errors.APIStatusError as error:
+            if error.status_code >= 500:  # 529 "overloaded" among them
+                raise TransientBackendError(f"{self.spec}: HTTP {error.status_code}", None) from None
+            raise BackendError(f"{self.spec}: HTTP {error.status_code}: {_short(str(error.message))}") from None
+        except errors.APIConnectionError as error:
+            raise TransientBackendError(f"{self.spec}: cannot reach the server: {_short(str(error))}") from None
+        except errors.AnthropicError as error:
+            raise BackendError(f"{self.spec}: {type(error).__name__}: {_short(str(error))}") from None
+        except (ValueError, UnicodeDecodeError) as error:
+            raise BackendError(f"{self.spec}: malformed response: {_short(str(error))}") from None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
+
+
+def _short(text: str) -> str:
+    return " ".join(text.split())[:300]
+
+
+@register_backend("anthropic", "Anthropic's Claude models; key from ANTHROPIC_API_KEY", "anthropic:MODEL[@URL]")
+def create_anthropic_backend(spec: str, argument: str) -> Backend:
+    model, _, base_url = argument.partition("@")
+    if not model:
+        raise ModelUnavailable(f"{spec}: name a model, as in anthropic:claude-sonnet-4-5")
+    return AnthropicBackend(spec, model, base_url or None)
