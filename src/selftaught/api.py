@@ -36,6 +36,10 @@ class RunOptions:
     seed: int = 0
     store: Path = DEFAULT_STORE
     sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
+    #: The run ends cleanly, between iterations, once live calls have cost this many USD.
+    max_cost_usd: float | None = None
+    #: The config file with extra prices; ./selftaught.toml when it exists.
+    config: Path | None = None
     #: The response cache: `read` replays a recorded run without live calls.
     cache: CacheMode = CacheMode.READ_WRITE
     #: Where the cache lives; beside the store by default.
@@ -69,6 +73,11 @@ class MetaUtilityReport:
 class RunReport:
     run_id: str
     iterations: tuple[IterationResult, ...]
+    #: USD spent on live language-model calls, and the calls whose model has no price.
+    cost_usd: float
+    unpriced_calls: int
+    #: Why the loop ended before its last iteration, if it did.
+    stopped: str | None = None
 
     @property
     def final_improver(self) -> str:
@@ -117,6 +126,8 @@ def _recorded_run(command: str, options: RunOptions, improver: str, stats: RunSt
         cache_mode=options.cache,
         cache_path=options.cache_file,
         workers=options.workers,
+        max_cost_usd=options.max_cost_usd,
+        config=options.config,
         stats=stats,
     ) as context:
         yield context
@@ -199,11 +210,15 @@ def run(options: RunOptions, improver: str = SEED_IMPROVER, stats: RunStats | No
     """The STOP loop for `options.profile.iterations` iterations, starting from `improver`."""
     with _recorded_run("run", options, improver, stats) as context:
         iterations = self_improve(context, initial_improver=improver)
-        report = RunReport(context.run_id, tuple(iterations))
+        stopped = "cost limit reached" if len(iterations) <= context.profile.iterations else None
+        report = RunReport(
+            context.run_id, tuple(iterations), context.meter.spent_usd, context.meter.unpriced_calls, stopped
+        )
         _finish(
             context,
-            "finished",
+            stopped or "finished",
             {
+                "cost_usd": context.meter.spent_usd,
                 "iterations": [
                     {
                         "iteration": i.iteration,
@@ -212,7 +227,7 @@ def run(options: RunOptions, improver: str = SEED_IMPROVER, stats: RunStats | No
                         "accepted": i.accepted,
                     }
                     for i in iterations
-                ]
+                ],
             },
         )
         return report

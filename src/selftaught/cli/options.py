@@ -62,6 +62,8 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
             workers=kwargs.pop("workers") or os.cpu_count() or 1,
             cache=CacheMode(kwargs.pop("cache")),
             cache_file=kwargs.pop("cache_file"),
+            max_cost_usd=kwargs.pop("max_cost"),
+            config=kwargs.pop("config"),
         )
         return function(options=options, **kwargs)
 
@@ -69,6 +71,19 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
         wrapper = click.option(
             flag, field, type=click.IntRange(min=1), default=None, help=help_text + " Default: from the profile."
         )(wrapper)
+    wrapper = click.option(
+        "--config",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help='Config file with extra model prices ([prices."SPEC"] input = USD, output = USD per million '
+        "tokens). Default: ./selftaught.toml when it exists.",
+    )(wrapper)
+    wrapper = click.option(
+        "--max-cost",
+        type=click.FloatRange(min=0),
+        default=None,
+        help="End the run cleanly once live language-model calls have cost this many USD.",
+    )(wrapper)
     wrapper = click.option(
         "--cache-file",
         type=click.Path(dir_okay=False, path_type=Path),

@@ -30,6 +30,8 @@ def status_line(stats: RunStats) -> str:
     parts.append(f"LM calls {stats.lm_calls} ({stats.lm_responses} responses)")
     parts.append(f"utility calls {stats.utility_calls}")
     parts.append(f"evaluations {stats.evaluations}")
+    if stats.cost_usd:
+        parts.append(f"${stats.cost_usd:.4f}")
     parts.append(format_seconds(stats.elapsed_seconds))
     return " · ".join(parts)
 

@@ -72,6 +72,9 @@ def run_command(options: RunOptions, improver_file: Path | None, as_json: bool) 
                 "elapsed_seconds": round(stats.elapsed_seconds, 1),
                 "lm_calls": stats.lm_calls,
                 "lm_responses": stats.lm_responses,
+                "cost_usd": report.cost_usd,
+                "unpriced_calls": report.unpriced_calls,
+                "stopped": report.stopped,
             }
         )
         return
@@ -94,7 +97,10 @@ def run_command(options: RunOptions, improver_file: Path | None, as_json: bool) 
     for it in report.iterations:
         if it.error:
             console.print(f"iteration {it.iteration}: {it.error}", overflow="ellipsis", no_wrap=True, markup=False)
+    unpriced = f" (+{report.unpriced_calls} calls of a model without a price)" if report.unpriced_calls else ""
     console.print(
         f"{stats.lm_calls} language-model calls ({stats.lm_responses} responses), {stats.evaluations} evaluations, "
-        f"{stats.elapsed_seconds:.0f} s; records in {options.store}"
+        f"${report.cost_usd:.4f}{unpriced}, {stats.elapsed_seconds:.0f} s; records in {options.store}"
     )
+    if report.stopped:
+        console.print(f"stopped early: {report.stopped} (--max-cost {options.max_cost_usd:g})")

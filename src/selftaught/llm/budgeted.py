@@ -14,6 +14,7 @@ from typing import Any
 
 from selftaught.errors import BackendError, ModelUnavailable
 from selftaught.llm.base import Backend, ChatMessage, CompletionRequest
+from selftaught.llm.pricing import CostMeter, PriceTable
 
 BUDGET_EXCEEDED = "Error: You have exceeded your call budget."
 
@@ -39,6 +40,8 @@ class LanguageModelCall:
     latency_seconds: float
     error: str | None
     cached: bool = False
+    #: USD; 0 for cached responses and local models, None for a model without a price.
+    cost_usd: float | None = 0.0
 
 
 class BudgetedLanguageModel:
@@ -53,6 +56,8 @@ class BudgetedLanguageModel:
         max_tokens: int,
         next_seed: Callable[[], int],
         on_call: Callable[[LanguageModelCall], None],
+        prices: PriceTable,
+        meter: CostMeter,
     ) -> None:
         self._backend = backend
         self.budget = budget
@@ -60,6 +65,8 @@ class BudgetedLanguageModel:
         self._max_tokens = max_tokens
         self._next_seed = next_seed
         self._on_call = on_call
+        self._prices = prices
+        self._meter = meter
         self.calls_used = 0
         self.responses_received = 0
 
@@ -104,6 +111,8 @@ class BudgetedLanguageModel:
             raise LanguageModelRefusal("temperature must be a number between 0 and 2")
         if self.calls_used >= self.budget:
             raise LanguageModelRefusal(BUDGET_EXCEEDED)
+        if self._meter.exhausted:
+            raise LanguageModelRefusal(f"the run's cost limit of ${self._meter.limit_usd:g} is reached")
         self.calls_used += 1
 
     def _request(self, expertise: str, message: str, n: int, temperature: float) -> list[str]:
@@ -119,6 +128,7 @@ class BudgetedLanguageModel:
         texts: tuple[str, ...] = ()
         prompt_tokens = completion_tokens = 0
         cached = False
+        cost: float | None = 0.0
         try:
             completion = self._backend.complete(request)
             texts, prompt_tokens, completion_tokens = (
@@ -127,6 +137,8 @@ class BudgetedLanguageModel:
                 completion.completion_tokens,
             )
             cached = completion.cached
+            cost = 0.0 if cached else self._prices.cost(self._backend.spec, prompt_tokens, completion_tokens)
+            self._meter.add(cost)
             if len(texts) < n:
                 error = f"{self._backend.spec}: asked for {n} responses, got {len(texts)}"
         except (BackendError, ModelUnavailable) as failure:
@@ -147,6 +159,7 @@ class BudgetedLanguageModel:
                 latency_seconds=time.monotonic() - started,
                 error=error,
                 cached=cached,
+                cost_usd=cost,
             )
         )
         if error is not None:

@@ -16,6 +16,7 @@ from selftaught.config import Profile
 from selftaught.errors import SandboxError
 from selftaught.llm.base import Backend
 from selftaught.llm.cache import CacheMode
+from selftaught.llm.pricing import CostMeter, PriceTable
 from selftaught.llm.registry import open_backend
 from selftaught.sandbox.doctor import SandboxReport, probe
 from selftaught.sandbox.executor import JobRunner
@@ -52,6 +53,7 @@ class RunStats:
     evaluations: int = 0
     meta_utility_val: float | None = None
     meta_utility_test: float | None = None
+    cost_usd: float = 0.0
 
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -59,7 +61,7 @@ class RunStats:
     def elapsed_seconds(self) -> float:
         return time.monotonic() - self.started
 
-    def add(self, **counts: int) -> None:
+    def add(self, **counts: float) -> None:
         with self._lock:
             for name, count in counts.items():
                 setattr(self, name, getattr(self, name) + count)
@@ -84,6 +86,9 @@ class RunContext:
     workers: int
     #: Evaluates candidates as soon as a language model proposes them, before the improver asks.
     prefetch: ThreadPoolExecutor
+    prices: PriceTable
+    #: The run's spending so far, and its limit.
+    meter: CostMeter
 
 
 def check_sandbox(launcher: Launcher) -> SandboxReport:
@@ -113,6 +118,8 @@ def open_run(
     cache_mode: CacheMode = CacheMode.OFF,
     cache_path: Path | None = None,
     workers: int = 1,
+    max_cost_usd: float | None = None,
+    config: Path | None = None,
     stats: RunStats | None = None,
 ) -> Iterator[RunContext]:
     """Creates the sandbox, backend and store record of a run; marks the run failed if the body raises.
@@ -123,6 +130,7 @@ def open_run(
     try:
         launcher.start()
         check_sandbox(launcher)
+        prices = PriceTable.load(config)
         backend = open_backend(model, cache_mode, cache_path or store_path.parent / "cache.sqlite")
     except BaseException:
         launcher.close()
@@ -143,6 +151,8 @@ def open_run(
         seed=seed,
         workers=workers,
         prefetch=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prefetch"),
+        prices=prices,
+        meter=CostMeter(max_cost_usd),
     )
     try:
         yield context

@@ -72,10 +72,12 @@ class _ImproverServices:
             max_tokens=budget.max_tokens,
             next_seed=seeds,
             on_call=self._record_call,
+            prices=context.prices,
+            meter=context.meter,
         )
 
     def _record_call(self, call: LanguageModelCall) -> None:
-        self._context.stats.add(lm_responses=len(call.responses))
+        self._context.stats.add(lm_responses=len(call.responses), cost_usd=call.cost_usd or 0.0)
         self._context.store.record_lm_call(self._context.run_id, self._improver_run_id, call)
         if self._utility.prefetch is not None:
             for program in extract_code(list(call.responses)):

@@ -63,6 +63,9 @@ def self_improve(
     _report(context, current, on_iteration)
 
     for iteration in range(1, context.profile.iterations + 1):
+        if context.meter.exhausted:  # stop between iterations: every iteration recorded is complete
+            stats.stage = "cost limit reached"
+            return results
         stats.iteration = iteration
         stats.stage = "improving the improver"
         attempt = run_improver(

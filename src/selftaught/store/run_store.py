@@ -161,7 +161,8 @@ class RunStore:
         }
         self._write(
             "INSERT INTO lm_calls (run_id, improver_run_id, backend, request, responses, prompt_tokens,"
-            " completion_tokens, latency_seconds, error, cache_hit, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " completion_tokens, latency_seconds, error, cache_hit, cost_usd, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 improver_run_id,
@@ -173,6 +174,7 @@ class RunStore:
                 call.latency_seconds,
                 call.error,
                 int(call.cached),
+                call.cost_usd,
                 now(),
             ),
         )

@@ -107,4 +107,10 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE lm_calls ADD COLUMN cache_hit INTEGER NOT NULL DEFAULT 0;
         """,
     ),
+    (
+        "0004_lm_call_costs",
+        """
+        ALTER TABLE lm_calls ADD COLUMN cost_usd REAL;
+        """,
+    ),
 )

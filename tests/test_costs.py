@@ -1,0 +1,63 @@
+"""What calls cost: the price table, the config file that extends it, and the run's spending limit."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from conftest import TEST_PROFILE, ZERO_LPN_SOLUTION, fenced
+from fake_servers import FakeServer, fake_server
+from selftaught import api
+from selftaught.api import RunOptions
+from selftaught.errors import SelftaughtError
+from selftaught.llm.pricing import PriceTable
+
+
+def test_prices_by_spec_or_model_name_local_models_free_unknown_ones_unpriced() -> None:
+    table = PriceTable.load()
+    assert table.cost("openai:gpt-4o", 1_000_000, 1_000_000) == pytest.approx(12.5)
+    assert table.cost("openai:gpt-4o@http://localhost:8000/v1", 2_000, 0) == pytest.approx(0.005)
+    assert table.cost("llamacpp:smollm2", 10**9, 10**9) == 0.0
+    assert table.cost("openai:some-model-nobody-priced", 10, 10) is None
+
+
+def test_the_config_file_adds_and_overrides_prices(tmp_path: Path) -> None:
+    config = tmp_path / "selftaught.toml"
+    config.write_text('[prices."openai:gpt-4o"]\ninput = 1.0\noutput = 2.0\n[prices.my-model]\ninput = 4\noutput = 8\n')
+    table = PriceTable.load(config)
+    assert table.cost("openai:gpt-4o", 1_000_000, 1_000_000) == pytest.approx(3.0)
+    assert table.cost("openai:my-model@http://127.0.0.1:1/v1", 1_000_000, 0) == pytest.approx(4.0)
+    config.write_text('[prices."openai:x"]\ninput = "cheap"\n')
+    with pytest.raises(SelftaughtError, match="needs numbers input and output"):
+        PriceTable.load(config)
+
+
+def test_the_run_ends_cleanly_at_its_cost_limit(tmp_path: Path, options_for: Callable[..., RunOptions]) -> None:
+    config = tmp_path / "selftaught.toml"
+    config.write_text('[prices."openai:pricey"]\ninput = 1000\noutput = 1000\n')
+    answer = fenced(ZERO_LPN_SOLUTION)
+    with fake_server(FakeServer(lambda body: [answer] * body["n"])) as fake:
+        options = replace(
+            options_for(f"openai:pricey@{fake.base_url}"),
+            profile=replace(TEST_PROFILE, iterations=3),
+            max_cost_usd=0.01,
+            config=config,
+            workers=1,
+        )
+        report = api.run(options)
+    # The first call of iteration 0 costs (11 + 14 tokens) x $0.001 = $0.025 > $0.01: the second run's call is
+    # refused, and the loop stops before iteration 1.
+    assert report.stopped == "cost limit reached" and len(report.iterations) == 1
+    assert report.cost_usd == pytest.approx(0.025)
+    with sqlite3.connect(options.store) as db:
+        costs = [row[0] for row in db.execute("SELECT cost_usd FROM lm_calls WHERE run_id = ?", (report.run_id,))]
+        status = db.execute("SELECT status FROM runs WHERE id = ?", (report.run_id,)).fetchone()[0]
+        refused = db.execute(
+            "SELECT error FROM improver_runs WHERE run_id = ? AND error LIKE '%cost limit%'", (report.run_id,)
+        )
+        assert len(refused.fetchall()) == 1
+    assert costs == [pytest.approx(0.025)] and status == "cost limit reached"
