@@ -43,10 +43,20 @@ def test_openai_compatible_server_gets_the_request_and_the_key_stays_in_the_host
     assert fake.headers[0]["authorization"] == "Bearer sk-local-test"
 
 
-def test_a_server_that_ignores_n_is_asked_again() -> None:
-    with fake_server(FakeServer(lambda body: [f"only one of {body['n']}"])) as fake:
-        completion = create_backend(f"openai:m@{fake.base_url}").complete(REQUEST)
-    assert completion.texts == ("only one of 3", "only one of 2", "only one of 1")
+def test_a_server_that_ignores_n_gets_the_rest_as_concurrent_requests() -> None:
+    fake = FakeServer(lambda body: [f"seed {body['seed']}"], delay_seconds=0.3)
+    with fake_server(fake) as served:
+        backend = create_backend(f"openai:m@{served.base_url}")
+        started = time.monotonic()
+        completion = backend.complete(REQUEST)
+        first = time.monotonic() - started
+        started = time.monotonic()
+        again = backend.complete(REQUEST)
+        second = time.monotonic() - started
+    assert completion.texts == again.texts == ("seed 9", "seed 10", "seed 11")
+    assert [body["n"] for body in served.requests] == [3, 1, 1, 1, 1, 1]
+    assert first < 0.3 * 2.7  # the first request, then the other two at once
+    assert second < 0.3 * 1.7  # now known to ignore n: all three at once
 
 
 def test_server_errors_become_one_line_backend_errors(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -130,3 +130,18 @@ def test_the_installed_command_runs_and_explains_itself() -> None:
         [sys.executable, "-m", "selftaught", "models", "--json"], capture_output=True, text=True, check=True
     ).stdout
     assert {entry["prefix"] for entry in json.loads(models)} == {"anthropic", "llamacpp", "openai", "scripted"}
+
+
+def test_models_check_says_what_is_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fake_servers import FakeServer, fake_server
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with fake_server(FakeServer(lambda body: ["ok"] * body["n"])) as fake:
+        working = invoke("models", "--check", f"openai:m@{fake.base_url}", "--json")
+    with fake_server(FakeServer(lambda body: [], status=404)) as fake:
+        unknown = invoke("models", "--check", f"openai:no-such-model@{fake.base_url}")
+    no_key = invoke("models", "--check", "openai:gpt-4o")
+    assert working.exit_code == 0 and json.loads(working.stdout)["answer"] == "ok"
+    assert unknown.exit_code == 1 and "HTTP 404" in unknown.stdout
+    assert no_key.exit_code == 1 and "OPENAI_API_KEY is not set" in no_key.stdout

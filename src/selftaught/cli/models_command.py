@@ -1,18 +1,37 @@
-"""`selftaught models`: the language-model backends and how to name them."""
+"""`selftaught models`: the language-model backends, how to name them, and a check that one answers."""
 
 from __future__ import annotations
+
+import sys
+import time
 
 import click
 from rich.table import Table
 
-from selftaught.cli.options import json_option, print_json, stdout_console
-from selftaught.llm.registry import registered_backends
+from selftaught.cli.options import json_option, print_json, stdout_console, user_errors
+from selftaught.errors import SelftaughtError
+from selftaught.llm.base import ChatMessage, CompletionRequest
+from selftaught.llm.registry import create_backend, registered_backends
+
+CHECK_REQUEST = CompletionRequest(
+    messages=(ChatMessage("user", "Reply with the word ok."),), n=1, temperature=0.0, max_tokens=8, seed=0
+)
 
 
 @click.command("models")
+@click.option(
+    "--check", "spec", default=None, help="Make one tiny request to this model and say what is wrong, if anything."
+)
 @json_option
-def models_command(as_json: bool) -> None:
-    """List the language-model backends and the spec that selects each."""
+@user_errors
+def models_command(spec: str | None, as_json: bool) -> None:
+    """List the language-model backends and the spec that selects each, or check that one model answers.
+
+    `--check SPEC` exits 1 with the reason (no key, server down, unknown model) when it does not.
+    """
+    if spec is not None:
+        check(spec, as_json)
+        return
     backends = registered_backends()
     if as_json:
         print_json([{"prefix": b.prefix, "spec": b.example, "summary": b.summary} for b in backends])
@@ -23,3 +42,25 @@ def models_command(as_json: bool) -> None:
     for backend in backends:
         table.add_row(backend.example, backend.summary)
     stdout_console().print(table)
+
+
+def check(spec: str, as_json: bool) -> None:
+    started = time.monotonic()
+    problem = answer = None
+    try:
+        backend = create_backend(spec)
+        try:
+            answer = backend.complete(CHECK_REQUEST).texts[0]
+        finally:
+            backend.close()
+    except SelftaughtError as error:
+        problem = str(error)
+    seconds = time.monotonic() - started
+    if as_json:
+        print_json({"spec": spec, "ok": problem is None, "answer": answer, "problem": problem, "seconds": seconds})
+    elif problem is None:
+        stdout_console().print(f"{spec} answers ({seconds:.1f} s): {answer!r}", markup=False)
+    else:
+        stdout_console().print(f"{spec} does not work: {problem}", markup=False)
+    if problem is not None:
+        sys.exit(1)

@@ -6,6 +6,7 @@ The key comes from OPENAI_API_KEY and stays in the host; a server given by URL m
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from selftaught.errors import BackendError, ModelUnavailable
@@ -15,6 +16,8 @@ from selftaught.llm.retry import RetryPolicy, TransientBackendError, retry_after
 
 REQUEST_TIMEOUT_SECONDS = 600.0
 DEFAULT_RETRY = RetryPolicy()
+#: Requests in flight at once from this backend, when a server needs one request per response.
+MAX_CONCURRENT_REQUESTS = 8
 #: Placeholder key for local servers that ignore authentication.
 NO_KEY = "not-needed"
 
@@ -45,21 +48,28 @@ class OpenAICompatibleBackend(Backend):
         self._openai = openai
         self._retry = retry
         self._client = openai.OpenAI(api_key=key or NO_KEY, base_url=base_url, timeout=timeout_seconds, max_retries=0)
+        self._pool = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_REQUESTS, thread_name_prefix="openai")
+        self._server_ignores_n = False
 
     def complete(self, request: CompletionRequest) -> Completion:
-        texts: list[str] = []
-        prompt_tokens = completion_tokens = 0
-        # Some servers ignore `n` and answer once: ask again for the rest.
-        while len(texts) < request.n:
-            response = self._create(request, request.n - len(texts), len(texts))
-            choices = getattr(response, "choices", None) or []
-            if not choices:
-                raise BackendError(f"{self.spec}: the server returned no choices")
-            texts.extend(_content(choice) for choice in choices[: request.n - len(texts)])
-            usage = getattr(response, "usage", None)
-            prompt_tokens += int(getattr(usage, "prompt_tokens", 0) or 0)
-            completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
-        return Completion(tuple(texts), prompt_tokens, completion_tokens)
+        if self._server_ignores_n:
+            responses = list(self._pool.map(lambda offset: self._create(request, 1, offset), range(request.n)))
+        else:
+            responses = [self._create(request, request.n, 0)]
+            missing = request.n - len(_choices(responses[0], self.spec))
+            if missing > 0:
+                # The server ignored `n` (many local servers do): the rest now, and everything from now on,
+                # as concurrent single requests.
+                self._server_ignores_n = True
+                offsets = range(request.n - missing, request.n)
+                responses += list(self._pool.map(lambda offset: self._create(request, 1, offset), offsets))
+        texts = [_content(choice) for response in responses for choice in _choices(response, self.spec)]
+        usages = [getattr(response, "usage", None) for response in responses]
+        return Completion(
+            texts=tuple(texts[: request.n]),
+            prompt_tokens=sum(int(getattr(usage, "prompt_tokens", 0) or 0) for usage in usages),
+            completion_tokens=sum(int(getattr(usage, "completion_tokens", 0) or 0) for usage in usages),
+        )
 
     def _create(self, request: CompletionRequest, n: int, offset: int) -> Any:
         arguments: dict[str, Any] = {
@@ -94,7 +104,15 @@ class OpenAICompatibleBackend(Backend):
             raise BackendError(f"{self.spec}: malformed response: {_short(str(error))}") from None
 
     def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
+
+
+def _choices(response: Any, spec: str) -> list[Any]:
+    choices = getattr(response, "choices", None) or []
+    if not choices:
+        raise BackendError(f"{spec}: the server returned no choices")
+    return list(choices)
 
 
 def _content(choice: Any) -> str:
