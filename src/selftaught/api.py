@@ -59,6 +59,7 @@ class ImproveResult:
     lm_responses: int
     utility_calls: int
     error: str | None
+    cost_usd: float
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class MetaUtilityReport:
     meta_utility_val: float
     meta_utility_test: float
     runs: tuple[dict[str, Any], ...]
+    cost_usd: float
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,7 @@ def improve(
             lm_responses=run.lm_responses,
             utility_calls=run.utility_calls,
             error=run.error,
+            cost_usd=context.meter.spent_usd,
         )
         _finish(
             context,
@@ -196,7 +199,7 @@ def meta_utility(
             }
             for run in scored.runs
         )
-        report = MetaUtilityReport(context.run_id, scored.val, scored.test or 0.0, runs)
+        report = MetaUtilityReport(context.run_id, scored.val, scored.test or 0.0, runs, context.meter.spent_usd)
         all_failed = all(run["error"] for run in runs)
         _finish(
             context,

@@ -62,6 +62,7 @@ def improve_command(options: RunOptions, improver_file: Path | None, solution_fi
                 "lm_responses": result.lm_responses,
                 "utility_calls": result.utility_calls,
                 "error": result.error,
+                "cost_usd": result.cost_usd,
             }
         )
     else:

@@ -48,6 +48,7 @@ def meta_utility_command(options: RunOptions, improver_file: Path | None, as_jso
                 "meta_utility_val": report.meta_utility_val,
                 "meta_utility_test": report.meta_utility_test,
                 "runs": list(report.runs),
+                "cost_usd": report.cost_usd,
             }
         )
     else:
