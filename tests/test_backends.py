@@ -13,8 +13,10 @@ from fake_servers import FakeServer, fake_server
 from selftaught import api
 from selftaught.api import RunOptions
 from selftaught.errors import BackendError, ModelUnavailable, UnknownModelSpec
+from selftaught.llm.anthropic_backend import AnthropicBackend
 from selftaught.llm.base import ChatMessage, CompletionRequest
 from selftaught.llm.openai_compatible import OpenAICompatibleBackend
+from selftaught.llm.options import RateLimiter
 from selftaught.llm.registry import create_backend
 from selftaught.llm.retry import RetryPolicy
 
@@ -184,3 +186,41 @@ def test_anthropic_without_a_key_is_refused_clearly(monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     with pytest.raises(ModelUnavailable, match="ANTHROPIC_API_KEY is not set"):
         create_backend("anthropic:claude-test")
+
+
+def test_spec_options_limit_concurrency_and_rate() -> None:
+    fake = FakeServer(lambda body: ["one"], delay_seconds=0.2)  # ignores n
+    with fake_server(fake) as served:
+        serial = create_backend(f"openai:m@{served.base_url}?concurrency=1")
+        serial.complete(replace(REQUEST, n=1))
+        started = time.monotonic()
+        serial.complete(REQUEST)
+        assert time.monotonic() - started >= 0.2 * 3 * 0.95  # one request at a time
+    limiter = RateLimiter(per_second=20)
+    started = time.monotonic()
+    for _ in range(6):
+        limiter.wait()
+    assert time.monotonic() - started >= 0.25  # 6 starts at most 50 ms apart
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("llamacpp:smollm2?thread=2", "unknown option 'thread'"),
+        ("openai:m@http://127.0.0.1:9/v1?rps=fast", "needs a positive number"),
+        ("anthropic:claude?concurrency=0", "needs a positive number"),
+    ],
+)
+def test_bad_spec_options_are_refused(spec: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    with pytest.raises(ModelUnavailable, match=message):
+        create_backend(spec)
+
+
+def test_anthropic_rate_limits_are_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-local-test")
+    with fake_server(FakeServer(lambda body: ["after waiting"], faults=["429", "500"])) as served:
+        backend = AnthropicBackend("anthropic:m", "m", served.base_url.removesuffix("/v1"), FAST_RETRIES)
+        assert backend.complete(replace(REQUEST, n=1)).texts == ("after waiting",)
+        backend.close()
+    assert len(served.requests) == 3

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.embedded
 
 
 def test_the_embedded_model_answers_repeatably_with_a_seed() -> None:
-    backend = create_backend("llamacpp:smollm2")
+    backend = create_backend("llamacpp:smollm2?threads=1&context=2048")
     request = CompletionRequest(
         messages=(ChatMessage("system", "You are a helpful assistant."), ChatMessage("user", "Name a prime number.")),
         n=2,

@@ -11,6 +11,7 @@ from typing import Any
 
 from selftaught.errors import BackendError, ModelUnavailable
 from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.options import RateLimiter, split_options
 from selftaught.llm.registry import register_backend
 from selftaught.llm.retry import RetryPolicy, TransientBackendError, retry_after_seconds
 
@@ -28,6 +29,8 @@ class AnthropicBackend(Backend):
         base_url: str | None,
         retry: RetryPolicy = DEFAULT_RETRY,
         timeout_seconds: float = REQUEST_TIMEOUT_SECONDS,
+        concurrency: int = MAX_CONCURRENT_REQUESTS,
+        requests_per_second: float | None = None,
     ) -> None:
         try:
             import anthropic
@@ -41,7 +44,8 @@ class AnthropicBackend(Backend):
         self._anthropic = anthropic
         self._retry = retry
         self._client = anthropic.Anthropic(api_key=key, base_url=base_url, timeout=timeout_seconds, max_retries=0)
-        self._pool = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_REQUESTS, thread_name_prefix="anthropic")
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="anthropic")
+        self._rate = RateLimiter(requests_per_second)
 
     def complete(self, request: CompletionRequest) -> Completion:
         arguments: dict[str, Any] = {
@@ -66,6 +70,7 @@ class AnthropicBackend(Backend):
 
     def _create(self, arguments: dict[str, Any]) -> Any:
         errors = self._anthropic
+        self._rate.wait()
         try:
             return self._client.messages.create(**arguments)
         except (errors.RateLimitError, errors.InternalServerError) as error:
@@ -95,9 +100,20 @@ def _short(text: str) -> str:
     return " ".join(text.split())[:300]
 
 
-@register_backend("anthropic", "Anthropic's Claude models; key from ANTHROPIC_API_KEY", "anthropic:MODEL[@URL]")
+@register_backend(
+    "anthropic",
+    "Anthropic's Claude models; key from ANTHROPIC_API_KEY; options ?concurrency=N&rps=N",
+    "anthropic:MODEL[@URL]",
+)
 def create_anthropic_backend(spec: str, argument: str) -> Backend:
-    model, _, base_url = argument.partition("@")
+    name, options = split_options(spec, argument, {"concurrency": MAX_CONCURRENT_REQUESTS, "rps": None})
+    model, _, base_url = name.partition("@")
     if not model:
         raise ModelUnavailable(f"{spec}: name a model, as in anthropic:claude-sonnet-4-5")
-    return AnthropicBackend(spec, model, base_url or None)
+    return AnthropicBackend(
+        spec,
+        model,
+        base_url or None,
+        concurrency=int(options["concurrency"] or MAX_CONCURRENT_REQUESTS),
+        requests_per_second=options["rps"],
+    )

