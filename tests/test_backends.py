@@ -224,3 +224,16 @@ def test_anthropic_rate_limits_are_retried(monkeypatch: pytest.MonkeyPatch) -> N
         assert backend.complete(replace(REQUEST, n=1)).texts == ("after waiting",)
         backend.close()
     assert len(served.requests) == 3
+
+
+@pytest.mark.parametrize("fault", ["malformed_json", "invalid_utf8", "hang"])
+def test_anthropic_faults_are_one_line_errors(fault: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-never-in-errors")
+    fake = FakeServer(lambda body: ["unused"], faults=[fault] * 3, hang_seconds=2.0)
+    with fake_server(fake) as served:
+        backend = AnthropicBackend("anthropic:m", "m", served.base_url.removesuffix("/v1"), FAST_RETRIES, 0.5)
+        with pytest.raises(BackendError) as raised:
+            backend.complete(replace(REQUEST, n=1))
+        backend.close()
+    message = str(raised.value)
+    assert message.startswith("anthropic:m") and "\n" not in message and "sk-ant-never-in-errors" not in message
