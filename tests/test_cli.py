@@ -145,3 +145,11 @@ def test_models_check_says_what_is_wrong(monkeypatch: pytest.MonkeyPatch) -> Non
     assert working.exit_code == 0 and json.loads(working.stdout)["answer"] == "ok"
     assert unknown.exit_code == 1 and "HTTP 404" in unknown.stdout
     assert no_key.exit_code == 1 and "OPENAI_API_KEY is not set" in no_key.stdout
+
+
+def test_tasks_lists_the_built_in_tasks() -> None:
+    listed = invoke("tasks", "--json")
+    assert listed.exit_code == 0
+    tasks = {task["name"]: task for task in json.loads(listed.stdout)}
+    assert {"parity_noise", "parity_noiseless"} <= set(tasks)
+    assert tasks["parity_noise"]["validation_instances"] == 20 and tasks["parity_noise"]["test_instances"] == 50

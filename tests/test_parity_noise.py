@@ -104,3 +104,18 @@ def test_reward_hacks_never_beat_an_honest_score(evaluator: SolutionEvaluator, n
     assert result.score < 0.7, result
     if name in ("column", "matrix", "always_equal", "object_array", "huge_list"):
         assert result.score == 0.0 and result.invalid + result.errors == result.instances, result
+
+
+def test_the_noiseless_variant_has_exact_training_labels_and_brute_force_solves_it(
+    evaluator: SolutionEvaluator,
+) -> None:
+    from selftaught.tasks.parity_noiseless import ParityNoiseless
+
+    task = ParityNoiseless()
+    np.random.seed(4321)
+    true_bits = np.random.binomial(1, 0.3, 10)
+    samples = np.random.binomial(1, 0.5, (120, 10))
+    _, train_parity, _ = task.instances(VALIDATION)[0].arguments
+    assert np.array_equal(train_parity, np.sum(samples[:100] * true_bits, axis=1) % 2)
+    assert evaluator.evaluate(task, STRONG_LPN_SOLUTION, VALIDATION, seed=7).score == 1.0
+    assert 0.35 < evaluator.evaluate(task, SEED_SOLUTION, TEST, seed=7).score < 0.65

@@ -14,6 +14,7 @@ from selftaught.cli.meta_utility_command import meta_utility_command
 from selftaught.cli.models_command import models_command
 from selftaught.cli.options import stderr_console
 from selftaught.cli.run_command import run_command
+from selftaught.cli.tasks_command import tasks_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -29,7 +30,7 @@ def cli() -> None:
     """
 
 
-for command in (run_command, improve_command, meta_utility_command, models_command, doctor_command):
+for command in (run_command, improve_command, meta_utility_command, tasks_command, models_command, doctor_command):
     cli.add_command(command)
 
 

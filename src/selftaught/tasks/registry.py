@@ -5,8 +5,9 @@ from __future__ import annotations
 from selftaught.errors import UnknownTask
 from selftaught.tasks.base import Task
 from selftaught.tasks.parity_noise import ParityNoise
+from selftaught.tasks.parity_noiseless import ParityNoiseless
 
-_TASKS: dict[str, type[Task]] = {task.name: task for task in (ParityNoise,)}
+_TASKS: dict[str, type[Task]] = {task.name: task for task in (ParityNoise, ParityNoiseless)}
 _INSTANCES: dict[str, Task] = {}
 
 
