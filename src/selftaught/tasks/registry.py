@@ -6,8 +6,9 @@ from selftaught.errors import UnknownTask
 from selftaught.tasks.base import Task
 from selftaught.tasks.parity_noise import ParityNoise
 from selftaught.tasks.parity_noiseless import ParityNoiseless
+from selftaught.tasks.str_grid_dist import StrGridDist
 
-_TASKS: dict[str, type[Task]] = {task.name: task for task in (ParityNoise, ParityNoiseless)}
+_TASKS: dict[str, type[Task]] = {task.name: task for task in (ParityNoise, ParityNoiseless, StrGridDist)}
 _INSTANCES: dict[str, Task] = {}
 
 
