@@ -9,30 +9,32 @@ import numpy as np
 from selftaught.tasks.base import Unrepresentable
 
 
-def binary_labels(output: Any, expected_length: int) -> np.ndarray | str:
+def binary_labels(output: Any, expected_length: int, what: str = "predictions") -> np.ndarray | str:
     """`output` as a 1-D int array of exactly `expected_length` labels in {0, 1}, or the problem with it.
+
+    `what` names the values in the problem ("predictions", "sides", ...).
 
     Accepts a list/tuple of bools, ints or floats equal to 0 or 1, or a 1-D numeric array;
     refuses other shapes (a (n, 1) column broadcasts into n*n comparisons), NaN, other values.
     """
     if isinstance(output, np.ndarray):
         if output.dtype.kind not in "biuf":
-            return f"predictions have dtype {output.dtype}, expected numbers"
+            return f"{what} have dtype {output.dtype}, expected numbers"
         if output.shape != (expected_length,):
-            return f"predictions have shape {output.shape}, expected ({expected_length},)"
+            return f"{what} have shape {output.shape}, expected ({expected_length},)"
         values = output
     elif isinstance(output, (list, tuple)):
         if len(output) != expected_length:
-            return f"{len(output)} predictions, expected {expected_length}"
+            return f"{len(output)} {what}, expected {expected_length}"
         if not all(isinstance(item, (bool, int, float)) for item in output):
-            return "predictions must be numbers, not nested sequences or other objects"
+            return f"{what} must be numbers, not nested sequences or other objects"
         values = np.array(output, dtype=float)
     else:
-        return f"predictions are {_type_name(output)}, expected a list or 1-D array"
+        return f"{what} are {_type_name(output)}, expected a list or 1-D array"
     if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
-        return "predictions contain NaN or infinity"
+        return f"{what} contain NaN or infinity"
     if not np.all((values == 0) | (values == 1)):
-        return "predictions must all be 0 or 1"
+        return f"{what} must all be 0 or 1"
     return values.astype(np.int64)
 
 
