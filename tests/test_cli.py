@@ -151,5 +151,7 @@ def test_tasks_lists_the_built_in_tasks() -> None:
     listed = invoke("tasks", "--json")
     assert listed.exit_code == 0
     tasks = {task["name"]: task for task in json.loads(listed.stdout)}
-    assert {"parity_noise", "parity_noiseless"} <= set(tasks)
+    assert set(tasks) == {
+        "parity_noise", "parity_noiseless", "str_grid_dist", "modified_quadratic_assignment", "three_sat", "maxcut",
+    }  # fmt: skip
     assert tasks["parity_noise"]["validation_instances"] == 20 and tasks["parity_noise"]["test_instances"] == 50

@@ -32,7 +32,7 @@ def tasks_command(as_json: bool) -> None:
         return
     table = Table(title="built-in tasks (--task NAME)")
     for column in ("task", "solution defines", "validation", "test", "limit per instance"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     for row in rows:
         table.add_row(
             str(row["name"]),

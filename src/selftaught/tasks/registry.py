@@ -5,13 +5,15 @@ from __future__ import annotations
 from selftaught.errors import UnknownTask
 from selftaught.tasks.base import Task
 from selftaught.tasks.maxcut import MaxCut
+from selftaught.tasks.modified_quadratic_assignment import ModifiedQuadraticAssignment
 from selftaught.tasks.parity_noise import ParityNoise
 from selftaught.tasks.parity_noiseless import ParityNoiseless
 from selftaught.tasks.str_grid_dist import StrGridDist
 from selftaught.tasks.three_sat import ThreeSat
 
 _TASKS: dict[str, type[Task]] = {
-    task.name: task for task in (ParityNoise, ParityNoiseless, StrGridDist, ThreeSat, MaxCut)
+    task.name: task
+    for task in (ParityNoise, ParityNoiseless, StrGridDist, ModifiedQuadraticAssignment, ThreeSat, MaxCut)
 }
 _INSTANCES: dict[str, Task] = {}
 
