@@ -31,12 +31,12 @@ def tasks_command(as_json: bool) -> None:
         print_json(rows)
         return
     table = Table(title="built-in tasks (--task NAME)")
-    for column in ("task", "solution defines", "validation", "test", "limit per instance"):
+    for column in ("task", "solution defines", "validation", "test", "limit"):
         table.add_column(column, no_wrap=True)
     for row in rows:
         table.add_row(
             str(row["name"]),
-            f"{row['entry_point']}(...)",
+            f"{row['entry_point']}()",
             str(row["validation_instances"]),
             str(row["test_instances"]),
             f"{row['time_limit_seconds']:g} s",
