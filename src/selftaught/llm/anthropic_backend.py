@@ -9,11 +9,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from selftaught.errors import BackendError, ModelUnavailable
+from selftaught.errors import ModelUnavailable
 from selftaught.llm.base import Backend, Completion, CompletionRequest
 from selftaught.llm.options import RateLimiter, split_options
 from selftaught.llm.registry import register_backend
-from selftaught.llm.retry import RetryPolicy, TransientBackendError, retry_after_seconds
+from selftaught.llm.retry import RetryPolicy
+from selftaught.llm.sdk_errors import call_sdk
 
 REQUEST_TIMEOUT_SECONDS = 600.0
 DEFAULT_RETRY = RetryPolicy()
@@ -69,35 +70,17 @@ class AnthropicBackend(Backend):
         )
 
     def _create(self, arguments: dict[str, Any]) -> Any:
-        errors = self._anthropic
         self._rate.wait()
-        try:
-            return self._client.messages.create(**arguments)
-        except (errors.RateLimitError, errors.InternalServerError) as error:
-            raise TransientBackendError(
-                f"{self.spec}: HTTP {error.status_code}: {_short(str(error.message))}",
-                retry_after_seconds(error.response.headers),
-            ) from None
-        except errors.APITimeoutError:
-            raise TransientBackendError(f"{self.spec}: the server did not answer in time") from None
-        except errors.APIStatusError as error:
-            if error.status_code >= 500:  # 529 "overloaded" among them
-                raise TransientBackendError(f"{self.spec}: HTTP {error.status_code}", None) from None
-            raise BackendError(f"{self.spec}: HTTP {error.status_code}: {_short(str(error.message))}") from None
-        except errors.APIConnectionError as error:
-            raise TransientBackendError(f"{self.spec}: cannot reach the server: {_short(str(error))}") from None
-        except errors.AnthropicError as error:
-            raise BackendError(f"{self.spec}: {type(error).__name__}: {_short(str(error))}") from None
-        except (ValueError, UnicodeDecodeError) as error:
-            raise BackendError(f"{self.spec}: malformed response: {_short(str(error))}") from None
+        return call_sdk(
+            self._anthropic,
+            self._anthropic.AnthropicError,
+            self.spec,
+            lambda: self._client.messages.create(**arguments),
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
-
-
-def _short(text: str) -> str:
-    return " ".join(text.split())[:300]
 
 
 @register_backend(

@@ -13,7 +13,8 @@ from selftaught.errors import BackendError, ModelUnavailable
 from selftaught.llm.base import Backend, Completion, CompletionRequest
 from selftaught.llm.options import RateLimiter, split_options
 from selftaught.llm.registry import register_backend
-from selftaught.llm.retry import RetryPolicy, TransientBackendError, retry_after_seconds
+from selftaught.llm.retry import RetryPolicy
+from selftaught.llm.sdk_errors import call_sdk
 
 REQUEST_TIMEOUT_SECONDS = 600.0
 DEFAULT_RETRY = RetryPolicy()
@@ -88,25 +89,10 @@ class OpenAICompatibleBackend(Backend):
         return self._retry.call(lambda: self._create_once(arguments))
 
     def _create_once(self, arguments: dict[str, Any]) -> Any:
-        errors = self._openai
         self._rate.wait()
-        try:
-            return self._client.chat.completions.create(**arguments)
-        except (errors.RateLimitError, errors.InternalServerError) as error:
-            raise TransientBackendError(
-                f"{self.spec}: HTTP {error.status_code}: {_short(error.message)}",
-                retry_after_seconds(error.response.headers),
-            ) from None
-        except errors.APITimeoutError:
-            raise TransientBackendError(f"{self.spec}: the server did not answer in time") from None
-        except errors.APIStatusError as error:
-            raise BackendError(f"{self.spec}: HTTP {error.status_code}: {_short(error.message)}") from None
-        except errors.APIConnectionError as error:
-            raise TransientBackendError(f"{self.spec}: cannot reach the server: {_short(str(error))}") from None
-        except errors.OpenAIError as error:
-            raise BackendError(f"{self.spec}: {type(error).__name__}: {_short(str(error))}") from None
-        except (ValueError, UnicodeDecodeError) as error:  # a body that is not the JSON it claims to be
-            raise BackendError(f"{self.spec}: malformed response: {_short(str(error))}") from None
+        return call_sdk(
+            self._openai, self._openai.OpenAIError, self.spec, lambda: self._client.chat.completions.create(**arguments)
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -124,10 +110,6 @@ def _content(choice: Any) -> str:
     message = getattr(choice, "message", None)
     content = getattr(message, "content", None)
     return content if isinstance(content, str) else ""
-
-
-def _short(text: str) -> str:
-    return " ".join(text.split())[:300]
 
 
 @register_backend(

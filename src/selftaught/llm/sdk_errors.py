@@ -1,0 +1,42 @@
+"""One mapping of the HTTP SDKs' errors (openai, anthropic: same generator, same class names) to ours.
+
+Transient failures (429, 5xx, timeouts, dropped connections) become TransientBackendError, which
+the retry policy retries; the rest become one-line BackendErrors that never include a key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+from typing import TypeVar
+
+from selftaught.errors import BackendError
+from selftaught.llm.retry import TransientBackendError, retry_after_seconds
+
+Result = TypeVar("Result")
+
+
+def short(text: str) -> str:
+    return " ".join(text.split())[:300]
+
+
+def call_sdk(sdk: ModuleType, base_error: type[Exception], spec: str, call: Callable[[], Result]) -> Result:
+    try:
+        return call()
+    except (sdk.RateLimitError, sdk.InternalServerError) as error:
+        raise TransientBackendError(
+            f"{spec}: HTTP {error.status_code}: {short(str(error.message))}",
+            retry_after_seconds(error.response.headers),
+        ) from None
+    except sdk.APITimeoutError:
+        raise TransientBackendError(f"{spec}: the server did not answer in time") from None
+    except sdk.APIStatusError as error:
+        if error.status_code >= 500:  # among them Anthropic's 529 "overloaded"
+            raise TransientBackendError(f"{spec}: HTTP {error.status_code}: {short(str(error.message))}") from None
+        raise BackendError(f"{spec}: HTTP {error.status_code}: {short(str(error.message))}") from None
+    except sdk.APIConnectionError as error:
+        raise TransientBackendError(f"{spec}: cannot reach the server: {short(str(error))}") from None
+    except base_error as error:
+        raise BackendError(f"{spec}: {type(error).__name__}: {short(str(error))}") from None
+    except (ValueError, UnicodeDecodeError) as error:  # a body that is not the JSON it claims to be
+        raise BackendError(f"{spec}: malformed response: {short(str(error))}") from None
