@@ -6,7 +6,7 @@ import ast
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from selftaught.loop.improver_run import run_improver
 from selftaught.loop.meta_utility import MetaUtility, evaluate_solution, task_utility
 from selftaught.loop.seed_improver import SEED_IMPROVER
 from selftaught.loop.self_improvement import IterationResult, self_improve
+from selftaught.loop.transfer import TransferRow, transfer_on_task
 from selftaught.sandbox.policy import SandboxPolicy
 from selftaught.store.run_store import DEFAULT_STORE
 from selftaught.tasks.base import TEST, VALIDATION
@@ -209,6 +210,25 @@ def meta_utility(
         return report
 
 
+def transfer(
+    options: RunOptions, improver: str, tasks: list[str], repeats: int, stats: RunStats | None = None
+) -> list[TransferRow]:
+    """The paper's Table 1 for `improver`: one recorded run per task (`options.task` is ignored)."""
+    for name in tasks:
+        get_task(name)  # refuse an unknown task before anything is paid for
+    rows = []
+    for name in tasks:
+        with _recorded_run("transfer", replace(options, task=name), improver, stats) as context:
+            row = transfer_on_task(context, improver, repeats)
+            _finish(
+                context,
+                "finished",
+                {"original": row.original.mean, "seed_improver": row.seed_improver.mean, "improver": row.improver.mean},
+            )
+            rows.append(row)
+    return rows
+
+
 def run(options: RunOptions, improver: str = SEED_IMPROVER, stats: RunStats | None = None) -> RunReport:
     """The STOP loop for `options.profile.iterations` iterations, starting from `improver`."""
     with _recorded_run("run", options, improver, stats) as context:
@@ -236,4 +256,4 @@ def run(options: RunOptions, improver: str = SEED_IMPROVER, stats: RunStats | No
         return report
 
 
-__all__ = ["RunOptions", "SelftaughtError", "improve", "meta_utility", "run"]
+__all__ = ["RunOptions", "SelftaughtError", "improve", "meta_utility", "run", "transfer"]

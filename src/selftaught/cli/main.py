@@ -15,6 +15,7 @@ from selftaught.cli.models_command import models_command
 from selftaught.cli.options import stderr_console
 from selftaught.cli.run_command import run_command
 from selftaught.cli.tasks_command import tasks_command
+from selftaught.cli.transfer_command import transfer_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -30,7 +31,15 @@ def cli() -> None:
     """
 
 
-for command in (run_command, improve_command, meta_utility_command, tasks_command, models_command, doctor_command):
+for command in (
+    run_command,
+    improve_command,
+    meta_utility_command,
+    transfer_command,
+    tasks_command,
+    models_command,
+    doctor_command,
+):
     cli.add_command(command)
 
 

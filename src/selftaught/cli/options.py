@@ -45,7 +45,15 @@ BUDGET_OPTIONS = (
 
 def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """Adds the options every running command takes and turns them into one `RunOptions`."""
+    return _with_run_options(function, with_task=True)
 
+
+def run_options_for_many_tasks(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The same without --task, for commands that take their tasks otherwise."""
+    return _with_run_options(function, with_task=False)
+
+
+def _with_run_options(function: Callable[..., Any], with_task: bool) -> Callable[..., Any]:
     @functools.wraps(function)
     def wrapper(**kwargs: Any) -> Any:
         profile = PROFILES[kwargs.pop("profile")]
@@ -53,7 +61,7 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
         if "iterations" in kwargs:
             overrides["iterations"] = kwargs.pop("iterations")
         options = RunOptions(
-            task=kwargs.pop("task"),
+            task=kwargs.pop("task") if with_task else "parity_noise",
             model=kwargs.pop("model"),
             profile=profile.with_overrides(**overrides),
             seed=kwargs.pop("seed"),
@@ -141,7 +149,8 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
         show_default=True,
         help="Language model spec: llamacpp:smollm2, llamacpp:/path.gguf, openai:MODEL[@URL], scripted:FILE.py (see `selftaught models`).",
     )(wrapper)
-    wrapper = click.option("--task", default="parity_noise", show_default=True, help="Downstream task.")(wrapper)
+    if with_task:
+        wrapper = click.option("--task", default="parity_noise", show_default=True, help="Downstream task.")(wrapper)
     return wrapper
 
 

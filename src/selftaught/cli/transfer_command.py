@@ -1,0 +1,102 @@
+"""`selftaught transfer`: the paper's Table 1 for any improver."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from selftaught import api
+from selftaught.api import RunOptions
+from selftaught.cli.options import (
+    json_option,
+    print_json,
+    run_options_for_many_tasks,
+    stderr_console,
+    stdout_console,
+    user_errors,
+)
+from selftaught.cli.progress import ProgressDisplay
+from selftaught.errors import InvalidProgram
+from selftaught.loop.context import RunStats
+from selftaught.loop.transfer import Estimate
+from selftaught.store.run_store import RunStore
+
+TRANSFER_TASKS = ("str_grid_dist", "modified_quadratic_assignment", "three_sat", "maxcut", "parity_noiseless")
+
+
+def load_improver(reference: str, store: Path) -> str:
+    """An improver file, or the improver a recorded `selftaught run` ended with."""
+    path = Path(reference)
+    if path.is_file():
+        return api.read_program(path, "improve_algorithm")
+    if not store.is_file():
+        raise InvalidProgram(f"{reference} is neither an improver file nor a run in {store}")
+    recorded = RunStore(store)
+    try:
+        source = recorded.final_improver(reference)
+    finally:
+        recorded.close()
+    if source is None:
+        raise InvalidProgram(f"{reference} is neither an improver file nor a run in {store}")
+    return source
+
+
+def interval(estimate: Estimate) -> str:
+    return f"{estimate.mean * 100:.1f} ({estimate.low * 100:.1f}–{estimate.high * 100:.1f})"
+
+
+@click.command("transfer")
+@run_options_for_many_tasks
+@click.option("--improver", "reference", required=True, help="An improver file, or the id of a `selftaught run`.")
+@click.option(
+    "--tasks",
+    "task_list",
+    default=",".join(TRANSFER_TASKS),
+    show_default=True,
+    help="Comma-separated tasks to transfer to.",
+)
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Repeats per estimate.")
+@json_option
+@user_errors
+def transfer_command(options: RunOptions, reference: str, task_list: str, repeats: int, as_json: bool) -> None:
+    """Apply an improver, unchanged, to other tasks: the paper's Table 1.
+
+    For each task: the test utility of the task's seed solution, of what the paper's seed improver
+    makes of it, and of what the given improver makes of it; each the mean over the repeats with a
+    95% confidence interval (paired: both improvers get the same seeds in each repeat).
+    """
+    improver = load_improver(reference, options.store)
+    tasks = [name.strip() for name in task_list.split(",") if name.strip()]
+    stats = RunStats()
+    with ProgressDisplay(stats, stderr_console()):
+        rows = api.transfer(options, improver, tasks, repeats, stats=stats)
+    if as_json:
+        print_json(
+            [
+                {
+                    "task": row.task,
+                    "run_id": row.run_id,
+                    **{
+                        name: {"mean": value.mean, "low": value.low, "high": value.high, "samples": list(value.samples)}
+                        for name, value in (
+                            ("original", row.original),
+                            ("seed_improver", row.seed_improver),
+                            ("improver", row.improver),
+                        )
+                    },
+                }
+                for row in rows
+            ]
+        )
+        return
+    table = Table(
+        title="transfer: test utility in %, mean (95% CI)", caption=f"{options.model} · {repeats} repeats per cell"
+    )
+    table.add_column("task", no_wrap=True)
+    for column in ("original solution", "seed improver", "this improver"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.task, interval(row.original), interval(row.seed_improver), interval(row.improver))
+    stdout_console().print(table)
