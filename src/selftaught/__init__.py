@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["RunOptions", "SelftaughtError", "__version__", "improve", "meta_utility", "run", "transfer"]
+__all__ = ["RunOptions", "SelftaughtError", "Task", "__version__", "improve", "meta_utility", "run", "transfer"]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,6 +16,10 @@ def __getattr__(name: str) -> Any:
         from selftaught import api
 
         return getattr(api, name)
+    if name == "Task":
+        from selftaught.tasks.base import Task
+
+        return Task
     if name == "SelftaughtError":
         from selftaught.errors import SelftaughtError
 

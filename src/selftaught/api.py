@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +21,7 @@ from selftaught.loop.self_improvement import IterationResult, self_improve
 from selftaught.loop.transfer import TransferRow, transfer_on_task
 from selftaught.sandbox.policy import SandboxPolicy
 from selftaught.store.run_store import DEFAULT_STORE
-from selftaught.tasks.base import TEST, VALIDATION
+from selftaught.tasks.base import TEST, VALIDATION, Task
 from selftaught.tasks.registry import get_task
 
 DEFAULT_MODEL = "llamacpp:smollm2"
@@ -31,7 +31,8 @@ DEFAULT_MODEL = "llamacpp:smollm2"
 class RunOptions:
     """What every command shares: the task, the model, the budgets, the seed and where records go."""
 
-    task: str = "parity_noise"
+    #: A built-in task's name, a task folder's path, or a Task object.
+    task: str | Task = "parity_noise"
     model: str = DEFAULT_MODEL
     profile: Profile = PROFILES["quick"]
     seed: int = 0
@@ -211,7 +212,7 @@ def meta_utility(
 
 
 def transfer(
-    options: RunOptions, improver: str, tasks: list[str], repeats: int, stats: RunStats | None = None
+    options: RunOptions, improver: str, tasks: Sequence[str | Task], repeats: int, stats: RunStats | None = None
 ) -> list[TransferRow]:
     """The paper's Table 1 for `improver`: one recorded run per task (`options.task` is ignored)."""
     for name in tasks:
@@ -256,4 +257,4 @@ def run(options: RunOptions, improver: str = SEED_IMPROVER, stats: RunStats | No
         return report
 
 
-__all__ = ["RunOptions", "SelftaughtError", "improve", "meta_utility", "run", "transfer"]
+__all__ = ["RunOptions", "SelftaughtError", "Task", "improve", "meta_utility", "run", "transfer"]

@@ -1,19 +1,33 @@
-"""`selftaught tasks`: the built-in downstream tasks."""
+"""`selftaught tasks`: the built-in downstream tasks, and a check of the user's own task folders."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import click
 from rich.table import Table
 
-from selftaught.cli.options import json_option, print_json, stdout_console
+from selftaught.cli.options import json_option, print_json, stdout_console, user_errors
+from selftaught.errors import SelftaughtError
+from selftaught.sandbox.launcher import Launcher
 from selftaught.tasks.base import TEST, VALIDATION
+from selftaught.tasks.evaluation import SolutionEvaluator
 from selftaught.tasks.registry import get_task, task_names
+from selftaught.tasks.user_task import load_task_folder
 
 
-@click.command("tasks")
+@click.group("tasks", invoke_without_command=True)
 @json_option
-def tasks_command(as_json: bool) -> None:
-    """List the built-in tasks: instances per split and the time limit per instance."""
+@click.pass_context
+def tasks_command(context: click.Context, as_json: bool) -> None:
+    """List the built-in tasks: instances per split and the time limit per instance.
+
+    A task of your own is a folder (seed.py, task.py, optional task.toml) given to --task as a
+    path; `selftaught tasks check FOLDER` validates one.
+    """
+    if context.invoked_subcommand is not None:
+        return
     rows: list[dict[str, object]] = []
     for name in task_names():
         task = get_task(name)
@@ -24,7 +38,6 @@ def tasks_command(as_json: bool) -> None:
                 "validation_instances": task.splits[VALIDATION].count,
                 "test_instances": task.splits[TEST].count,
                 "time_limit_seconds": task.time_limit_seconds,
-                "summary": (type(task).__doc__ or "").strip().splitlines()[0] if type(task).__doc__ else "",
             }
         )
     if as_json:
@@ -42,3 +55,44 @@ def tasks_command(as_json: bool) -> None:
             f"{row['time_limit_seconds']:g} s",
         )
     stdout_console().print(table)
+
+
+@tasks_command.command("check")
+@click.argument("folder", type=click.Path(path_type=Path))
+@json_option
+@user_errors
+def check_command(folder: Path, as_json: bool) -> None:
+    """Validate a task folder: its files, its instances, and its seed solution run in the sandbox.
+
+    Every problem names the file it is in. Exits 1 when there is any.
+    """
+    problems: list[str] = []
+    seed_score = None
+    try:
+        task = load_task_folder(folder)
+        for split in (VALIDATION, TEST):
+            task.instances(split)
+        launcher = Launcher()
+        try:
+            evaluation = SolutionEvaluator(launcher).evaluate(task, task.seed_solution, VALIDATION, seed=0)
+        finally:
+            launcher.close()
+        seed_score = evaluation.score
+        if evaluation.failure:
+            problems.append(f"{folder / 'seed.py'}: the seed solution failed: {evaluation.failure}")
+        elif evaluation.problem:
+            problems.append(f"{folder / 'seed.py'} or {folder / 'task.py'}: {evaluation.problem}")
+    except SelftaughtError as error:
+        problems.extend(str(error).split("; "))
+    except Exception as error:  # the user's task.py raised while making instances
+        problems.append(f"{folder / 'task.py'}: {type(error).__name__}: {error}")
+    if as_json:
+        print_json({"folder": str(folder), "ok": not problems, "problems": problems, "seed_score": seed_score})
+    else:
+        console = stdout_console()
+        for problem in problems:
+            console.print(f"problem: {problem}", markup=False, soft_wrap=True)
+        if not problems:
+            console.print(f"{folder}: ok; the seed solution scores {seed_score:.3f} on validation", markup=False)
+    if problems:
+        sys.exit(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from selftaught.errors import UnknownTask
 from selftaught.tasks.base import Task
 from selftaught.tasks.maxcut import MaxCut
@@ -10,6 +12,7 @@ from selftaught.tasks.parity_noise import ParityNoise
 from selftaught.tasks.parity_noiseless import ParityNoiseless
 from selftaught.tasks.str_grid_dist import StrGridDist
 from selftaught.tasks.three_sat import ThreeSat
+from selftaught.tasks.user_task import load_task_folder, looks_like_a_folder
 
 _TASKS: dict[str, type[Task]] = {
     task.name: task
@@ -22,9 +25,19 @@ def task_names() -> list[str]:
     return sorted(_TASKS)
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str | Task) -> Task:
+    """A built-in task by name, the user's task in the folder `name` (a path), or a Task as it is."""
+    if isinstance(name, Task):
+        return name
+    if looks_like_a_folder(name):
+        key = str(Path(name).resolve())
+        if key not in _INSTANCES:
+            _INSTANCES[key] = load_task_folder(Path(name))
+        return _INSTANCES[key]
     if name not in _TASKS:
-        raise UnknownTask(f"unknown task {name!r}; built-in tasks: {', '.join(task_names())}")
+        raise UnknownTask(
+            f"unknown task {name!r}; built-in tasks: {', '.join(task_names())}, or a task folder such as ./my_task"
+        )
     if name not in _INSTANCES:
         _INSTANCES[name] = _TASKS[name]()
     return _INSTANCES[name]

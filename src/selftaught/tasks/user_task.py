@@ -1,0 +1,151 @@
+"""The user's own tasks: a folder with `seed.py`, `task.py` and an optional `task.toml`.
+
+`task.py` is the user's trusted code and runs in the host, like a scripted model; the solutions
+to it run in the sandbox like any other. It defines:
+
+    DESCRIPTION: str                           # shown to the model as utility.str
+    def make_instance(seed: int):              # -> (arguments: tuple, answer); deterministic
+    def score(arguments, answer, output):      # -> float in [0, 1]; raise ValueError("why") if invalid
+
+`task.toml` may set `entry_point` (default "algorithm"), `time_limit_seconds` (default 1.0) and
+`[splits.validation]` / `[splits.test]` tables with `base_seed` and `count` (defaults 4321/20 and
+5678/50). Every problem found is reported with the file it is in.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import math
+import tomllib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from selftaught.errors import UnknownTask
+from selftaught.sandbox.child import protocol
+from selftaught.tasks.base import TEST, VALIDATION, Instance, InstanceScore, Split, Task
+
+DEFAULT_SPLITS = {VALIDATION: (4321, 20), TEST: (5678, 50)}
+TOML_KEYS = {"entry_point", "time_limit_seconds", "splits"}
+
+
+class TaskFolderError(UnknownTask):
+    """A task folder with problems; the message lists each, with its file."""
+
+
+def looks_like_a_folder(name: str) -> bool:
+    return "/" in name or name.startswith(".") or Path(name).is_dir()
+
+
+def load_task_folder(folder: Path) -> Task:
+    problems: list[str] = []
+    if not folder.is_dir():
+        raise TaskFolderError(f"{folder}: no such task folder")
+    settings = _read_settings(folder / "task.toml", problems)
+    module = _load_module(folder / "task.py", problems)
+    seed_path = folder / "seed.py"
+    seed = _read_seed(seed_path, str(settings.get("entry_point", "algorithm")), problems)
+    if module is not None:
+        if not isinstance(getattr(module, "DESCRIPTION", None), str):
+            problems.append(f"{folder / 'task.py'}: define DESCRIPTION, the text shown to the model, as a string")
+        for function in ("make_instance", "score"):
+            if not callable(getattr(module, function, None)):
+                problems.append(f"{folder / 'task.py'}: define a function {function}()")
+    if problems:
+        raise TaskFolderError("; ".join(problems))
+    assert module is not None and seed is not None
+    return UserTask(folder, module, seed, settings)
+
+
+def _read_settings(path: Path, problems: list[str]) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        settings = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        problems.append(f"{path}: not valid TOML: {error}")
+        return {}
+    unknown = set(settings) - TOML_KEYS
+    if unknown:
+        problems.append(f"{path}: unknown settings {', '.join(sorted(unknown))}; known: {', '.join(sorted(TOML_KEYS))}")
+    limit = settings.get("time_limit_seconds", 1.0)
+    if not isinstance(limit, (int, float)) or isinstance(limit, bool) or not 0 < limit <= 600:
+        problems.append(f"{path}: time_limit_seconds must be a number of seconds between 0 and 600")
+    for name, split in settings.get("splits", {}).items():
+        if name not in DEFAULT_SPLITS:
+            problems.append(f"{path}: unknown split {name!r}; the splits are validation and test")
+        elif not all(isinstance(split.get(key), int) and split[key] >= 0 for key in ("base_seed", "count")):
+            problems.append(f"{path}: [splits.{name}] needs integers base_seed and count")
+    return settings
+
+
+def _load_module(path: Path, problems: list[str]) -> ModuleType | None:
+    if not path.is_file():
+        problems.append(f"{path}: missing (it defines DESCRIPTION, make_instance and score)")
+        return None
+    spec = importlib.util.spec_from_file_location(f"selftaught_user_task_{abs(hash(str(path.resolve())))}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        problems.append(f"{path}: failed to load: {type(error).__name__}: {error}")
+        return None
+    return module
+
+
+def _read_seed(path: Path, entry_point: str, problems: list[str]) -> str | None:
+    if not path.is_file():
+        problems.append(f"{path}: missing (the starting solution, defining {entry_point}())")
+        return None
+    source = path.read_text(encoding="utf-8")
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as error:
+        problems.append(f"{path}: syntax error at line {error.lineno}: {error.msg}")
+        return None
+    if entry_point not in {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}:
+        problems.append(f"{path}: defines no function {entry_point}()")
+    return source
+
+
+class UserTask(Task):
+    """A task defined by a folder; its scorer's problems become invalid outputs, never crashes."""
+
+    def __init__(self, folder: Path, module: ModuleType, seed: str, settings: dict[str, Any]) -> None:
+        self.folder = folder
+        self._module = module
+        self.name = folder.resolve().name  # type: ignore[misc]
+        self.description = module.DESCRIPTION  # type: ignore[misc]
+        self.seed_solution = seed  # type: ignore[misc]
+        self.entry_point = str(settings.get("entry_point", "algorithm"))  # type: ignore[misc]
+        self.time_limit_seconds = float(settings.get("time_limit_seconds", 1.0))  # type: ignore[misc]
+        given = settings.get("splits", {})
+        self.splits = {  # type: ignore[misc]
+            name: Split(
+                name, int(given.get(name, {}).get("base_seed", seed_)), int(given.get(name, {}).get("count", count))
+            )
+            for name, (seed_, count) in DEFAULT_SPLITS.items()
+        }
+
+    def make_instance(self, seed: int) -> Instance:
+        made = self._module.make_instance(seed)
+        if not (isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], (tuple, list))):
+            raise TaskFolderError(f"{self.folder / 'task.py'}: make_instance must return (arguments tuple, answer)")
+        arguments, answer = made
+        if "$unrepresentable" in str(protocol.encode_value(list(arguments))):
+            raise TaskFolderError(
+                f"{self.folder / 'task.py'}: make_instance's arguments must be numbers, strings, lists, dicts "
+                "or numpy arrays, which cross into the sandbox"
+            )
+        return Instance(seed, tuple(arguments), answer)
+
+    def score(self, instance: Instance, output: Any) -> InstanceScore:
+        try:
+            value = float(self._module.score(instance.arguments, instance.answer, output))
+        except ValueError as problem:
+            return InstanceScore.invalid(str(problem)[:300] or "invalid output")
+        if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+            return InstanceScore.invalid(f"the task's score() returned {value}, not a number in [0, 1]")
+        return InstanceScore(value)

@@ -1,0 +1,105 @@
+"""The user's own tasks: a folder from the CLI, a Task object from Python, and clear messages for broken folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import fenced
+from selftaught import api
+from selftaught.api import RunOptions
+from selftaught.cli.main import cli
+from selftaught.tasks.base import TEST, VALIDATION, Instance, InstanceScore, Split, Task
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tsp"
+NEAREST_NEIGHBOUR = """\
+import numpy as np
+
+def algorithm(cities):
+    tour, left = [0], set(range(1, len(cities)))
+    while left:
+        here = cities[tour[-1]]
+        nearest = min(left, key=lambda city: float(np.sum((cities[city] - here) ** 2)))
+        tour.append(nearest)
+        left.remove(nearest)
+    return tour
+"""
+
+
+def test_the_example_task_checks_and_improves(scripted_model: Callable[..., str], tmp_path: Path) -> None:
+    checked = CliRunner().invoke(cli, ["tasks", "check", str(EXAMPLE), "--json"])
+    assert checked.exit_code == 0, checked.stdout
+    report = json.loads(checked.stdout)
+    assert report["ok"] and 0.0 < report["seed_score"] < 0.8
+    model = scripted_model(f"return {fenced(NEAREST_NEIGHBOUR)!r}")
+    improved = CliRunner().invoke(
+        cli,
+        ["improve", "--task", str(EXAMPLE), "--model", model, "--store", str(tmp_path / "s.sqlite"), "--json",
+         "--lm-calls", "1", "--responses-per-call", "2", "--utility-budget", "3"],
+    )  # fmt: skip
+    assert improved.exit_code == 0, improved.stderr
+    result = json.loads(improved.stdout)
+    assert result["utility_val"] == 1.0 and result["initial_utility_val"] < 0.8
+
+
+class Echo(Task):
+    name: ClassVar[str] = "echo"
+    description: ClassVar[str] = "return the seed you are given"
+    seed_solution: ClassVar[str] = "def algorithm(seed):\n    return 0\n"
+    time_limit_seconds: ClassVar[float] = 1.0
+    splits: ClassVar[dict[str, Split]] = {VALIDATION: Split(VALIDATION, 1, 3), TEST: Split(TEST, 10, 3)}
+
+    def make_instance(self, seed: int) -> Instance:
+        return Instance(seed, (seed,), seed)
+
+    def score(self, instance: Instance, output: Any) -> InstanceScore:
+        return InstanceScore(1.0 if output == instance.answer else 0.0)
+
+
+def test_a_task_object_from_python(scripted_model: Callable[..., str], options_for: Callable[..., RunOptions]) -> None:
+    echo_solution = "def algorithm(seed):\n    return seed\n"
+    model = scripted_model(f"return {fenced(echo_solution)!r}")
+    result = api.improve(replace(options_for(model), task=Echo()))
+    assert result.initial_utility_val == 0.0 and result.utility_val == 1.0 and result.utility_test == 1.0
+
+
+BREAKAGES = {
+    "no_seed": (lambda folder: (folder / "seed.py").unlink(), "seed.py: missing"),
+    "seed_syntax": (lambda folder: (folder / "seed.py").write_text("def algorithm(:\n"), "seed.py: syntax error"),
+    "seed_entry": (lambda folder: (folder / "seed.py").write_text("def solve(c):\n    return c\n"), "defines no function algorithm()"),
+    "no_task": (lambda folder: (folder / "task.py").unlink(), "task.py: missing"),
+    "task_raises": (lambda folder: (folder / "task.py").write_text("raise RuntimeError('oops')\n"), "task.py: failed to load: RuntimeError: oops"),
+    "no_score": (
+        lambda folder: (folder / "task.py").write_text("DESCRIPTION = 'd'\ndef make_instance(seed):\n    return (1,), 1\n"),
+        "task.py: define a function score()",
+    ),
+    "bad_toml": (lambda folder: (folder / "task.toml").write_text("time_limit = 3\n"), "task.toml: unknown settings time_limit"),
+    "bad_instance": (
+        lambda folder: (folder / "task.py").write_text(
+            "DESCRIPTION = 'd'\ndef make_instance(seed):\n    return [1]\ndef score(a, b, c):\n    return 1.0\n"
+        ),
+        "make_instance must return (arguments tuple, answer)",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
+def test_a_broken_folder_gets_clear_messages(breakage: str, tmp_path: Path) -> None:
+    folder = tmp_path / "my_task"
+    shutil.copytree(EXAMPLE, folder)
+    damage, message = BREAKAGES[breakage]
+    damage(folder)
+    checked = CliRunner().invoke(cli, ["tasks", "check", str(folder)])
+    assert checked.exit_code == 1
+    problems = [line for line in checked.stdout.splitlines() if line.startswith("problem:")]
+    assert problems and any(message in line and str(folder) in line for line in problems), checked.stdout
+    assert "Traceback" not in checked.stdout
+    improve = CliRunner().invoke(cli, ["improve", "--task", str(folder), "--store", str(tmp_path / "s.sqlite")])
+    assert improve.exit_code == 2 and "error:" in improve.stderr
