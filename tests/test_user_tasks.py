@@ -103,3 +103,22 @@ def test_a_broken_folder_gets_clear_messages(breakage: str, tmp_path: Path) -> N
     assert "Traceback" not in checked.stdout
     improve = CliRunner().invoke(cli, ["improve", "--task", str(folder), "--store", str(tmp_path / "s.sqlite")])
     assert improve.exit_code == 2 and "error:" in improve.stderr
+
+
+def test_task_toml_budgets_apply_unless_a_flag_says_otherwise(
+    scripted_model: Callable[..., str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "tsp"
+    shutil.copytree(EXAMPLE, folder)
+    with (folder / "task.toml").open("a") as toml:
+        toml.write("\n[budgets]\nresponses_per_call = 1\nutility_calls = 1\n")
+    model = scripted_model(f"return {fenced(NEAREST_NEIGHBOUR)!r}")
+    common = ["improve", "--task", str(folder), "--model", model, "--store", str(tmp_path / "s.sqlite"), "--json"]
+    from_toml = json.loads(CliRunner().invoke(cli, common).stdout)
+    from_flag = json.loads(CliRunner().invoke(cli, [*common, "--responses-per-call", "2"]).stdout)
+    assert from_toml["lm_responses"] == 1 and from_flag["lm_responses"] == 1  # the utility budget of 1 caps n
+    wider = json.loads(CliRunner().invoke(cli, [*common, "--responses-per-call", "2", "--utility-budget", "3"]).stdout)
+    assert wider["lm_responses"] == 2
+    (folder / "task.toml").write_text("[budgets]\nresponses = 3\n")
+    checked = CliRunner().invoke(cli, ["tasks", "check", str(folder)])
+    assert checked.exit_code == 1 and "unknown budget 'responses'" in checked.stdout

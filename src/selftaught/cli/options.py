@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -21,6 +22,8 @@ from selftaught.llm.cache import CacheMode
 from selftaught.loop.seed_improver import SEED_IMPROVER
 from selftaught.sandbox.policy import SandboxPolicy
 from selftaught.store.run_store import DEFAULT_STORE
+from selftaught.tasks.registry import get_task
+from selftaught.tasks.user_task import looks_like_a_folder
 
 #: Exit codes: bad input (nothing started), and a command that ran but produced nothing usable.
 EXIT_BAD_INPUT = 2
@@ -57,6 +60,12 @@ def _with_run_options(function: Callable[..., Any], with_task: bool) -> Callable
     @functools.wraps(function)
     def wrapper(**kwargs: Any) -> Any:
         profile = PROFILES[kwargs.pop("profile")]
+        task = kwargs.get("task") if with_task else None
+        if task is not None and looks_like_a_folder(task):
+            # A task folder's own budgets replace the profile's; flags given here still win. A broken
+            # folder is reported by the command itself, as one line.
+            with contextlib.suppress(SelftaughtError):
+                profile = profile.with_overrides(**getattr(get_task(task), "budgets", {}))
         overrides = {field: kwargs.pop(field) for _, field, _ in BUDGET_OPTIONS}
         if "iterations" in kwargs:
             overrides["iterations"] = kwargs.pop("iterations")

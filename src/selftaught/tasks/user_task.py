@@ -7,9 +7,12 @@ to it run in the sandbox like any other. It defines:
     def make_instance(seed: int):              # -> (arguments: tuple, answer); deterministic
     def score(arguments, answer, output):      # -> float in [0, 1]; raise ValueError("why") if invalid
 
-`task.toml` may set `entry_point` (default "algorithm"), `time_limit_seconds` (default 1.0) and
+`task.toml` may set `entry_point` (default "algorithm"), `time_limit_seconds` (default 1.0),
 `[splits.validation]` / `[splits.test]` tables with `base_seed` and `count` (defaults 4321/20 and
-5678/50). Every problem found is reported with the file it is in.
+5678/50), and a `[budgets]` table with the fields of a profile's budgets (`language_model_calls`,
+`responses_per_call`, `utility_calls`, `max_tokens`, `meta_utility_calls`, `meta_utility_runs`,
+`iterations`), which replace the profile's on the command line unless a flag sets them. Every
+problem found is reported with the file it is in.
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ from selftaught.sandbox.child import protocol
 from selftaught.tasks.base import TEST, VALIDATION, Instance, InstanceScore, Split, Task
 
 DEFAULT_SPLITS = {VALIDATION: (4321, 20), TEST: (5678, 50)}
-TOML_KEYS = {"entry_point", "time_limit_seconds", "splits"}
+TOML_KEYS = {"entry_point", "time_limit_seconds", "splits", "budgets"}
+BUDGET_KEYS = {
+    "language_model_calls", "responses_per_call", "utility_calls", "max_tokens",
+    "meta_utility_calls", "meta_utility_runs", "iterations",
+}  # fmt: skip
 
 
 class TaskFolderError(UnknownTask):
@@ -72,6 +79,11 @@ def _read_settings(path: Path, problems: list[str]) -> dict[str, Any]:
     limit = settings.get("time_limit_seconds", 1.0)
     if not isinstance(limit, (int, float)) or isinstance(limit, bool) or not 0 < limit <= 600:
         problems.append(f"{path}: time_limit_seconds must be a number of seconds between 0 and 600")
+    for name, value in settings.get("budgets", {}).items():
+        if name not in BUDGET_KEYS:
+            problems.append(f"{path}: unknown budget {name!r}; known: {', '.join(sorted(BUDGET_KEYS))}")
+        elif not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "iterations" else 1):
+            problems.append(f"{path}: budget {name} must be a positive integer")
     for name, split in settings.get("splits", {}).items():
         if name not in DEFAULT_SPLITS:
             problems.append(f"{path}: unknown split {name!r}; the splits are validation and test")
@@ -121,6 +133,8 @@ class UserTask(Task):
         self.seed_solution = seed  # type: ignore[misc]
         self.entry_point = str(settings.get("entry_point", "algorithm"))  # type: ignore[misc]
         self.time_limit_seconds = float(settings.get("time_limit_seconds", 1.0))  # type: ignore[misc]
+        #: Budgets from task.toml, to apply over the profile's.
+        self.budgets: dict[str, int] = dict(settings.get("budgets", {}))
         given = settings.get("splits", {})
         self.splits = {  # type: ignore[misc]
             name: Split(
