@@ -122,3 +122,12 @@ def test_task_toml_budgets_apply_unless_a_flag_says_otherwise(
     (folder / "task.toml").write_text("[budgets]\nresponses = 3\n")
     checked = CliRunner().invoke(cli, ["tasks", "check", str(folder)])
     assert checked.exit_code == 1 and "unknown budget 'responses'" in checked.stdout
+
+
+def test_the_loop_runs_on_a_task_folder(
+    scripted_model: Callable[..., str], options_for: Callable[..., RunOptions]
+) -> None:
+    model = scripted_model(f"return {fenced(NEAREST_NEIGHBOUR)!r}")
+    report = api.run(replace(options_for(model), task=str(EXAMPLE)))
+    assert [it.iteration for it in report.iterations] == [0, 1]
+    assert report.iterations[0].meta_utility_val == 1.0  # the seed improver adopts the nearest-neighbour tour
