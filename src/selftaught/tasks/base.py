@@ -56,6 +56,16 @@ class Unrepresentable:
 
 VALIDATION = "validation"
 TEST = "test"
+#: The paper's seeds: validation instances 4321+i, test instances 5678+i.
+VALIDATION_BASE_SEED, TEST_BASE_SEED = 4321, 5678
+
+
+def paper_splits(validation_count: int, test_count: int) -> dict[str, Split]:
+    """The validation and test splits with the paper's seeds and the given sizes."""
+    return {
+        VALIDATION: Split(VALIDATION, VALIDATION_BASE_SEED, validation_count),
+        TEST: Split(TEST, TEST_BASE_SEED, test_count),
+    }
 
 
 class Task(ABC):

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from selftaught.tasks.base import TEST, VALIDATION, Instance, InstanceScore, Split, Task, Unrepresentable
+from selftaught.tasks.base import Instance, InstanceScore, Split, Task, Unrepresentable, paper_splits
 
 N = 15
 LAMBDA = 0.5
@@ -219,10 +219,7 @@ class ModifiedQuadraticAssignment(Task):
     description: ClassVar[str] = DESCRIPTION
     seed_solution: ClassVar[str] = SEED_SOLUTION
     time_limit_seconds: ClassVar[float] = 0.5
-    splits: ClassVar[dict[str, Split]] = {
-        VALIDATION: Split(VALIDATION, base_seed=4321, count=10),
-        TEST: Split(TEST, base_seed=5678, count=10),
-    }
+    splits: ClassVar[dict[str, Split]] = paper_splits(10, 10)
 
     def make_instance(self, seed: int) -> Instance:
         generator = np.random.RandomState(seed)

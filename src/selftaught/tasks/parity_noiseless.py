@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from selftaught.tasks.base import TEST, VALIDATION, Instance, InstanceScore, Split, Task
+from selftaught.tasks.base import Instance, InstanceScore, Split, Task, paper_splits
 from selftaught.tasks.parity_noise import SEED_SOLUTION, make_parity_instance, score_parity_predictions
 
 DESCRIPTION = '''\
@@ -53,10 +53,7 @@ class ParityNoiseless(Task):
     description: ClassVar[str] = DESCRIPTION
     seed_solution: ClassVar[str] = SEED_SOLUTION
     time_limit_seconds: ClassVar[float] = 2.0
-    splits: ClassVar[dict[str, Split]] = {
-        VALIDATION: Split(VALIDATION, base_seed=4321, count=20),
-        TEST: Split(TEST, base_seed=5678, count=50),
-    }
+    splits: ClassVar[dict[str, Split]] = paper_splits(20, 50)
 
     def make_instance(self, seed: int) -> Instance:
         return make_parity_instance(seed, noise_level=0.0)

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from selftaught.tasks.base import TEST, VALIDATION, Instance, InstanceScore, Split, Task, Unrepresentable
+from selftaught.tasks.base import Instance, InstanceScore, Split, Task, Unrepresentable, paper_splits
 
 MAX_LENGTH = 30
 LETTERS = "AB"
@@ -102,10 +102,7 @@ class StrGridDist(Task):
     description: ClassVar[str] = DESCRIPTION
     seed_solution: ClassVar[str] = SEED_SOLUTION
     time_limit_seconds: ClassVar[float] = 0.1
-    splits: ClassVar[dict[str, Split]] = {
-        VALIDATION: Split(VALIDATION, base_seed=4321, count=10),
-        TEST: Split(TEST, base_seed=5678, count=50),
-    }
+    splits: ClassVar[dict[str, Split]] = paper_splits(10, 50)
 
     def make_instance(self, seed: int) -> Instance:
         generator = np.random.RandomState(seed)

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from selftaught.tasks.base import TEST, VALIDATION, Instance, InstanceScore, Split, Task
+from selftaught.tasks.base import Instance, InstanceScore, Split, Task, paper_splits
 from selftaught.tasks.validation import binary_labels
 
 MIN_VARIABLES = 5
@@ -125,10 +125,7 @@ class ThreeSat(Task):
     description: ClassVar[str] = DESCRIPTION
     seed_solution: ClassVar[str] = SEED_SOLUTION
     time_limit_seconds: ClassVar[float] = 0.1
-    splits: ClassVar[dict[str, Split]] = {
-        VALIDATION: Split(VALIDATION, base_seed=4321, count=30),
-        TEST: Split(TEST, base_seed=5678, count=30),
-    }
+    splits: ClassVar[dict[str, Split]] = paper_splits(30, 30)
 
     def make_instance(self, seed: int) -> Instance:
         return make_three_sat_instance(seed)

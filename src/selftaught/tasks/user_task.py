@@ -27,9 +27,9 @@ from typing import Any
 
 from selftaught.errors import UnknownTask
 from selftaught.sandbox.child import protocol
-from selftaught.tasks.base import TEST, VALIDATION, Instance, InstanceScore, Split, Task
+from selftaught.tasks.base import Instance, InstanceScore, Split, Task, paper_splits
 
-DEFAULT_SPLITS = {VALIDATION: (4321, 20), TEST: (5678, 50)}
+DEFAULT_SPLITS = paper_splits(20, 50)
 TOML_KEYS = {"entry_point", "time_limit_seconds", "splits", "budgets"}
 BUDGET_KEYS = {
     "language_model_calls", "responses_per_call", "utility_calls", "max_tokens",
@@ -138,9 +138,11 @@ class UserTask(Task):
         given = settings.get("splits", {})
         self.splits = {  # type: ignore[misc]
             name: Split(
-                name, int(given.get(name, {}).get("base_seed", seed_)), int(given.get(name, {}).get("count", count))
+                name,
+                int(given.get(name, {}).get("base_seed", default.base_seed)),
+                int(given.get(name, {}).get("count", default.count)),
             )
-            for name, (seed_, count) in DEFAULT_SPLITS.items()
+            for name, default in DEFAULT_SPLITS.items()
         }
 
     def make_instance(self, seed: int) -> Instance:
