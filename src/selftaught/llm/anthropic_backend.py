@@ -11,15 +11,13 @@ from typing import Any
 
 from selftaught.errors import ModelUnavailable
 from selftaught.llm.base import Backend, Completion, CompletionRequest
-from selftaught.llm.options import RateLimiter, split_options
+from selftaught.llm.options import MAX_CONCURRENT_REQUESTS, RateLimiter, parse_http_spec
 from selftaught.llm.registry import register_backend
 from selftaught.llm.retry import RetryPolicy
 from selftaught.llm.sdk_errors import call_sdk
 
 REQUEST_TIMEOUT_SECONDS = 600.0
 DEFAULT_RETRY = RetryPolicy()
-#: Requests in flight at once from this backend.
-MAX_CONCURRENT_REQUESTS = 8
 
 
 class AnthropicBackend(Backend):
@@ -89,14 +87,11 @@ class AnthropicBackend(Backend):
     "anthropic:MODEL[@URL]",
 )
 def create_anthropic_backend(spec: str, argument: str) -> Backend:
-    name, options = split_options(spec, argument, {"concurrency": MAX_CONCURRENT_REQUESTS, "rps": None})
-    model, _, base_url = name.partition("@")
-    if not model:
-        raise ModelUnavailable(f"{spec}: name a model, as in anthropic:claude-sonnet-4-5")
+    parsed = parse_http_spec(spec, argument, "anthropic:claude-sonnet-4-5")
     return AnthropicBackend(
         spec,
-        model,
-        base_url or None,
-        concurrency=int(options["concurrency"] or MAX_CONCURRENT_REQUESTS),
-        requests_per_second=options["rps"],
+        parsed.model,
+        parsed.base_url,
+        concurrency=parsed.concurrency,
+        requests_per_second=parsed.requests_per_second,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from selftaught.errors import ModelUnavailable
@@ -28,6 +29,28 @@ def split_options(spec: str, argument: str, known: dict[str, float | None]) -> t
             raise ModelUnavailable(f"{spec}: option {name} needs a positive number, not {value!r}")
         options[name] = number
     return base, options
+
+
+#: Requests an HTTP backend keeps in flight at once unless `?concurrency=` says otherwise.
+MAX_CONCURRENT_REQUESTS = 8
+
+
+@dataclass(frozen=True)
+class HttpBackendSpec:
+    """What `PREFIX:MODEL[@URL][?concurrency=N&rps=N]` says to an HTTP backend."""
+
+    model: str
+    base_url: str | None
+    concurrency: int
+    requests_per_second: float | None
+
+
+def parse_http_spec(spec: str, argument: str, example: str) -> HttpBackendSpec:
+    name, options = split_options(spec, argument, {"concurrency": MAX_CONCURRENT_REQUESTS, "rps": None})
+    model, _, base_url = name.partition("@")
+    if not model:
+        raise ModelUnavailable(f"{spec}: name a model, as in {example}")
+    return HttpBackendSpec(model, base_url or None, int(options["concurrency"] or 1), options["rps"])
 
 
 class RateLimiter:
