@@ -8,11 +8,22 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["RunOptions", "SelftaughtError", "Task", "__version__", "improve", "meta_utility", "run", "transfer"]
+__all__ = [
+    "RunOptions",
+    "SelftaughtError",
+    "Task",
+    "__version__",
+    "improve",
+    "meta_utility",
+    "replay",
+    "resume",
+    "run",
+    "transfer",
+]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("RunOptions", "improve", "meta_utility", "run", "transfer"):
+    if name in ("RunOptions", "improve", "meta_utility", "replay", "resume", "run", "transfer"):
         from selftaught import api
 
         return getattr(api, name)

@@ -6,23 +6,27 @@ import ast
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from selftaught.config import PROFILES, Profile
-from selftaught.errors import InvalidProgram, SelftaughtError
+from selftaught.errors import InvalidProgram, SelftaughtError, StoreError
 from selftaught.llm.cache import CacheMode
-from selftaught.loop.context import RunContext, RunStats, open_run
+from selftaught.llm.registry import cache_identity
+from selftaught.loop.context import Continuation, RunContext, RunStats, open_run
 from selftaught.loop.improver_run import run_improver
 from selftaught.loop.meta_utility import MetaUtility, evaluate_solution, task_utility
+from selftaught.loop.replay import RunRecord
 from selftaught.loop.seed_improver import SEED_IMPROVER
 from selftaught.loop.self_improvement import IterationResult, self_improve
 from selftaught.loop.transfer import TransferRow, transfer_on_task
 from selftaught.sandbox.policy import SandboxPolicy
-from selftaught.store.run_store import DEFAULT_STORE
+from selftaught.store.reading import KILLED, StoreReader
+from selftaught.store.run_store import DEFAULT_STORE, program_hash
 from selftaught.tasks.base import TEST, VALIDATION, Task
 from selftaught.tasks.registry import get_task
+from selftaught.tasks.user_task import looks_like_a_folder
 
 DEFAULT_MODEL = "llamacpp:smollm2"
 
@@ -76,6 +80,8 @@ class MetaUtilityReport:
 @dataclass(frozen=True)
 class RunReport:
     run_id: str
+    #: What the run ran with (for a resumed or replayed run: its recorded options).
+    options: RunOptions
     iterations: tuple[IterationResult, ...]
     #: USD spent on live language-model calls, and the calls whose model has no price.
     cost_usd: float
@@ -114,8 +120,61 @@ def _finish(context: RunContext, status: str, result: dict[str, Any]) -> None:
     context.store.finish_run(context.run_id, status, result)
 
 
+def options_record(options: RunOptions, improver: str) -> dict[str, Any]:
+    """What resuming or replaying a run needs to rebuild its options, as stored with the run."""
+    task = options.task
+    if isinstance(task, Task):
+        task_record = {"task": task.name, "task_kind": "object"}
+    elif looks_like_a_folder(task):
+        task_record = {"task": str(Path(task).resolve()), "task_kind": "folder"}
+    else:
+        task_record = {"task": task, "task_kind": "builtin"}
+    return {
+        **task_record,
+        "model": options.model,
+        "cache_identity": cache_identity(options.model),
+        "profile": asdict(options.profile),
+        "seed": options.seed,
+        "sandbox": asdict(options.sandbox),
+        "max_cost_usd": options.max_cost_usd,
+        "config": str(options.config) if options.config else None,
+        "cache": options.cache.value,
+        "cache_file": str(options.cache_file) if options.cache_file else None,
+        "workers": options.workers,
+        "initial_improver_hash": program_hash(improver),
+    }
+
+
+def _options_from_record(record: dict[str, Any], store: Path, run_id: str) -> RunOptions:
+    if record.get("task_kind") is None:
+        raise StoreError(f"run {run_id} was recorded by an older selftaught without its options; it cannot be resumed")
+    if record["task_kind"] == "object":
+        raise StoreError(
+            f"run {run_id} ran a Task object from Python; resume it from Python with selftaught.resume(..., task=YourTask())"
+        )
+    return RunOptions(
+        task=record["task"],
+        model=record["model"],
+        profile=Profile.from_dict(record["profile"]),
+        seed=record["seed"],
+        store=store,
+        sandbox=SandboxPolicy(**record["sandbox"]),
+        max_cost_usd=record["max_cost_usd"],
+        config=Path(record["config"]) if record["config"] else None,
+        cache=CacheMode(record["cache"]),
+        cache_file=Path(record["cache_file"]) if record["cache_file"] else None,
+        workers=record["workers"],
+    )
+
+
 @contextmanager
-def _recorded_run(command: str, options: RunOptions, improver: str, stats: RunStats | None) -> Iterator[RunContext]:
+def _recorded_run(
+    command: str,
+    options: RunOptions,
+    improver: str,
+    stats: RunStats | None,
+    continuation: Continuation | None = None,
+) -> Iterator[RunContext]:
     """Checks the inputs, then opens the run's record, backend and sandbox; nothing is paid for before."""
     task = get_task(options.task)
     check_program(improver, "improve_algorithm", "the improver")
@@ -133,7 +192,10 @@ def _recorded_run(command: str, options: RunOptions, improver: str, stats: RunSt
         max_cost_usd=options.max_cost_usd,
         config=options.config,
         stats=stats,
+        options_record=options_record(options, improver),
+        continuation=continuation,
     ) as context:
+        context.store.save_program(improver, "improver")  # a resumed run starts from it
         yield context
 
 
@@ -233,28 +295,125 @@ def transfer(
 def run(options: RunOptions, improver: str = SEED_IMPROVER, stats: RunStats | None = None) -> RunReport:
     """The STOP loop for `options.profile.iterations` iterations, starting from `improver`."""
     with _recorded_run("run", options, improver, stats) as context:
-        iterations = self_improve(context, initial_improver=improver)
-        stopped = "cost limit reached" if len(iterations) <= context.profile.iterations else None
-        report = RunReport(
-            context.run_id, tuple(iterations), context.meter.spent_usd, context.meter.unpriced_calls, stopped
-        )
-        _finish(
-            context,
-            stopped or "finished",
-            {
-                "cost_usd": context.meter.spent_usd,
-                "iterations": [
-                    {
-                        "iteration": i.iteration,
-                        "meta_utility_val": i.meta_utility_val,
-                        "meta_utility_test": i.meta_utility_test,
-                        "accepted": i.accepted,
-                    }
-                    for i in iterations
-                ],
-            },
-        )
-        return report
+        return _self_improvement_run(context, options, improver, ())
 
 
-__all__ = ["RunOptions", "SelftaughtError", "Task", "improve", "meta_utility", "run", "transfer"]
+def resume(
+    run_id: str,
+    store: Path = DEFAULT_STORE,
+    *,
+    workers: int | None = None,
+    max_cost_usd: float | None = None,
+    task: Task | None = None,
+    stats: RunStats | None = None,
+) -> RunReport:
+    """Continues a `run` that stopped before its end (killed, interrupted, failed, out of money).
+
+    Iterations it finished are kept as recorded; the iteration it was in is run again with the
+    language-model responses and evaluations it recorded served from the record, so nothing paid
+    for is paid again. The result is the one the run would have had without stopping.
+    `workers`, `max_cost_usd` and (for runs of a Python Task object) `task` may be given anew.
+    """
+    with StoreReader(store) as reader:
+        recorded = reader.run(run_id)
+        run_id = recorded["id"]
+        if recorded["command"] != "run":
+            raise StoreError(f"run {run_id} is a `{recorded['command']}` run; only `selftaught run` runs resume")
+        if recorded["status"] == "finished":
+            raise StoreError(f"run {run_id} already finished; nothing to resume")
+        if recorded["status"] == "running":
+            raise StoreError(f"run {run_id} is still running (pid {recorded['pid']} on {recorded['host']})")
+        options_data = dict(recorded["options"] or {})
+        if task is not None and options_data.get("task_kind") == "object":
+            options_data["task_kind"] = "given"
+        options = _options_from_record(options_data, store, run_id)
+        if task is not None:
+            options = replace(options, task=task)
+        options = replace(
+            options,
+            workers=workers or options.workers,
+            max_cost_usd=max_cost_usd if max_cost_usd is not None else options.max_cost_usd,
+        )
+        improver = reader.program(options_data["initial_improver_hash"])
+        completed = tuple(_iteration_of(row, reader) for row in reader.iterations(run_id))
+        record = RunRecord.load(reader, run_id)
+    seen_status = "running" if recorded["status"] == KILLED else recorded["status"]
+    continuation = Continuation(record, resume=True, seen_status=seen_status, seen_pid=recorded["pid"])
+    with _recorded_run("run", options, improver, stats, continuation) as context:
+        return _self_improvement_run(context, options, improver, completed)
+
+
+def replay(
+    run_id: str, store: Path = DEFAULT_STORE, *, workers: int | None = None, stats: RunStats | None = None
+) -> RunReport:
+    """A new run with the options of `run_id`, answered only from its recorded responses; evaluates everything anew.
+
+    Nothing is paid: a request the record lacks is an error. With the same code and
+    responses the new run's iterations equal the recorded ones.
+    """
+    with StoreReader(store) as reader:
+        recorded = reader.run(run_id)
+        run_id = recorded["id"]
+        if recorded["command"] != "run":
+            raise StoreError(f"run {run_id} is a `{recorded['command']}` run; only `selftaught run` runs replay")
+        options = _options_from_record(dict(recorded["options"] or {}), store, run_id)
+        options = replace(options, workers=workers or options.workers, max_cost_usd=None)
+        improver = reader.program(recorded["options"]["initial_improver_hash"])
+        record = RunRecord.load(reader, run_id)
+    with _recorded_run("run", options, improver, stats, Continuation(record, resume=False)) as context:
+        return _self_improvement_run(context, options, improver, ())
+
+
+def _iteration_of(row: dict[str, Any], reader: StoreReader) -> IterationResult:
+    return IterationResult(
+        iteration=row["iteration"],
+        improver=reader.program(row["improver_hash"]),
+        meta_utility_val=row["meta_utility_val"],
+        meta_utility_test=row["meta_utility_test"],
+        accepted=bool(row["accepted"]),
+        candidate=reader.program(row["candidate_hash"]) if row["candidate_hash"] else None,
+        candidate_val=row["candidate_val"],
+        candidate_test=row["candidate_test"],
+        error=row["error"],
+        improver_run_id=row["improver_run_id"],
+    )
+
+
+def _self_improvement_run(
+    context: RunContext, options: RunOptions, improver: str, completed: Sequence[IterationResult]
+) -> RunReport:
+    iterations = self_improve(context, initial_improver=improver, completed=completed)
+    stopped = "cost limit reached" if len(iterations) <= context.profile.iterations else None
+    report = RunReport(
+        context.run_id, options, tuple(iterations), context.meter.spent_usd, context.meter.unpriced_calls, stopped
+    )
+    _finish(
+        context,
+        stopped or "finished",
+        {
+            "cost_usd": context.meter.spent_usd,
+            "iterations": [
+                {
+                    "iteration": i.iteration,
+                    "meta_utility_val": i.meta_utility_val,
+                    "meta_utility_test": i.meta_utility_test,
+                    "accepted": i.accepted,
+                }
+                for i in iterations
+            ],
+        },
+    )
+    return report
+
+
+__all__ = [
+    "RunOptions",
+    "SelftaughtError",
+    "Task",
+    "improve",
+    "meta_utility",
+    "replay",
+    "resume",
+    "run",
+    "transfer",
+]

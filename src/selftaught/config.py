@@ -36,6 +36,11 @@ class Profile:
     #: Improver runs D averaged by one meta-utility evaluation.
     meta_utility_runs: int
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Profile:
+        """The profile `dataclasses.asdict` turned into `data` (as recorded with every run)."""
+        return cls(**{**data, "improver": ImproverBudget(**data["improver"])})
+
     def with_overrides(self, **overrides: Any) -> Profile:
         """A copy with the given fields changed; improver budget fields may be given by name too."""
         improver_fields = {

@@ -163,6 +163,17 @@ def _with_run_options(function: Callable[..., Any], with_task: bool) -> Callable
     return wrapper
 
 
+def store_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    """--store for the commands that read recorded runs."""
+    return click.option(
+        "--store",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=DEFAULT_STORE,
+        show_default=True,
+        help="SQLite file the runs are recorded in.",
+    )(function)
+
+
 def improver_option(function: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--improver",
@@ -184,8 +195,12 @@ def json_option(function: Callable[..., Any]) -> Callable[..., Any]:
     )(function)
 
 
+#: Width of tables written to a pipe or file, where no terminal says how wide to be.
+PIPE_WIDTH = 160
+
+
 def stdout_console() -> Console:
-    return Console(highlight=False)
+    return Console(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
 
 
 def stderr_console() -> Console:

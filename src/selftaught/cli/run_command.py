@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 
 import click
 from rich.table import Table
 
 from selftaught import api
-from selftaught.api import RunOptions
+from selftaught.api import RunOptions, RunReport
 from selftaught.cli.options import (
+    EXIT_INTERRUPTED,
     improver_option,
     json_option,
     print_json,
@@ -20,7 +23,11 @@ from selftaught.cli.options import (
     user_errors,
 )
 from selftaught.cli.progress import ProgressDisplay
+from selftaught.errors import SelftaughtError
 from selftaught.loop.context import RunStats
+
+#: What --resume and --replay take from the command line; everything else comes from the recorded run.
+_CONTINUATION_OPTIONS = {"store", "workers", "max_cost", "as_json", "resume", "replay"}
 
 
 @click.command("run")
@@ -33,20 +40,82 @@ from selftaught.loop.context import RunStats
     help="Self-improvement iterations T. Default: from the profile.",
 )
 @improver_option
+@click.option(
+    "--resume",
+    metavar="RUN_ID",
+    default=None,
+    help="Continue a run that stopped (killed, Ctrl-C, failed, out of money) with its recorded options; "
+    "what it paid for is replayed from the store, not paid again. Only --store, --workers and --max-cost apply.",
+)
+@click.option(
+    "--replay",
+    metavar="RUN_ID",
+    default=None,
+    help="Run again with a recorded run's options, answered only from its recorded responses (no live "
+    "call at all); evaluations run anew. With the same code the iterations equal the recorded ones.",
+)
 @json_option
 @user_errors
-def run_command(options: RunOptions, improver_file: Path | None, as_json: bool) -> None:
+def run_command(
+    options: RunOptions, improver_file: Path | None, resume: str | None, replay: str | None, as_json: bool
+) -> None:
     """Run STOP: the improver improves itself for T iterations, scored by the meta-utility.
 
     Each iteration asks the current improver to improve its own source code, scores the
     candidate with the meta-utility (the mean validation utility of the solutions it produces
     on the task over several fresh runs) and keeps it only if it beats the current improver.
     Everything is recorded in the store; the table at the end shows the meta-utility per iteration.
+    Ctrl-C stops cleanly and prints the command that resumes the run.
     """
-    improver = read_improver(improver_file)
+    _refuse_options_a_continuation_ignores(resume, replay)
     stats = RunStats()
-    with ProgressDisplay(stats, stderr_console()):
-        report = api.run(options, improver=improver, stats=stats)
+    try:
+        with ProgressDisplay(stats, stderr_console()):
+            report = _run(options, improver_file, resume, replay, stats)
+    except KeyboardInterrupt:
+        if stats.run_id is None:
+            raise
+        resume_command = f"selftaught run --resume {stats.run_id} --store {shlex.quote(str(options.store))}"
+        stderr_console().print(f"interrupted; continue the run with: {resume_command}", soft_wrap=True, markup=False)
+        sys.exit(EXIT_INTERRUPTED)
+    _print_report(report, stats, as_json)
+
+
+def _run(
+    options: RunOptions, improver_file: Path | None, resume: str | None, replay: str | None, stats: RunStats
+) -> RunReport:
+    workers = options.workers if _given("workers") else None
+    if resume is not None:
+        return api.resume(resume, options.store, workers=workers, max_cost_usd=options.max_cost_usd, stats=stats)
+    if replay is not None:
+        return api.replay(replay, options.store, workers=workers, stats=stats)
+    return api.run(options, improver=read_improver(improver_file), stats=stats)
+
+
+def _given(parameter: str) -> bool:
+    source = click.get_current_context().get_parameter_source(parameter)
+    return source is click.core.ParameterSource.COMMANDLINE
+
+
+def _refuse_options_a_continuation_ignores(resume: str | None, replay: str | None) -> None:
+    if resume is not None and replay is not None:
+        raise SelftaughtError("give --resume or --replay, not both")
+    if resume is None and replay is None:
+        return
+    context = click.get_current_context()
+    ignored = [
+        f"--{name.replace('_', '-')}" for name in context.params if name not in _CONTINUATION_OPTIONS and _given(name)
+    ]
+    if ignored:
+        flag = "--resume" if resume is not None else "--replay"
+        raise SelftaughtError(
+            f"{flag} uses the recorded run's options; {', '.join(ignored)} cannot change them "
+            "(only --store, --workers and --max-cost apply)"
+        )
+
+
+def _print_report(report: RunReport, stats: RunStats, as_json: bool) -> None:
+    options = report.options
     if as_json:
         print_json(
             {

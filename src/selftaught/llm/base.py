@@ -46,6 +46,8 @@ class Completion:
     completion_tokens: int
     #: True when every response came from the response cache, without a live call.
     cached: bool = False
+    #: True when the responses came from the run's own record (resuming or replaying it).
+    replayed: bool = False
 
 
 class Backend(ABC):

@@ -42,6 +42,8 @@ class LanguageModelCall:
     cached: bool = False
     #: USD; 0 for cached responses and local models, None for a model without a price.
     cost_usd: float | None = 0.0
+    #: Served from the run's own record when it was resumed or replayed; paid for once, before.
+    replayed: bool = False
 
 
 class BudgetedLanguageModel:
@@ -127,7 +129,7 @@ class BudgetedLanguageModel:
         error: str | None = None
         texts: tuple[str, ...] = ()
         prompt_tokens = completion_tokens = 0
-        cached = False
+        cached = replayed = False
         cost: float | None = 0.0
         try:
             completion = self._backend.complete(request)
@@ -136,7 +138,7 @@ class BudgetedLanguageModel:
                 completion.prompt_tokens,
                 completion.completion_tokens,
             )
-            cached = completion.cached
+            cached, replayed = completion.cached, completion.replayed
             cost = 0.0 if cached else self._prices.cost(self._backend.spec, prompt_tokens, completion_tokens)
             self._meter.add(cost)
             if len(texts) < n:
@@ -160,6 +162,7 @@ class BudgetedLanguageModel:
                 error=error,
                 cached=cached,
                 cost_usd=cost,
+                replayed=replayed,
             )
         )
         if error is not None:

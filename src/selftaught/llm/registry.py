@@ -55,6 +55,12 @@ def backend_info(spec: str) -> tuple[BackendInfo, str]:
     return info, argument
 
 
+def cache_identity(spec: str) -> str:
+    """What the cache files this spec's responses under."""
+    info, argument = backend_info(spec)
+    return info.cache_identity(spec, argument)
+
+
 def create_backend(spec: str) -> Backend:
     """The backend a spec names, ready for live requests."""
     info, argument = backend_info(spec)
@@ -67,10 +73,9 @@ def open_backend(spec: str, cache_mode: CacheMode, cache_path: Path) -> Backend:
     A replay (`read`) never creates the real backend, so it needs neither its key nor its model
     file; otherwise the backend is created at once, so a missing key is reported before anything runs.
     """
-    info, argument = backend_info(spec)
     if cache_mode is CacheMode.OFF:
         return create_backend(spec)
-    identity = info.cache_identity(spec, argument)
+    identity = cache_identity(spec)
     live = None if cache_mode is CacheMode.READ else create_backend(spec)
     return CachingBackend(spec, live, ResponseCache(cache_path), cache_mode, identity)
 

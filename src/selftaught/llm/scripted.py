@@ -1,14 +1,17 @@
 """`scripted:FILE.py` — a test double: FILE's `respond(system, user, temperature, index)` writes each response.
 
 `index` counts the responses requested from this backend so far in the process, so a script
-can answer the first request differently from later ones. The file is the user's own trusted
-code and runs in the host, like a plugin.
+can answer the first request differently from later ones. A `respond` that also takes `seed`
+gets the response's seed (the request's seed + its position in the request): answers that
+depend on it, not on `index`, are the same in a resumed run as in an uninterrupted one. The
+file is the user's own trusted code and runs in the host, like a plugin.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +21,7 @@ from selftaught.errors import BackendError, ModelUnavailable
 from selftaught.llm.base import Backend, Completion, CompletionRequest
 from selftaught.llm.registry import register_backend
 
-Responder = Callable[[str, str, float, int], str]
+Responder = Callable[..., str]
 
 
 def _approximate_tokens(text: str) -> int:
@@ -48,17 +51,19 @@ class ScriptedBackend(Backend):
     def __init__(self, spec: str, respond: Responder) -> None:
         self.spec = spec
         self._respond = respond
+        self._takes_seed = "seed" in inspect.signature(respond).parameters
         self._index = 0
         self._lock = threading.Lock()
 
     def complete(self, request: CompletionRequest) -> Completion:
         texts = []
-        for _ in range(request.n):
+        for position in range(request.n):
             with self._lock:
                 index = self._index
                 self._index += 1
+            seed = {} if not self._takes_seed else {"seed": None if request.seed is None else request.seed + position}
             try:
-                text = self._respond(request.system, request.last_user_message, request.temperature, index)
+                text = self._respond(request.system, request.last_user_message, request.temperature, index, **seed)
             except Exception as error:
                 raise BackendError(f"scripted model raised {type(error).__name__}: {error}") from None
             if not isinstance(text, str):

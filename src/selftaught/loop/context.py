@@ -13,18 +13,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from selftaught.config import Profile
-from selftaught.errors import SandboxError
+from selftaught.errors import SandboxError, StoreError
 from selftaught.llm.base import Backend
 from selftaught.llm.cache import CacheMode
 from selftaught.llm.pricing import CostMeter, PriceTable
 from selftaught.llm.registry import open_backend
+from selftaught.loop.replay import ReplayingBackend, ReplayingEvaluator, RunRecord
 from selftaught.sandbox.doctor import SandboxReport, probe
 from selftaught.sandbox.executor import JobRunner
 from selftaught.sandbox.launcher import Launcher
 from selftaught.sandbox.policy import SandboxPolicy
 from selftaught.store.run_store import RunStore
 from selftaught.tasks.base import Task
-from selftaught.tasks.evaluation import SolutionEvaluator
+from selftaught.tasks.evaluation import Evaluator, SolutionEvaluator
 
 logger = logging.getLogger("selftaught")
 
@@ -33,10 +34,15 @@ class SeedSequence:
     """Seeds for language-model requests and sandboxed runs, reproducible from the run's seed."""
 
     def __init__(self, seed: int) -> None:
+        self._seed = seed
         self._generator = random.Random(seed)
 
     def __call__(self) -> int:
         return self._generator.randrange(2**31)
+
+    def restart(self, step: int) -> None:
+        """Seeds of step `step` depend only on the run's seed and the step, so a resumed run can start at any step."""
+        self._generator = random.Random(f"{self._seed}/{step}")
 
 
 @dataclass
@@ -44,6 +50,8 @@ class RunStats:
     """Live counters that the progress display reads while the run works; `add` is safe from any thread."""
 
     started: float = field(default_factory=time.monotonic)
+    #: Set once the run is recorded, so that an interrupted command can say how to resume it.
+    run_id: str | None = None
     stage: str = "starting"
     iteration: int = 0
     iterations: int = 0
@@ -73,7 +81,7 @@ class RunContext:
     store: RunStore
     #: Runs generated code (the sandbox on this machine).
     runner: JobRunner
-    evaluator: SolutionEvaluator
+    evaluator: Evaluator
     backend: Backend
     task: Task
     profile: Profile
@@ -89,6 +97,17 @@ class RunContext:
     prices: PriceTable
     #: The run's spending so far, and its limit.
     meter: CostMeter
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """A recorded run to go on with (`resume`: same run, its record replayed) or to re-run from its responses."""
+
+    record: RunRecord
+    resume: bool
+    #: The run's status and process as last seen; taking it over fails if another process changed them.
+    seen_status: str = ""
+    seen_pid: int | None = None
 
 
 def check_sandbox(launcher: Launcher) -> SandboxReport:
@@ -121,28 +140,59 @@ def open_run(
     max_cost_usd: float | None = None,
     config: Path | None = None,
     stats: RunStats | None = None,
+    options_record: dict[str, object] | None = None,
+    continuation: Continuation | None = None,
 ) -> Iterator[RunContext]:
     """Creates the sandbox, backend and store record of a run; marks the run failed if the body raises.
 
-    The sandbox starts first, so its fork server never holds anything the backend loads.
+    The sandbox starts first, so its fork server never holds anything the backend loads. A
+    resumed run keeps its id and takes over its record; a replay is a new run whose backend is
+    the recorded one's responses and nothing else.
     """
     launcher = Launcher(sandbox)
     try:
         launcher.start()
         check_sandbox(launcher)
         prices = PriceTable.load(config)
-        backend = open_backend(model, cache_mode, cache_path or store_path.parent / "cache.sqlite")
+        cache_file = cache_path or store_path.parent / "cache.sqlite"
+        backend: Backend
+        if continuation is None:
+            backend = open_backend(model, cache_mode, cache_file)
+        else:
+            live = open_backend(model, cache_mode, cache_file) if continuation.resume else None
+            backend = ReplayingBackend(continuation.record, live, model)
     except BaseException:
         launcher.close()
         raise
-    store = RunStore(store_path)
+    evaluator: Evaluator = SolutionEvaluator(launcher)
+    meter = CostMeter(max_cost_usd)
+    try:
+        store = RunStore(store_path)
+        if continuation is not None and continuation.resume:
+            run_id = continuation.record.run_id
+            if not store.claim_run(run_id, continuation.seen_status, continuation.seen_pid):
+                raise StoreError(f"run {run_id} was taken over by another process; not resuming it twice")
+            evaluator = ReplayingEvaluator(continuation.record, evaluator)
+            meter.add(continuation.record.spent_usd)
+        else:
+            run_id = store.create_run(
+                command=command,
+                task=task.name,
+                model=model,
+                seed=seed,
+                config=asdict(profile),
+                options=options_record or {},
+            )
+    except BaseException:
+        launcher.close()
+        backend.close()
+        raise
     seeds = SeedSequence(seed)
-    run_id = store.create_run(command=command, task=task.name, model=model, seed=seed, config=asdict(profile))
     context = RunContext(
         run_id=run_id,
         store=store,
         runner=launcher,
-        evaluator=SolutionEvaluator(launcher),
+        evaluator=evaluator,
         backend=backend,
         task=task,
         profile=profile,
@@ -152,8 +202,10 @@ def open_run(
         workers=workers,
         prefetch=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prefetch"),
         prices=prices,
-        meter=CostMeter(max_cost_usd),
+        meter=meter,
     )
+    context.stats.cost_usd = meter.spent_usd
+    context.stats.run_id = run_id
     try:
         yield context
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ only; no improver ever sees them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from selftaught.loop.context import RunContext
@@ -30,6 +30,8 @@ class IterationResult:
     candidate_val: float | None = None
     candidate_test: float | None = None
     error: str | None = None
+    #: The improver run that produced the candidate: its lineage in the store.
+    improver_run_id: int | None = None
 
     def as_row(self) -> dict[str, object]:
         return {
@@ -50,22 +52,32 @@ def self_improve(
     *,
     initial_improver: str = SEED_IMPROVER,
     on_iteration: Callable[[IterationResult], None] = lambda result: None,
+    completed: Sequence[IterationResult] = (),
 ) -> list[IterationResult]:
-    """Runs T iterations of self-improvement; a failing candidate is recorded and the run goes on."""
+    """Runs T iterations of self-improvement; a failing candidate is recorded and the run goes on.
+
+    `completed` are the iterations a resumed run recorded before it stopped; the loop goes on
+    after the last of them. Each iteration draws its seeds afresh from the run's seed and its
+    number, so it asks the same questions whether or not the run stopped before it.
+    """
     meta_utility = MetaUtility(context)
     stats = context.stats
     stats.iterations = context.profile.iterations
 
-    stats.stage = "scoring the seed improver"
-    scored = meta_utility.evaluate(initial_improver, with_test=True)
-    current = IterationResult(0, initial_improver, scored.val, scored.test or 0.0, accepted=True)
-    results = [current]
-    _report(context, current, on_iteration)
+    results = list(completed)
+    if not results:
+        stats.stage = "scoring the seed improver"
+        context.seeds.restart(0)
+        scored = meta_utility.evaluate(initial_improver, with_test=True)
+        results.append(IterationResult(0, initial_improver, scored.val, scored.test or 0.0, accepted=True))
+        _report(context, results[0], on_iteration)
+    current = results[-1]
 
-    for iteration in range(1, context.profile.iterations + 1):
+    for iteration in range(current.iteration + 1, context.profile.iterations + 1):
         if context.meter.exhausted:  # stop between iterations: every iteration recorded is complete
             stats.stage = "cost limit reached"
             return results
+        context.seeds.restart(iteration)
         stats.iteration = iteration
         stats.stage = "improving the improver"
         attempt = run_improver(
@@ -85,6 +97,7 @@ def self_improve(
                 current.meta_utility_test,
                 accepted=False,
                 error=f"no candidate: {attempt.error}",
+                improver_run_id=attempt.improver_run_id,
             )
         else:
             stats.stage = "scoring the candidate improver"
@@ -104,6 +117,7 @@ def self_improve(
                 candidate_val=candidate.val,
                 candidate_test=candidate.test,
                 error=f"candidate: {failed_runs[0]}" if len(failed_runs) == len(candidate.runs) else None,
+                improver_run_id=attempt.improver_run_id,
             )
         current = result
         results.append(result)
@@ -116,5 +130,5 @@ def _report(context: RunContext, result: IterationResult, on_iteration: Callable
     context.stats.meta_utility_val = result.meta_utility_val
     context.stats.meta_utility_test = result.meta_utility_test
     context.store.save_program(result.improver, "improver")
-    context.store.record_iteration(context.run_id, result.as_row())
+    context.store.record_iteration(context.run_id, {**result.as_row(), "improver_run_id": result.improver_run_id})
     on_iteration(result)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
+import socket
 import sqlite3
 import threading
 from dataclasses import asdict
@@ -28,6 +30,16 @@ def program_hash(source: str) -> str:
     return hashlib.sha256(source.encode("utf-8")).hexdigest()
 
 
+def describe_sqlite_error(error: Exception) -> str:
+    """SQLite's message, with what to do about the two failures users meet: a lock and a damaged file."""
+    message = str(error)
+    if "locked" in message or "busy" in message:
+        return f"{message} (another process holds it; wait for it or stop it)"
+    if "not a database" in message or "malformed" in message:
+        return f"{message} (the file is damaged or is not a selftaught store)"
+    return message
+
+
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
@@ -35,17 +47,19 @@ def new_run_id() -> str:
 class RunStore:
     """Writes and reads one store file; safe to share between threads of the host."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout_seconds: float = 30.0) -> None:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._connection = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_seconds
+            )
             self._connection.row_factory = sqlite3.Row
             self._connection.execute("PRAGMA journal_mode=WAL")
             self._connection.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except (sqlite3.Error, OSError) as error:
-            raise StoreError(f"cannot open the run store {path}: {error}") from None
+            raise StoreError(f"cannot open the run store {path}: {describe_sqlite_error(error)}") from None
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -62,23 +76,65 @@ class RunStore:
                     f"BEGIN; {script}; INSERT INTO migrations VALUES ('{name}', '{now()}'); COMMIT;"
                 )
 
-    def _write(self, sql: str, parameters: tuple[Any, ...]) -> int:
+    def _execute(self, sql: str, parameters: tuple[Any, ...]) -> sqlite3.Cursor:
         with self._lock:
             try:
-                cursor = self._connection.execute(sql, parameters)
+                return self._connection.execute(sql, parameters)
             except sqlite3.Error as error:
-                raise StoreError(f"cannot write to the run store {self.path}: {error}") from None
-            return int(cursor.lastrowid or 0)
+                raise StoreError(f"cannot write to the run store {self.path}: {describe_sqlite_error(error)}") from None
+
+    def _write(self, sql: str, parameters: tuple[Any, ...]) -> int:
+        """Runs one statement, committed at once; returns the id of the row it inserted."""
+        return int(self._execute(sql, parameters).lastrowid or 0)
 
     # --- runs -----------------------------------------------------------------------------
 
-    def create_run(self, *, command: str, task: str, model: str, seed: int, config: dict[str, Any]) -> str:
+    def create_run(
+        self,
+        *,
+        command: str,
+        task: str,
+        model: str,
+        seed: int,
+        config: dict[str, Any],
+        options: dict[str, Any],
+    ) -> str:
+        """Records a new run as running in this process; `options` are what resuming it needs."""
         run_id = new_run_id()
         self._write(
-            "INSERT INTO runs (id, command, task, model, seed, config, status, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, command, task, model, seed, json.dumps(config), "running", now()),
+            "INSERT INTO runs (id, command, task, model, seed, config, options, status, started_at, host, pid)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                command,
+                task,
+                model,
+                seed,
+                json.dumps(config),
+                json.dumps(options),
+                "running",
+                now(),
+                socket.gethostname(),
+                os.getpid(),
+            ),
         )
         return run_id
+
+    def claim_run(self, run_id: str, status: str, pid: int | None) -> bool:
+        """Takes over a run found with `status` and `pid` for this process; False when another took it first."""
+        claimed = self._execute(
+            "UPDATE runs SET status = 'running', finished_at = NULL, host = ?, pid = ?, attempts = attempts + 1"
+            " WHERE id = ? AND status = ? AND pid IS ?",
+            (socket.gethostname(), os.getpid(), run_id, status, pid),
+        ).rowcount
+        if claimed:
+            # What the lost attempt left half done is closed; its paid calls stay recorded against it.
+            self._write(
+                "UPDATE improver_runs SET error = 'interrupted; the run was resumed', finished_at = ?"
+                " WHERE run_id = ? AND finished_at IS NULL",
+                (now(), run_id),
+            )
+        return bool(claimed)
 
     def finish_run(self, run_id: str, status: str, result: dict[str, Any] | None) -> None:
         self._write(
@@ -142,8 +198,8 @@ class RunStore:
         solution_hash = self.save_program(solution, "solution")
         self._write(
             "INSERT INTO evaluations (run_id, improver_run_id, solution_hash, task, split, score, instances, invalid,"
-            " timeouts, errors, problem, failure, seconds, violations, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " timeouts, errors, problem, failure, seconds, violations, replayed, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 improver_run_id,
@@ -159,6 +215,7 @@ class RunStore:
                 evaluation.failure,
                 evaluation.seconds,
                 json.dumps(list(evaluation.violations)),
+                int(evaluation.replayed),
                 now(),
             ),
         )
@@ -171,8 +228,8 @@ class RunStore:
         }
         self._write(
             "INSERT INTO lm_calls (run_id, improver_run_id, backend, request, responses, prompt_tokens,"
-            " completion_tokens, latency_seconds, error, cache_hit, cost_usd, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " completion_tokens, latency_seconds, error, cache_hit, cost_usd, replayed, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 improver_run_id,
@@ -185,6 +242,7 @@ class RunStore:
                 call.error,
                 int(call.cached),
                 call.cost_usd,
+                int(call.replayed),
                 now(),
             ),
         )
@@ -198,7 +256,8 @@ class RunStore:
     def record_iteration(self, run_id: str, row: dict[str, Any]) -> None:
         self._write(
             "INSERT INTO iterations (run_id, iteration, improver_hash, meta_utility_val, meta_utility_test,"
-            " candidate_hash, candidate_val, candidate_test, accepted, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " candidate_hash, candidate_val, candidate_test, accepted, error, improver_run_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 row["iteration"],
@@ -210,5 +269,6 @@ class RunStore:
                 row.get("candidate_test"),
                 int(row["accepted"]),
                 row.get("error"),
+                row.get("improver_run_id"),
             ),
         )

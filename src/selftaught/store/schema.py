@@ -113,4 +113,18 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE lm_calls ADD COLUMN cost_usd REAL;
         """,
     ),
+    (
+        "0005_resume_and_lineage",
+        """
+        ALTER TABLE runs ADD COLUMN options TEXT;
+        ALTER TABLE runs ADD COLUMN host TEXT;
+        ALTER TABLE runs ADD COLUMN pid INTEGER;
+        ALTER TABLE runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE iterations ADD COLUMN improver_run_id INTEGER REFERENCES improver_runs(id);
+        ALTER TABLE lm_calls ADD COLUMN replayed INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE evaluations ADD COLUMN replayed INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX events_by_run ON events(run_id);
+        CREATE INDEX iterations_by_run ON iterations(run_id);
+        """,
+    ),
 )

@@ -9,7 +9,7 @@ import json
 import math
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -41,6 +41,14 @@ class Evaluation:
     seconds: float = 0.0
     #: Attempts against the sandbox and limits hit, as {kind, detail}.
     violations: tuple[dict[str, str], ...] = ()
+    #: Taken from the run's record when it was resumed, instead of running the solution again.
+    replayed: bool = False
+
+
+class Evaluator(Protocol):
+    """Scores a solution on a split; the sandboxed `SolutionEvaluator`, or a replay of recorded scores."""
+
+    def evaluate(self, task: Task, source: str, split: str, seed: int) -> Evaluation: ...
 
 
 def decode_output(value: Any, depth: int = 0) -> Any:

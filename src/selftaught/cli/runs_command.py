@@ -1,0 +1,72 @@
+"""`selftaught runs`: the runs recorded in a store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from selftaught.cli.options import json_option, print_json, stdout_console, store_option, user_errors
+from selftaught.store.reading import StoreReader
+
+#: Statuses a user can act on with `selftaught run --resume`.
+RESUMABLE = ("killed", "interrupted", "failed", "cost limit reached")
+
+
+def run_summary(run: dict[str, Any]) -> dict[str, Any]:
+    """A run as `runs --json` prints it."""
+    return {
+        "id": run["id"],
+        "status": run["status"],
+        "command": run["command"],
+        "task": run["task"],
+        "model": run["model"],
+        "seed": run["seed"],
+        "profile": (run["config"] or {}).get("name"),
+        "started_at": run["started_at"],
+        "finished_at": run["finished_at"],
+        "iterations": run["iterations_done"],
+        "best_meta_utility_val": run["best_val"],
+        "cost_usd": run["cost_usd"],
+        "attempts": run["attempts"],
+    }
+
+
+@click.command("runs")
+@store_option
+@json_option
+@user_errors
+def runs_command(store: Path, as_json: bool) -> None:
+    """List the runs in the store, oldest first, with their status.
+
+    A run whose process died without a word (SIGKILL, power loss) shows as 'killed'; a killed,
+    interrupted, failed or out-of-money `run` continues with `selftaught run --resume RUN_ID`.
+    """
+    with StoreReader(store) as reader:
+        runs = [run_summary(run) for run in reader.runs()]
+    if as_json:
+        print_json(runs)
+        return
+    table = Table(title=f"runs in {store}")
+    for column in ("id", "status", "command", "task", "model", "seed", "iterations", "best val", "cost", "started"):
+        table.add_column(column, no_wrap=column not in ("task", "model"))
+    for run in runs:
+        best = run["best_meta_utility_val"]
+        table.add_row(
+            run["id"],
+            run["status"],
+            run["command"],
+            run["task"],
+            run["model"],
+            str(run["seed"]),
+            str(run["iterations"]) if run["command"] == "run" else "",
+            "" if best is None else f"{best:.3f}",
+            f"${run['cost_usd']:.4f}",
+            run["started_at"][:16].replace("T", " "),
+        )
+    console = stdout_console()
+    console.print(table)
+    if any(run["status"] in RESUMABLE and run["command"] == "run" for run in runs):
+        console.print("continue a stopped run with: selftaught run --resume RUN_ID")

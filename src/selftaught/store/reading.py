@@ -1,0 +1,156 @@
+"""Reads a store without writing to it: safe beside a run that is writing, and from several processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from selftaught.errors import StoreError
+from selftaught.store.run_store import RunStore, describe_sqlite_error
+from selftaught.store.schema import MIGRATIONS
+
+#: A run whose process died without a word (SIGKILL, power loss) is shown as this.
+KILLED = "killed"
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    try:  # a killed process not yet reaped by its parent is a zombie: dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def effective_status(run: dict[str, Any]) -> str:
+    """The recorded status, except that a 'running' run whose process is gone from this machine was killed."""
+    status = str(run["status"])
+    pid = run.get("pid")
+    if status == "running" and run.get("host") == socket.gethostname() and pid is not None and not process_alive(pid):
+        return KILLED
+    return status
+
+
+class StoreReader:
+    """Queries of one store file. Rows come back as plain dicts; JSON columns are decoded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not path.is_file():
+            raise StoreError(f"no run store at {path} (runs are recorded there by `selftaught run`; see --store)")
+        try:
+            self._connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+            self._connection.row_factory = sqlite3.Row
+            applied = {row[0] for row in self._connection.execute("SELECT name FROM migrations")}
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot read the run store {path}: {describe_sqlite_error(error)}") from None
+        if any(name not in applied for name, _ in MIGRATIONS):
+            # Written by an older version: bring its schema up to date once, then read.
+            self._connection.close()
+            RunStore(path).close()
+            self._connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+            self._connection.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> StoreReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _rows(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        try:
+            return [dict(row) for row in self._connection.execute(sql, parameters).fetchall()]
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot read the run store {self.path}: {describe_sqlite_error(error)}") from None
+
+    # --- runs -----------------------------------------------------------------------------
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run, oldest first, with its iteration count, best validation meta-utility and live cost."""
+        rows = self._rows(
+            "SELECT runs.*,"
+            " (SELECT COUNT(*) FROM iterations WHERE iterations.run_id = runs.id) AS iterations_done,"
+            " (SELECT MAX(meta_utility_val) FROM iterations WHERE iterations.run_id = runs.id) AS best_val,"
+            " (SELECT COALESCE(SUM(cost_usd), 0) FROM lm_calls WHERE lm_calls.run_id = runs.id AND replayed = 0)"
+            " AS cost_usd"
+            " FROM runs ORDER BY started_at, id"
+        )
+        return [_decoded_run(row) for row in rows]
+
+    def has_run(self, run_id: str) -> bool:
+        return bool(self._rows("SELECT 1 FROM runs WHERE id = ?", (run_id,)))
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """The run with this id, or with this unique id prefix."""
+        rows = self._rows("SELECT * FROM runs WHERE id = ?", (run_id,)) or self._rows(
+            "SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id", (_like_prefix(run_id),)
+        )
+        if not rows:
+            raise StoreError(f"no run {run_id!r} in {self.path} (`selftaught runs` lists them)")
+        if len(rows) > 1:
+            ids = ", ".join(row["id"] for row in rows[:5])
+            raise StoreError(f"run id {run_id!r} is ambiguous in {self.path}: {ids}")
+        return _decoded_run(rows[0])
+
+    # --- what a run recorded ----------------------------------------------------------------
+
+    def iterations(self, run_id: str) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM iterations WHERE run_id = ? ORDER BY iteration", (run_id,))
+
+    def program(self, program_hash: str) -> str:
+        rows = self._rows("SELECT source FROM programs WHERE hash = ?", (program_hash,))
+        if not rows:
+            raise StoreError(f"program {program_hash[:12]} is missing from {self.path}")
+        return str(rows[0]["source"])
+
+    def improver_runs(self, run_id: str) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM improver_runs WHERE run_id = ? ORDER BY id", (run_id,))
+
+    def evaluations(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._rows("SELECT * FROM evaluations WHERE run_id = ? ORDER BY id", (run_id,))
+        for row in rows:
+            row["violations"] = json.loads(row["violations"])
+        return rows
+
+    def lm_calls(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._rows("SELECT * FROM lm_calls WHERE run_id = ? ORDER BY id", (run_id,))
+        for row in rows:
+            row["request"] = json.loads(row["request"])
+            row["responses"] = json.loads(row["responses"])
+        return rows
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._rows("SELECT * FROM events WHERE run_id = ? ORDER BY id", (run_id,))
+        for row in rows:
+            row["detail"] = json.loads(row["detail"])
+        return rows
+
+    def programs(self, hashes: set[str]) -> dict[str, dict[str, Any]]:
+        if not hashes:
+            return {}
+        marks = ",".join("?" * len(hashes))
+        rows = self._rows(f"SELECT * FROM programs WHERE hash IN ({marks})", tuple(sorted(hashes)))
+        return {row["hash"]: row for row in rows}
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _decoded_run(row: dict[str, Any]) -> dict[str, Any]:
+    for column in ("config", "options", "result"):
+        if row.get(column) is not None:
+            row[column] = json.loads(row[column])
+    row["status"] = effective_status(row)
+    return row

@@ -1,0 +1,237 @@
+"""Runs that survive anything: SIGKILL at random points, Ctrl-C, a damaged or locked store — with real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from selftaught.errors import StoreError
+from selftaught.store.run_store import RunStore
+
+RESPONDER = Path(__file__).parent / "responders" / "improving_lpn.py"
+RUN_FLAGS = (
+    "--cache", "off", "--iterations", "2", "--lm-calls", "2", "--responses-per-call", "2",
+    "--meta-utility-runs", "2", "--meta-utility-budget", "2", "--utility-budget", "3", "--seed", "11",
+)  # fmt: skip
+KILL_POINTS = 10
+
+
+def selftaught(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "selftaught", *arguments]
+
+
+def start_run(store: Path, model: str, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        selftaught("run", "--model", model, "--store", str(store), *RUN_FLAGS, "--json", *extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str]) -> dict[str, Any]:
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-2000:]
+    return dict(json.loads(stdout))
+
+
+def run_ids(store: Path) -> list[str]:
+    if not store.exists():
+        return []
+    with sqlite3.connect(store) as connection:
+        try:
+            return [row[0] for row in connection.execute("SELECT id FROM runs ORDER BY started_at")]
+        except sqlite3.OperationalError:  # the schema is still being created
+            return []
+
+
+def wait_for_run(store: Path, process: subprocess.Popen[str]) -> str:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        ids = run_ids(store)
+        if ids:
+            return ids[-1]
+        time.sleep(0.02)
+    raise AssertionError("the run never recorded itself")
+
+
+def live_requests(store: Path, run_id: str) -> Counter[str]:
+    """Requests the backend answered for real: not replayed from the record, not from the cache."""
+    with sqlite3.connect(store) as connection:
+        rows = connection.execute(
+            "SELECT request FROM lm_calls WHERE run_id = ? AND replayed = 0 AND cache_hit = 0 AND error IS NULL",
+            (run_id,),
+        )
+        return Counter(json.dumps(json.loads(request), sort_keys=True) for (request,) in rows)
+
+
+def result_of(report: dict[str, Any]) -> tuple[Any, ...]:
+    return report["iterations"], report["final_improver"]
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Counter[str], float]:
+    """An uninterrupted run: its report, the requests it paid for and how long it took."""
+    store = tmp_path_factory.mktemp("baseline") / "runs.sqlite"
+    started = time.monotonic()
+    report = finish(start_run(store, f"scripted:{RESPONDER}"))
+    return report, live_requests(store, report["run_id"]), time.monotonic() - started
+
+
+def test_baseline_pays_each_request_once_and_improves(baseline: tuple[dict[str, Any], Counter[str], float]) -> None:
+    report, requests, _ = baseline
+    assert set(requests.values()) == {1}
+    assert len(requests) >= 20
+    assert any(iteration["accepted"] for iteration in report["iterations"][1:])
+
+
+def test_sigkill_at_random_points_then_resume_repeats_no_paid_call_and_ends_the_same(
+    tmp_path: Path, baseline: tuple[dict[str, Any], Counter[str], float]
+) -> None:
+    expected, paid_once, duration = baseline
+    points = random.Random(2026).sample(range(5, 96), KILL_POINTS)  # percent of an uninterrupted run
+    kill_twice = set(points[::3])  # some resumed runs are killed again before they finish
+    for point in points:
+        store = tmp_path / f"kill-at-{point}" / "runs.sqlite"
+        process = start_run(store, f"scripted:{RESPONDER}")
+        run_id = wait_for_run(store, process)
+        time.sleep(duration * point / 100)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        if point in kill_twice:
+            again = subprocess.Popen(
+                selftaught("run", "--resume", run_id, "--store", str(store)),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(duration * 0.3)
+            again.send_signal(signal.SIGKILL)
+            again.wait(timeout=30)
+        resumed = subprocess.run(
+            selftaught("run", "--resume", run_id, "--store", str(store), "--json"),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if resumed.returncode != 0 and "already finished" in resumed.stderr:
+            continue  # killed after its last write: nothing left to do, and nothing was lost
+        assert resumed.returncode == 0, f"kill at {point}%: {resumed.stderr[-2000:]}"
+        report = json.loads(resumed.stdout)
+        assert report["run_id"] == run_id
+        assert result_of(report) == result_of(expected), f"kill at {point}%"
+        paid = live_requests(store, run_id)
+        repeated = [request for request, count in paid.items() if count > 1]
+        assert not repeated, f"kill at {point}%: {len(repeated)} paid calls were asked again"
+        assert set(paid) == set(paid_once), f"kill at {point}%"
+
+
+def test_ctrl_c_stops_cleanly_prints_the_resume_command_and_the_resume_finishes(
+    tmp_path: Path, baseline: tuple[dict[str, Any], Counter[str], float]
+) -> None:
+    expected, _, duration = baseline
+    store = tmp_path / "runs.sqlite"
+    process = start_run(store, f"scripted:{RESPONDER}")
+    run_id = wait_for_run(store, process)
+    time.sleep(duration * 0.4)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert f"selftaught run --resume {run_id} --store {store}" in stderr
+    assert "Traceback" not in stderr
+    listed = subprocess.run(selftaught("runs", "--store", str(store), "--json"), capture_output=True, text=True)
+    assert [(run["id"], run["status"]) for run in json.loads(listed.stdout)] == [(run_id, "interrupted")]
+    resumed = subprocess.run(
+        selftaught("run", "--resume", run_id, "--store", str(store), "--json"), capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert result_of(json.loads(resumed.stdout)) == result_of(expected)
+
+
+def test_show_and_runs_work_while_a_run_is_writing(tmp_path: Path) -> None:
+    store = tmp_path / "runs.sqlite"
+    process = start_run(store, f"scripted:{RESPONDER}")
+    run_id = wait_for_run(store, process)
+    seen_running = 0
+    while process.poll() is None:
+        shown = subprocess.run(
+            selftaught("show", run_id, "--store", str(store), "--json"), capture_output=True, text=True
+        )
+        assert shown.returncode == 0, shown.stderr
+        seen_running += json.loads(shown.stdout)["status"] == "running"
+    finish(process)
+    assert seen_running >= 1
+    listed = subprocess.run(selftaught("runs", "--store", str(store), "--json"), capture_output=True, text=True)
+    [run] = json.loads(listed.stdout)
+    assert run["id"] == run_id and run["status"] == "finished" and run["started_at"]
+
+
+def test_a_killed_run_shows_as_killed_and_a_finished_or_running_one_is_not_resumed(tmp_path: Path) -> None:
+    store = tmp_path / "runs.sqlite"
+    process = start_run(store, f"scripted:{RESPONDER}")
+    run_id = wait_for_run(store, process)
+    refused = subprocess.run(
+        selftaught("run", "--resume", run_id, "--store", str(store)), capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "still running" in refused.stderr
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    listed = subprocess.run(selftaught("runs", "--store", str(store), "--json"), capture_output=True, text=True)
+    assert json.loads(listed.stdout)[0]["status"] == "killed"
+    subprocess.run(selftaught("run", "--resume", run_id, "--store", str(store)), capture_output=True, check=True)
+    again = subprocess.run(selftaught("run", "--resume", run_id, "--store", str(store)), capture_output=True, text=True)
+    assert again.returncode == 2 and "already finished" in again.stderr
+    conflicting = subprocess.run(
+        selftaught("run", "--resume", run_id, "--store", str(store), "--task", "maxcut"), capture_output=True, text=True
+    )
+    assert conflicting.returncode == 2 and "--task cannot change them" in conflicting.stderr
+
+
+def test_a_damaged_store_is_one_clear_error(tmp_path: Path) -> None:
+    store = tmp_path / "runs.sqlite"
+    store.write_bytes(b"this is not a database, it is a text file" * 200)
+    for command in (("runs",), ("show", "x"), ("run", "--model", f"scripted:{RESPONDER}", *RUN_FLAGS)):
+        completed = subprocess.run(selftaught(*command, "--store", str(store)), capture_output=True, text=True)
+        assert completed.returncode == 2, command
+        assert "error:" in completed.stderr and "damaged or is not a selftaught store" in completed.stderr
+        assert "Traceback" not in completed.stderr
+    missing = subprocess.run(
+        selftaught("runs", "--store", str(tmp_path / "none.sqlite")), capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "no run store at" in missing.stderr
+
+
+def test_a_locked_store_is_a_clear_error_for_writers_while_readers_go_on(tmp_path: Path) -> None:
+    store = tmp_path / "runs.sqlite"
+    RunStore(store).close()
+    holder = sqlite3.connect(store, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        writer = RunStore(store, busy_timeout_seconds=0.2)
+        with pytest.raises(StoreError, match=r"locked .*another process holds it"):
+            writer.create_run(command="run", task="parity_noise", model="m", seed=0, config={}, options={})
+        writer.close()
+        listed = subprocess.run(selftaught("runs", "--store", str(store), "--json"), capture_output=True, text=True)
+        assert listed.returncode == 0 and json.loads(listed.stdout) == []
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_pid_of_a_dead_process_is_not_alive() -> None:
+    from selftaught.store.reading import process_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert process_alive(os.getpid())
+    assert not process_alive(child.pid)
