@@ -8,12 +8,16 @@ import click
 from rich.text import Text
 
 from selftaught import __version__
+from selftaught.cli.archive_commands import export_command, import_command
 from selftaught.cli.doctor_command import doctor_command
 from selftaught.cli.improve_command import improve_command
 from selftaught.cli.meta_utility_command import meta_utility_command
 from selftaught.cli.models_command import models_command
 from selftaught.cli.options import stderr_console
+from selftaught.cli.plot_command import plot_command
 from selftaught.cli.run_command import run_command
+from selftaught.cli.runs_command import runs_command
+from selftaught.cli.show_command import show_command
 from selftaught.cli.tasks_command import tasks_command
 from selftaught.cli.transfer_command import transfer_command
 
@@ -36,6 +40,11 @@ for command in (
     improve_command,
     meta_utility_command,
     transfer_command,
+    runs_command,
+    show_command,
+    plot_command,
+    export_command,
+    import_command,
     tasks_command,
     models_command,
     doctor_command,

@@ -1,0 +1,32 @@
+"""`selftaught plot`: meta-utility per iteration, as in the paper's Figure 4."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from selftaught.cli.options import stdout_console, store_option, user_errors
+from selftaught.report.plot import plot_runs
+from selftaught.report.views import run_curve
+from selftaught.store.reading import StoreReader
+
+
+@click.command("plot")
+@click.argument("run_ids", nargs=-1, required=True)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="A .png or .svg file."
+)
+@click.option("--title", default=None, help="The figure's title.")
+@store_option
+@user_errors
+def plot_command(run_ids: tuple[str, ...], output: Path, title: str | None, store: Path) -> None:
+    """Plot the validation and test meta-utility per iteration of one or more runs.
+
+    Several RUN_IDS are drawn thin, with their mean (and its standard error) in bold. Needs
+    matplotlib: pip install 'selftaught[plot]'.
+    """
+    with StoreReader(store) as reader:
+        curves = [run_curve(reader, run_id) for run_id in run_ids]
+    plot_runs(curves, output, title=title)
+    stdout_console().print(f"wrote {output}", markup=False)

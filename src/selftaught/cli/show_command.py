@@ -1,0 +1,104 @@
+"""`selftaught show`: one run's record, or one iteration's improver with its diff against its parent."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from selftaught.cli.options import json_option, print_json, stdout_console, store_option, user_errors
+from selftaught.report.views import iteration_view, run_view
+from selftaught.store.reading import StoreReader
+
+
+@click.command("show")
+@click.argument("run_id")
+@click.option(
+    "--iteration", type=click.IntRange(min=0), default=None, help="Show the improver proposed at this iteration."
+)
+@click.option("--diff", is_flag=True, help="With --iteration: show the diff against its parent instead of the source.")
+@store_option
+@json_option
+@user_errors
+def show_command(run_id: str, iteration: int | None, diff: bool, store: Path, as_json: bool) -> None:
+    """Show a recorded run: its options, status, cost and meta-utility per iteration.
+
+    With --iteration N, the improver proposed at iteration N (at 0: the starting improver), its
+    validation and test meta-utility, whether it was kept, and its parent: the improver that
+    produced it by improving its own source. RUN_ID may be a unique prefix. Safe while the run is writing.
+    """
+    with StoreReader(store) as reader:
+        if iteration is None:
+            view = run_view(reader, run_id)
+        else:
+            view = iteration_view(reader, run_id, iteration, with_diff=diff)
+    if as_json:
+        print_json(view)
+    elif iteration is None:
+        _print_run(view)
+    else:
+        _print_iteration(view, diff)
+
+
+def _print_run(view: dict[str, Any]) -> None:
+    console = stdout_console()
+    console.print(
+        f"run {view['id']} · {view['command']} · {view['status']} · {view['task']} · {view['model']} · "
+        f"seed {view['seed']} · profile {(view['profile'] or {}).get('name')}",
+        markup=False,
+    )
+    console.print(
+        f"started {view['started_at']}, finished {view['finished_at'] or '-'}, attempts {view['attempts']}; "
+        f"{view['lm_calls']} language-model calls ({view['live_lm_calls']} live), {view['evaluations']} evaluations, "
+        f"${view['cost_usd']:.4f}",
+        markup=False,
+    )
+    if not view["iterations"]:
+        if view["result"] is not None:
+            console.print(f"result: {view['result']}", markup=False)
+        return
+    table = Table(title="meta-utility per iteration")
+    for column in ("iteration", "val", "test", "candidate val", "candidate test", "kept", "improver"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in view["iterations"]:
+        table.add_row(
+            str(row["iteration"]),
+            f"{row['meta_utility_val']:.3f}",
+            f"{row['meta_utility_test']:.3f}",
+            "" if row["candidate_val"] is None else f"{row['candidate_val']:.3f}",
+            "" if row["candidate_test"] is None else f"{row['candidate_test']:.3f}",
+            "seed" if row["iteration"] == 0 else ("yes" if row["accepted"] else "no"),
+            row["improver_hash"][:12],
+        )
+    console.print(table)
+    console.print(
+        f"an iteration's improver and its diff: selftaught show {view['id']} --iteration N --diff", markup=False
+    )
+
+
+def _print_iteration(view: dict[str, Any], diff: bool) -> None:
+    console = stdout_console()
+    kept = "the starting improver" if view["iteration"] == 0 else ("kept" if view["accepted"] else "not kept")
+    scores = (
+        "no candidate"
+        if view["meta_utility_val"] is None
+        else f"meta-utility val {view['meta_utility_val']:.3f}, test {view['meta_utility_test']:.3f}"
+    )
+    console.print(f"run {view['run_id']} · iteration {view['iteration']} · {scores} · {kept}", markup=False)
+    if view["parent_hash"]:
+        console.print(
+            f"parent {view['parent_hash'][:12]} (in use after iteration {view['iteration'] - 1}), "
+            f"improver run {view['produced_by_improver_run']}",
+            markup=False,
+        )
+    if view["error"]:
+        console.print(f"error: {view['error']}", markup=False)
+    # Written as they are, never cropped or wrapped: the diff applies with `patch`, the source runs.
+    sys.stdout.flush()
+    if diff:
+        sys.stdout.write(view["diff"] or "(no change)\n")
+    elif view["source"] is not None:
+        sys.stdout.write(view["source"])

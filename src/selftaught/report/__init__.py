@@ -1,0 +1,1 @@
+"""What a recorded run looks like: plots and summaries."""
