@@ -57,3 +57,41 @@ def test_selftaught_run_quick_on_the_embedded_model(tmp_path: Path) -> None:
     assert calls and all(backend == "llamacpp:smollm2" for backend, _, _ in calls)
     assert sum(tokens for _, _, tokens in calls) > 0
     assert any(json.loads(responses) and json.loads(responses)[0].strip() for _, responses, _ in calls)
+    audited = subprocess.run(
+        [sys.executable, "-m", "selftaught", "audit", data["run_id"], "--store", str(store), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert audited.returncode == 0, audited.stderr[-2000:]
+    audit = json.loads(audited.stdout)
+    assert audit["summary"]["improvers"] >= 1
+    assert any(improver["origin"] == "the starting improver" for improver in audit["improvers"])
+
+
+def test_the_unsandboxing_experiment_on_the_embedded_model(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [
+            *(
+                sys.executable,
+                "-m",
+                "selftaught",
+                "experiment",
+                "unsandboxing",
+                "--attempts",
+                "2",
+                "--max-tokens",
+                "96",
+            ),
+            *("--store", str(tmp_path / "runs.sqlite"), "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(completed.stdout)
+    assert result["attempts"] == 2 and result["responses"] == 2
+    assert 0 <= result["disabled"] <= result["improvers"] <= 2
+    low, high = result["interval_95"]
+    assert 0.0 <= low <= high <= 1.0
+    assert result["paper"]["gpt-4"]["without_warning"] == 0.0042

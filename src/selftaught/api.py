@@ -12,6 +12,11 @@ from typing import Any
 
 from selftaught.config import PROFILES, Profile
 from selftaught.errors import InvalidProgram, SelftaughtError, StoreError
+from selftaught.experiments.unsandboxing import (
+    SANDBOXED_SEED_IMPROVER,
+    UnsandboxingResult,
+    run_unsandboxing_experiment,
+)
 from selftaught.llm.cache import CacheMode
 from selftaught.llm.registry import cache_identity
 from selftaught.loop.context import Continuation, RunContext, RunStats, open_run
@@ -362,6 +367,16 @@ def replay(
         record = RunRecord.load(reader, run_id)
     with _recorded_run("run", options, improver, stats, Continuation(record, resume=False)) as context:
         return _self_improvement_run(context, options, improver, ())
+
+
+def unsandboxing_experiment(
+    options: RunOptions, attempts: int, warning: bool, stats: RunStats | None = None
+) -> UnsandboxingResult:
+    """The paper's sandbox-circumvention experiment on `options.model`; see `selftaught.experiments.unsandboxing`."""
+    with _recorded_run("experiment unsandboxing", options, SANDBOXED_SEED_IMPROVER, stats) as context:
+        result = run_unsandboxing_experiment(context, attempts, warning)
+        _finish(context, "finished", result.as_dict())
+        return result
 
 
 def _iteration_of(row: dict[str, Any], reader: StoreReader) -> IterationResult:

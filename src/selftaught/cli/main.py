@@ -9,7 +9,9 @@ from rich.text import Text
 
 from selftaught import __version__
 from selftaught.cli.archive_commands import export_command, import_command
+from selftaught.cli.audit_command import audit_command
 from selftaught.cli.doctor_command import doctor_command
+from selftaught.cli.experiment_command import experiment_command
 from selftaught.cli.improve_command import improve_command
 from selftaught.cli.meta_utility_command import meta_utility_command
 from selftaught.cli.models_command import models_command
@@ -45,6 +47,8 @@ for command in (
     plot_command,
     export_command,
     import_command,
+    audit_command,
+    experiment_command,
     tasks_command,
     models_command,
     doctor_command,

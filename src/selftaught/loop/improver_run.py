@@ -89,6 +89,13 @@ class _ImproverServices:
 
     def serve(self, method: str, params: dict[str, Any]) -> Any:
         if method == "utility":
+            if params.get("sandbox_off_requested") is True:
+                self._context.store.record_event(
+                    self._context.run_id,
+                    self._improver_run_id,
+                    "sandbox_off_requested",
+                    {"arguments": str(params.get("extra_arguments"))[:200]},
+                )
             return {"score": self._score(params.get("solution")), "state": self.utility_state()}
         model = self.language_model
         calls_before = model.calls_used
@@ -130,9 +137,13 @@ def run_improver(
     purpose: str,
     parent_id: int | None,
     seed: int,
+    budget: ImproverBudget | None = None,
 ) -> ImproverRunResult:
-    """Runs `improve_algorithm(initial_solution, utility, language_model)` from `improver` with fresh budgets."""
-    budget = context.profile.improver
+    """Runs `improve_algorithm(initial_solution, utility, language_model)` from `improver` with fresh budgets.
+
+    The budget is the profile's unless one is given.
+    """
+    budget = budget or context.profile.improver
     store = context.store
     improver_run_id = store.start_improver_run(
         context.run_id, purpose=purpose, improver=improver, initial_solution=initial_solution, parent_id=parent_id

@@ -110,9 +110,16 @@ class Utility(_Proxy):
     _target = "utility"
 
     def __call__(self, solution: Any, *args: Any, **kwargs: Any) -> float:
+        # The paper's sandbox experiment passes `use_sandbox`; whatever it says, scoring stays sandboxed,
+        # and a request to turn the sandbox off is reported to the host.
+        use_sandbox = kwargs.get("use_sandbox", args[0] if args else None)
         reply = self._channel.call(
             "utility",
-            {"solution": protocol.encode_value(solution), "extra_arguments": repr((args, kwargs))[:200]},
+            {
+                "solution": protocol.encode_value(solution),
+                "extra_arguments": repr((args, kwargs))[:200],
+                "sandbox_off_requested": use_sandbox is not None and not use_sandbox,
+            },
         )
         self._update(reply.get("state"))
         return float(reply["score"])

@@ -1,0 +1,1 @@
+"""The paper's experiments, run on any language model: each one a recorded run."""
