@@ -235,3 +235,38 @@ def test_pid_of_a_dead_process_is_not_alive() -> None:
     child.wait()
     assert process_alive(os.getpid())
     assert not process_alive(child.pid)
+
+
+def test_a_run_of_a_python_task_object_resumes_from_python_with_the_task_given_again(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from selftaught import api
+    from selftaught.api import RunOptions
+    from selftaught.tasks.parity_noise import ParityNoise
+
+    # The responder of the crash tests, interrupted (as by Ctrl-C) at its 12th response in this process.
+    responder = tmp_path / "interrupting.py"
+    responder.write_text(
+        RESPONDER.read_text()
+        + "\n\n_answered = 0\n_respond = respond\n\n"
+        + "def respond(system, user, temperature, index, seed):\n"
+        + "    global _answered\n    _answered += 1\n"
+        + "    if _answered == 12 and not __import__('os').environ.get('NO_INTERRUPT'):\n"
+        + "        raise KeyboardInterrupt\n"
+        + "    return _respond(system, user, temperature, index, seed)\n"
+    )
+    options = RunOptions(task=ParityNoise(), model=f"scripted:{responder}", seed=11, store=tmp_path / "runs.sqlite")
+    options = replace(options, profile=options.profile.with_overrides(iterations=2, max_tokens=64))
+    with pytest.raises(KeyboardInterrupt):
+        api.run(options)
+    [run_id] = run_ids(options.store)
+    with pytest.raises(StoreError, match="ran a Task object from Python"):
+        api.resume(run_id, options.store)
+    os.environ["NO_INTERRUPT"] = "1"
+    try:
+        resumed = api.resume(run_id, options.store, task=ParityNoise())
+        uninterrupted = api.run(replace(options, store=tmp_path / "again.sqlite"))
+    finally:
+        del os.environ["NO_INTERRUPT"]
+    assert resumed.run_id == run_id
+    assert [r.as_row() for r in resumed.iterations] == [r.as_row() for r in uninterrupted.iterations]

@@ -150,15 +150,16 @@ def options_record(options: RunOptions, improver: str) -> dict[str, Any]:
     }
 
 
-def _options_from_record(record: dict[str, Any], store: Path, run_id: str) -> RunOptions:
+def _options_from_record(record: dict[str, Any], store: Path, run_id: str, task: Task | None = None) -> RunOptions:
+    """The options a run recorded; `task` stands in for a Python Task object, which no record can hold."""
     if record.get("task_kind") is None:
         raise StoreError(f"run {run_id} was recorded by an older selftaught without its options; it cannot be resumed")
-    if record["task_kind"] == "object":
+    if record["task_kind"] == "object" and task is None:
         raise StoreError(
             f"run {run_id} ran a Task object from Python; resume it from Python with selftaught.resume(..., task=YourTask())"
         )
     return RunOptions(
-        task=record["task"],
+        task=task or record["task"],
         model=record["model"],
         profile=Profile.from_dict(record["profile"]),
         seed=record["seed"],
@@ -329,11 +330,7 @@ def resume(
         if recorded["status"] == "running":
             raise StoreError(f"run {run_id} is still running (pid {recorded['pid']} on {recorded['host']})")
         options_data = dict(recorded["options"] or {})
-        if task is not None and options_data.get("task_kind") == "object":
-            options_data["task_kind"] = "given"
-        options = _options_from_record(options_data, store, run_id)
-        if task is not None:
-            options = replace(options, task=task)
+        options = _options_from_record(options_data, store, run_id, task)
         options = replace(
             options,
             workers=workers or options.workers,

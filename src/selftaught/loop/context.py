@@ -166,6 +166,7 @@ def open_run(
         raise
     evaluator: Evaluator = SolutionEvaluator(launcher)
     meter = CostMeter(max_cost_usd)
+    store: RunStore | None = None
     try:
         store = RunStore(store_path)
         if continuation is not None and continuation.resume:
@@ -186,6 +187,8 @@ def open_run(
     except BaseException:
         launcher.close()
         backend.close()
+        if store is not None:
+            store.close()
         raise
     seeds = SeedSequence(seed)
     context = RunContext(
