@@ -49,6 +49,11 @@ def test_the_run_ends_cleanly_at_its_cost_limit(tmp_path: Path, options_for: Cal
             workers=1,
         )
         report = api.run(options)
+        # With more money the same run goes on after its last complete iteration, its spending carried over.
+        resumed = api.resume(report.run_id, options.store, max_cost_usd=10.0)
+    assert resumed.run_id == report.run_id and [it.iteration for it in resumed.iterations] == [0, 1, 2, 3]
+    assert resumed.iterations[0] == report.iterations[0] and resumed.stopped is None
+    assert resumed.cost_usd > report.cost_usd
     # The first call of iteration 0 costs (11 + 14 tokens) x $0.001 = $0.025 > $0.01: the second run's call is
     # refused, and the loop stops before iteration 1.
     assert report.stopped == "cost limit reached" and len(report.iterations) == 1
@@ -60,4 +65,5 @@ def test_the_run_ends_cleanly_at_its_cost_limit(tmp_path: Path, options_for: Cal
             "SELECT error FROM improver_runs WHERE run_id = ? AND error LIKE '%cost limit%'", (report.run_id,)
         )
         assert len(refused.fetchall()) == 1
-    assert costs == [pytest.approx(0.025)] and status == "cost limit reached"
+    assert costs[0] == pytest.approx(0.025) and status == "finished"
+    assert sum(costs) == pytest.approx(resumed.cost_usd)
