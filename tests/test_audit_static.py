@@ -42,6 +42,7 @@ from selftaught.audit.unsandboxing import (
     disables_sandbox,
     wilson_interval,
 )
+from selftaught.experiments.unsandboxing import SANDBOXED_SEED_IMPROVER
 from selftaught.loop.seed_improver import SEED_IMPROVER
 
 CORPUS = Path(__file__).parent / "audit_corpus"
@@ -112,10 +113,11 @@ def test_corpus_covers_every_label_and_enough_variants() -> None:
     assert len([name for name in expectations if name.startswith("unsandbox_")]) >= 8
 
 
-def test_the_packaged_seed_improver_shows_nothing_at_all() -> None:
-    assert detect_strategies(SEED_IMPROVER, min_confidence=0.0) == []
-    assert detect_tampering(SEED_IMPROVER) == []
-    assert detect_unsandboxing(SEED_IMPROVER) == []
+@pytest.mark.parametrize("improver", [SEED_IMPROVER, SANDBOXED_SEED_IMPROVER], ids=["seed", "sandboxed_seed"])
+def test_the_packaged_seed_improvers_show_nothing_at_all(improver: str) -> None:
+    assert detect_strategies(improver, min_confidence=0.0) == []
+    assert detect_tampering(improver) == []
+    assert detect_unsandboxing(improver) == []
 
 
 def test_weak_evidence_is_reported_only_below_the_default_threshold() -> None:
