@@ -270,3 +270,18 @@ def test_a_run_of_a_python_task_object_resumes_from_python_with_the_task_given_a
         del os.environ["NO_INTERRUPT"]
     assert resumed.run_id == run_id
     assert [r.as_row() for r in resumed.iterations] == [r.as_row() for r in uninterrupted.iterations]
+
+
+def test_a_pid_reused_by_another_process_does_not_keep_a_killed_run_running(tmp_path: Path) -> None:
+    from selftaught.store.reading import StoreReader
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    run_id = store.create_run(command="run", task="parity_noise", model="m", seed=0, config={}, options={})
+    with StoreReader(tmp_path / "runs.sqlite") as reader:
+        assert reader.run(run_id)["status"] == "running"  # this very process
+    # The same live pid, but recorded for a process that started at another time: that one is gone.
+    with sqlite3.connect(tmp_path / "runs.sqlite") as connection:
+        connection.execute("UPDATE runs SET process = 'another-boot:12345' WHERE id = ?", (run_id,))
+    with StoreReader(tmp_path / "runs.sqlite") as reader:
+        assert reader.run(run_id)["status"] == "killed"
+    store.close()

@@ -132,7 +132,7 @@ def _copy_run(source: Path, target: Path, run_id: str, imported: bool = False) -
         if imported:
             # No process here runs it: a run that was going when exported is resumable, as if interrupted.
             connection.execute(
-                "UPDATE main.runs SET host = NULL, pid = NULL,"
+                "UPDATE main.runs SET host = NULL, pid = NULL, process = NULL,"
                 " status = CASE WHEN status = 'running' THEN 'interrupted' ELSE status END WHERE id = ?",
                 (run_id,),
             )

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from selftaught.errors import StoreError
-from selftaught.store.run_store import RunStore, describe_sqlite_error
+from selftaught.store.run_store import RunStore, describe_sqlite_error, process_identity
 from selftaught.store.schema import MIGRATIONS
 
 #: A run whose process died without a word (SIGKILL, power loss) is shown as this.
@@ -31,10 +31,16 @@ def process_alive(pid: int) -> bool:
 
 
 def effective_status(run: dict[str, Any]) -> str:
-    """The recorded status, except that a 'running' run whose process is gone from this machine was killed."""
+    """The recorded status, except that a 'running' run whose process is gone from this machine was killed.
+
+    A pid may belong to another process by now (after a reboot, say): the process's identity tells.
+    """
     status = str(run["status"])
     pid = run.get("pid")
-    if status == "running" and run.get("host") == socket.gethostname() and pid is not None and not process_alive(pid):
+    if status != "running" or run.get("host") != socket.gethostname() or pid is None:
+        return status
+    recorded = run.get("process")
+    if not process_alive(pid) or (recorded is not None and process_identity(pid) != recorded):
         return KILLED
     return status
 

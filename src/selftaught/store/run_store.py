@@ -40,6 +40,16 @@ def describe_sqlite_error(error: Exception) -> str:
     return message
 
 
+def process_identity(pid: int) -> str | None:
+    """The boot and the start time of process `pid`: unlike the pid, never the same for two processes."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        started = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{boot}:{started}"
+
+
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
@@ -102,8 +112,8 @@ class RunStore:
         """Records a new run as running in this process; `options` are what resuming it needs."""
         run_id = new_run_id()
         self._write(
-            "INSERT INTO runs (id, command, task, model, seed, config, options, status, started_at, host, pid)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (id, command, task, model, seed, config, options, status, started_at, host, pid, process)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 command,
@@ -116,6 +126,7 @@ class RunStore:
                 now(),
                 socket.gethostname(),
                 os.getpid(),
+                process_identity(os.getpid()),
             ),
         )
         return run_id
@@ -123,9 +134,9 @@ class RunStore:
     def claim_run(self, run_id: str, status: str, pid: int | None) -> bool:
         """Takes over a run found with `status` and `pid` for this process; False when another took it first."""
         claimed = self._execute(
-            "UPDATE runs SET status = 'running', finished_at = NULL, host = ?, pid = ?, attempts = attempts + 1"
-            " WHERE id = ? AND status = ? AND pid IS ?",
-            (socket.gethostname(), os.getpid(), run_id, status, pid),
+            "UPDATE runs SET status = 'running', finished_at = NULL, host = ?, pid = ?, process = ?,"
+            " attempts = attempts + 1 WHERE id = ? AND status = ? AND pid IS ?",
+            (socket.gethostname(), os.getpid(), process_identity(os.getpid()), run_id, status, pid),
         ).rowcount
         if claimed:
             # What the lost attempt left half done is closed; its paid calls stay recorded against it.

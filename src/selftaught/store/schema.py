@@ -127,4 +127,10 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX iterations_by_run ON iterations(run_id);
         """,
     ),
+    (
+        "0006_run_process_identity",
+        """
+        ALTER TABLE runs ADD COLUMN process TEXT;
+        """,
+    ),
 )
