@@ -15,11 +15,12 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from selftaught.api import DEFAULT_MODEL, RunOptions, read_program
+from selftaught.api import RunOptions, read_program
 from selftaught.config import PROFILES
 from selftaught.errors import SelftaughtError
 from selftaught.llm.cache import CacheMode
 from selftaught.loop.seed_improver import SEED_IMPROVER
+from selftaught.options import DEFAULT_MODEL
 from selftaught.sandbox.policy import SandboxPolicy
 from selftaught.store.run_store import DEFAULT_STORE
 from selftaught.tasks.registry import get_task
