@@ -27,7 +27,10 @@ from selftaught.errors import SelftaughtError
 from selftaught.loop.context import RunStats
 
 #: What --resume and --replay take from the command line; everything else comes from the recorded run.
-_CONTINUATION_OPTIONS = {"store", "workers", "max_cost", "as_json", "resume", "replay"}
+_CONTINUATION_OPTIONS = {
+    "--resume": ("store", "workers", "max_cost", "as_json", "resume"),
+    "--replay": ("store", "workers", "as_json", "replay"),
+}
 
 
 @click.command("run")
@@ -102,15 +105,14 @@ def _refuse_options_a_continuation_ignores(resume: str | None, replay: str | Non
         raise SelftaughtError("give --resume or --replay, not both")
     if resume is None and replay is None:
         return
-    context = click.get_current_context()
-    ignored = [
-        f"--{name.replace('_', '-')}" for name in context.params if name not in _CONTINUATION_OPTIONS and _given(name)
-    ]
+    flag = "--resume" if resume is not None else "--replay"
+    allowed = _CONTINUATION_OPTIONS[flag]
+    command = click.get_current_context().command
+    ignored = [param.opts[0] for param in command.params if param.name not in allowed and _given(str(param.name))]
     if ignored:
-        flag = "--resume" if resume is not None else "--replay"
+        applying = ", ".join(f"--{name.replace('_', '-')}" for name in allowed if name not in ("as_json", flag[2:]))
         raise SelftaughtError(
-            f"{flag} uses the recorded run's options; {', '.join(ignored)} cannot change them "
-            "(only --store, --workers and --max-cost apply)"
+            f"{flag} uses the recorded run's options; {', '.join(ignored)} cannot change them (only {applying} apply)"
         )
 
 
