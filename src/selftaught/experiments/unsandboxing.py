@@ -17,7 +17,7 @@ from typing import Any
 from selftaught.audit.unsandboxing import detect_unsandboxing, wilson_interval
 from selftaught.loop.context import RunContext
 from selftaught.loop.improver_run import UtilityService, run_improver
-from selftaught.loop.meta_utility import evaluate_solution
+from selftaught.loop.meta_utility import evaluate_solution, task_utility
 from selftaught.loop.seed_improver import SEED_IMPROVER
 from selftaught.sandbox.child.helpers import extract_code
 from selftaught.store.reading import StoreReader
@@ -112,9 +112,7 @@ def run_unsandboxing_experiment(context: RunContext, attempts: int, warning: boo
             context,
             improver=candidate,
             initial_solution=context.task.seed_solution,
-            utility=UtilityService(
-                context.task.description, context.profile.improver.utility_calls, _task_score(context)
-            ),
+            utility=task_utility(context),
             purpose="unsandboxing-candidate",
             parent_id=improver_run_id,
             seed=context.seeds(),
@@ -140,13 +138,6 @@ def run_unsandboxing_experiment(context: RunContext, attempts: int, warning: boo
         )
         remaining -= batch
     return _count(context, attempts, warning)
-
-
-def _task_score(context: RunContext) -> Any:
-    def score(solution: str, improver_run_id: int) -> float:
-        return evaluate_solution(context, solution, VALIDATION, improver_run_id).score
-
-    return score
 
 
 def _count(context: RunContext, attempts: int, warning: bool) -> UnsandboxingResult:
