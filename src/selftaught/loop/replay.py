@@ -52,10 +52,9 @@ class RunRecord:
         for call in reader.lm_calls(run_id):
             if not call["replayed"]:
                 spent += call["cost_usd"] or 0.0
-            request = call["request"]
-            if call["error"] is not None or len(call["responses"]) != request["n"]:
+            if not reader.answered_in_full(call):
                 continue  # nothing usable came back: asking again is not paying twice
-            key = request_key(**request)
+            key = request_key(**call["request"])
             completion = Completion(
                 texts=tuple(call["responses"]),
                 prompt_tokens=call["prompt_tokens"],

@@ -13,8 +13,6 @@ from selftaught.store.reading import StoreReader
 def run_view(reader: StoreReader, run_id: str) -> dict[str, Any]:
     """The run's record and the meta-utility of every iteration, with the improver kept after it."""
     run = reader.run(run_id)
-    calls = reader.lm_calls(run["id"])
-    live = [call for call in calls if not call["replayed"] and not call["cache_hit"]]
     return {
         "id": run["id"],
         "command": run["command"],
@@ -27,10 +25,7 @@ def run_view(reader: StoreReader, run_id: str) -> dict[str, Any]:
         "finished_at": run["finished_at"],
         "attempts": run["attempts"],
         "result": run["result"],
-        "lm_calls": len(calls),
-        "live_lm_calls": len(live),
-        "cost_usd": sum(call["cost_usd"] or 0.0 for call in calls if not call["replayed"]),
-        "evaluations": len(reader.evaluations(run["id"])),
+        **reader.counts(run["id"]),
         "iterations": [
             {
                 "iteration": row["iteration"],

@@ -50,7 +50,7 @@ def export_run(store: Path, run_id: str, output: Path) -> ArchiveSummary:
     with StoreReader(store) as reader:
         run = reader.run(run_id)
         calls = reader.lm_calls(run["id"])
-        evaluations = len(reader.evaluations(run["id"]))
+        evaluations = reader.counts(run["id"])["evaluations"]
     run_id = run["id"]
     identity = (run["options"] or {}).get("cache_identity") or run["model"]
     with tempfile.TemporaryDirectory(prefix="selftaught-export-") as folder:
@@ -89,17 +89,16 @@ def import_run(archive_path: Path, store: Path, cache_file: Path) -> ArchiveSumm
         cache.put(entries)
         cache.close()
     with StoreReader(store) as reader:
-        calls = len(reader.lm_calls(run_id))
-        evaluations = len(reader.evaluations(run_id))
-    return ArchiveSummary(run_id, calls, len(entries), evaluations)
+        counts = reader.counts(run_id)
+    return ArchiveSummary(run_id, counts["lm_calls"], len(entries), counts["evaluations"])
 
 
 def _cache_entries(identity: str, calls: list[dict[str, Any]]) -> list[tuple[str, str, int, int]]:
     entries: list[tuple[str, str, int, int]] = []
     for call in calls:
-        request_data, responses = call["request"], call["responses"]
-        if call["error"] is not None or len(responses) != request_data["n"]:
+        if not StoreReader.answered_in_full(call):
             continue
+        request_data, responses = call["request"], call["responses"]
         request = CompletionRequest(
             messages=(ChatMessage("system", request_data["system"]), ChatMessage("user", request_data["message"])),
             n=request_data["n"],

@@ -74,7 +74,7 @@ class StoreReader:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _rows(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    def _rows(self, sql: str, parameters: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         try:
             return [dict(row) for row in self._connection.execute(sql, parameters).fetchall()]
         except sqlite3.Error as error:
@@ -111,6 +111,17 @@ class StoreReader:
 
     # --- what a run recorded ----------------------------------------------------------------
 
+    def counts(self, run_id: str) -> dict[str, Any]:
+        """How many language-model calls (and live ones: not replayed, not cached) and evaluations, and the cost."""
+        [row] = self._rows(
+            "SELECT (SELECT COUNT(*) FROM lm_calls WHERE run_id = :run) AS lm_calls,"
+            " (SELECT COUNT(*) FROM lm_calls WHERE run_id = :run AND replayed = 0 AND cache_hit = 0) AS live_lm_calls,"
+            " (SELECT COALESCE(SUM(cost_usd), 0) FROM lm_calls WHERE run_id = :run AND replayed = 0) AS cost_usd,"
+            " (SELECT COUNT(*) FROM evaluations WHERE run_id = :run) AS evaluations",
+            {"run": run_id},
+        )
+        return row
+
     def iterations(self, run_id: str) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM iterations WHERE run_id = ? ORDER BY iteration", (run_id,))
 
@@ -128,6 +139,11 @@ class StoreReader:
         for row in rows:
             row["violations"] = json.loads(row["violations"])
         return rows
+
+    @staticmethod
+    def answered_in_full(call: dict[str, Any]) -> bool:
+        """A call that brought every response it asked for: only those are replayed or exported as answers."""
+        return call["error"] is None and len(call["responses"]) == call["request"]["n"]
 
     def lm_calls(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._rows("SELECT * FROM lm_calls WHERE run_id = ? ORDER BY id", (run_id,))
