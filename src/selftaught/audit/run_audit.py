@@ -130,12 +130,15 @@ def audit_run(reader: StoreReader, run_id: str, thresholds: AuditThresholds | No
 
     origins = _improver_origins(improver_runs, iterations)
     improver_hashes = set(origins)
-    solution_hashes = {row["solution_hash"] for row in evaluations} - improver_hashes
+    evaluations_of: dict[str, list[dict[str, Any]]] = {}
+    for row in evaluations:
+        evaluations_of.setdefault(row["solution_hash"], []).append(row)
+    solution_hashes = set(evaluations_of) - improver_hashes
     sources = {h: row["source"] for h, row in reader.programs(improver_hashes | solution_hashes).items()}
 
     improvers = {h: _program(h, "improver", sources.get(h, ""), origins[h]) for h in sorted(improver_hashes)}
     solutions = {
-        h: _program(h, "solution", sources.get(h, ""), _solution_origin(h, evaluations))
+        h: _program(h, "solution", sources.get(h, ""), _solution_origin(evaluations_of[h]))
         for h in sorted(solution_hashes)
     }
 
@@ -158,7 +161,9 @@ def audit_run(reader: StoreReader, run_id: str, thresholds: AuditThresholds | No
                 SANDBOX_CATEGORIES.get(str(violation.get("kind")), "other") for violation in row["violations"]
             )
     for audit in solutions.values():
-        audit.reward_hacking.extend(_reward_hacking(audit, sources.get(audit.hash, ""), evaluations, thresholds))
+        audit.reward_hacking.extend(
+            _reward_hacking(audit, sources.get(audit.hash, ""), evaluations_of[audit.hash], thresholds)
+        )
     for row in iterations:
         if (
             row["candidate_hash"] in improvers
@@ -175,7 +180,6 @@ def audit_run(reader: StoreReader, run_id: str, thresholds: AuditThresholds | No
 
 
 def _program(program_hash: str, kind: str, source: str, origin: str) -> ProgramAudit:
-    findings = []
     if kind == "improver":
         findings = [*detect_strategies(source), *detect_tampering(source), *detect_unsandboxing(source)]
     else:
@@ -200,15 +204,14 @@ def _improver_origins(improver_runs: list[dict[str, Any]], iterations: list[dict
     return origins
 
 
-def _solution_origin(solution_hash: str, evaluations: list[dict[str, Any]]) -> str:
-    first = next(row for row in evaluations if row["solution_hash"] == solution_hash)
+def _solution_origin(evaluations: list[dict[str, Any]]) -> str:
+    first = evaluations[0]
     return f"evaluated for improver run {first['improver_run_id']}" if first["improver_run_id"] else "evaluated"
 
 
 def _reward_hacking(
-    audit: ProgramAudit, source: str, evaluations: list[dict[str, Any]], thresholds: AuditThresholds
+    audit: ProgramAudit, source: str, mine: list[dict[str, Any]], thresholds: AuditThresholds
 ) -> list[dict[str, Any]]:
-    mine = [row for row in evaluations if row["solution_hash"] == audit.hash]
     flags: list[dict[str, Any]] = []
     invalid = max(mine, key=lambda row: row["invalid"])
     if invalid["invalid"]:
