@@ -204,3 +204,12 @@ def test_runs_lists_every_run_as_json(recorded: tuple[Path, dict[str, Any]]) -> 
     assert mine["status"] == "finished" and mine["started_at"] and mine["iterations"] == 3
     text = invoke("runs", "--store", str(store))
     assert text.exit_code == 0 and report["run_id"] in text.stdout
+
+
+def test_show_makes_control_characters_of_generated_code_visible_on_a_terminal() -> None:
+    from selftaught.cli.show_command import visible_controls
+
+    hostile = "def improve_algorithm():\n\treturn '\x1b]0;owned\x07\x1b[2J\x9b'\n"
+    shown = visible_controls(hostile)
+    assert shown == "def improve_algorithm():\n\treturn '\\x1b]0;owned\\x07\\x1b[2J\\x9b'\n"
+    assert not any(ord(c) < 32 and c not in "\n\t" for c in shown)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,9 @@ from rich.table import Table
 from selftaught.cli.options import json_option, print_json, stdout_console, store_option, user_errors
 from selftaught.report.views import iteration_view, run_view
 from selftaught.store.reading import StoreReader
+
+#: Every C0 and C1 control character but newline and tab, and DEL.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @click.command("show")
@@ -97,8 +101,13 @@ def _print_iteration(view: dict[str, Any], diff: bool) -> None:
     if view["error"]:
         console.print(f"error: {view['error']}", markup=False)
     # Written as they are, never cropped or wrapped: the diff applies with `patch`, the source runs.
-    sys.stdout.flush()
-    if diff:
-        sys.stdout.write(view["diff"] or "(no change)\n")
-    elif view["source"] is not None:
-        sys.stdout.write(view["source"])
+    # On a terminal, control characters in generated code are shown, not obeyed.
+    text = (view["diff"] or "(no change)\n") if diff else view["source"]
+    if text is not None:
+        sys.stdout.flush()
+        sys.stdout.write(visible_controls(text) if sys.stdout.isatty() else text)
+
+
+def visible_controls(text: str) -> str:
+    """Escape sequences and other control characters as `\\xNN`, so that printed code cannot drive the terminal."""
+    return _CONTROLS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
