@@ -83,6 +83,7 @@ def import_run(archive_path: Path, store: Path, cache_file: Path) -> ArchiveSumm
                 raise StoreError(f"run {run_id} is already in {store}")
         _copy_run(staging / "run.sqlite", store, run_id, imported=True)
         source_cache = sqlite3.connect(staging / "cache.sqlite")
+        source_cache.execute("PRAGMA trusted_schema = OFF")
         entries = source_cache.execute("SELECT key, text, prompt_tokens, completion_tokens FROM responses").fetchall()
         source_cache.close()
         cache = ResponseCache(cache_file)
@@ -119,6 +120,8 @@ def _copy_run(source: Path, target: Path, run_id: str, imported: bool = False) -
     """Copies one run's rows; improver-run ids are shifted past the target's so they never collide."""
     connection = sqlite3.connect(target, isolation_level=None)
     try:
+        # An imported file is someone else's: its schema may not run functions in views or triggers.
+        connection.execute("PRAGMA trusted_schema = OFF")
         connection.execute("ATTACH DATABASE ? AS source", (str(source),))
         connection.execute("BEGIN")
         offset = connection.execute("SELECT COALESCE(MAX(id), 0) FROM main.improver_runs").fetchone()[0]
