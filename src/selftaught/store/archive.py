@@ -81,17 +81,25 @@ def import_run(archive_path: Path, store: Path, cache_file: Path) -> ArchiveSumm
         with StoreReader(store) as reader:
             if reader.has_run(run_id):
                 raise StoreError(f"run {run_id} is already in {store}")
+        entries = _archived_responses(archive_path, staging / "cache.sqlite")  # before anything is written
         _copy_run(staging / "run.sqlite", store, run_id, imported=True)
-        source_cache = sqlite3.connect(staging / "cache.sqlite")
-        source_cache.execute("PRAGMA trusted_schema = OFF")
-        entries = source_cache.execute("SELECT key, text, prompt_tokens, completion_tokens FROM responses").fetchall()
-        source_cache.close()
         cache = ResponseCache(cache_file)
         cache.put(entries)
         cache.close()
     with StoreReader(store) as reader:
         counts = reader.counts(run_id)
     return ArchiveSummary(run_id, counts["lm_calls"], len(entries), counts["evaluations"])
+
+
+def _archived_responses(archive_path: Path, cache_file: Path) -> list[tuple[str, str, int, int]]:
+    connection = sqlite3.connect(cache_file)
+    try:
+        connection.execute("PRAGMA trusted_schema = OFF")
+        return connection.execute("SELECT key, text, prompt_tokens, completion_tokens FROM responses").fetchall()
+    except sqlite3.Error as error:
+        raise StoreError(f"{archive_path}: its cache.sqlite is unreadable: {describe_sqlite_error(error)}") from None
+    finally:
+        connection.close()
 
 
 def _cache_entries(identity: str, calls: list[dict[str, Any]]) -> list[tuple[str, str, int, int]]:
