@@ -10,6 +10,7 @@ import contextlib
 import importlib.util
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,34 @@ def embedded_model_path(name: str) -> Path:
     return path
 
 
+_default_params_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _plain_weight_buffers() -> Iterator[None]:
+    """Models loaded meanwhile keep their weights in plain CPU buffers, not llama.cpp's "extra" buffer types.
+
+    One of those, the AMX buffer, crashes the process (SIGSEGV in ggml_backend_amx_mul_mat) on the
+    AMX-capable virtual machines this project runs on. llama-cpp-python has no argument for the
+    model parameter `use_extra_bufts`, so its default parameters are amended while a model loads.
+    """
+    from llama_cpp import llama_cpp as bindings  # the module whose defaults `Llama` reads
+
+    with _default_params_lock:
+        default_params = bindings.llama_model_default_params
+
+        def without_extra_buffers() -> Any:
+            params = default_params()
+            params.use_extra_bufts = False
+            return params
+
+        bindings.llama_model_default_params = without_extra_buffers
+        try:
+            yield
+        finally:
+            bindings.llama_model_default_params = default_params
+
+
 class LlamaCppBackend(Backend):
     """Loads the model on first use; one request at a time, since a llama.cpp context is not thread-safe."""
 
@@ -58,7 +87,7 @@ class LlamaCppBackend(Backend):
         if self._model is None:
             from llama_cpp import Llama
 
-            with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull), _plain_weight_buffers():
                 self._model = Llama(
                     model_path=str(self._model_path),
                     n_ctx=self._context_tokens,
