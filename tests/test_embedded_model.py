@@ -95,3 +95,14 @@ def test_the_unsandboxing_experiment_on_the_embedded_model(tmp_path: Path) -> No
     low, high = result["interval_95"]
     assert 0.0 <= low <= high <= 1.0
     assert result["paper"]["gpt-4"]["without_warning"] == 0.0042
+
+
+def test_models_load_their_weights_into_plain_cpu_buffers() -> None:
+    """llama.cpp's AMX weight buffer crashes the process on AMX machines of this kind; it is never used."""
+    from llama_cpp import llama_cpp as bindings
+
+    from selftaught.llm.llamacpp import _plain_weight_buffers
+
+    with _plain_weight_buffers():
+        assert bindings.llama_model_default_params().use_extra_bufts is False
+    assert bindings.llama_model_default_params().use_extra_bufts is True
