@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from selftaught.sandbox.cgroups import PROCESS_LIMIT
 from selftaught.sandbox.launcher import CallRefused, Launcher
 from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
 
@@ -140,3 +141,37 @@ def test_children_share_cgroup_memory_and_process_limits(launcher: Launcher) -> 
     memberships = Path(f"/proc/{server.pid}/cgroup").read_text()
     assert "memory:" in memberships and "selftaught-" in memberships.split("memory:")[1].splitlines()[0]
     assert "selftaught-" in memberships.split("pids:")[1].splitlines()[0]
+
+
+def test_an_early_exit_reports_its_exit_code(launcher: Launcher) -> None:
+    outcome = run_algorithm(launcher, "import os\nos._exit(3)\n")
+    assert outcome.exit_code == 3 and outcome.problem == "exited without a result (exit code 3)"
+
+
+def zygote_children(launcher: Launcher) -> list[str]:
+    pid = launcher._server().pid
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+
+def test_finished_children_are_reaped_and_nothing_of_them_is_kept(launcher: Launcher) -> None:
+    for _ in range(30):
+        assert run_algorithm(launcher, "def algorithm():\n    return 1\n").problem is None
+    # Exited children are reaped when the next request reaches the fork server: at most the last one is left.
+    assert len(zygote_children(launcher)) <= 1
+    server = launcher._server()
+    assert not server._exits and not server._waiting  # the host asks for exit codes only when it needs them
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="cgroup limits are set up only when running as root")
+def test_a_failed_fork_is_reported_and_the_fork_server_goes_on(launcher: Launcher) -> None:
+    launcher.start()
+    assert launcher._cgroup is not None, launcher.cgroup_problem
+    pids = next(folder for folder in launcher._cgroup.folders if "/pids/" in str(folder))
+    limit = pids / "pids.max"
+    limit.write_text((pids / "pids.current").read_text().strip())  # no room for one more process
+    try:
+        outcome = run_algorithm(launcher, "def algorithm():\n    return 1\n")
+    finally:
+        limit.write_text(str(PROCESS_LIMIT))
+    assert "the sandbox could not start a process for this job" in (outcome.problem or "")
+    assert run_algorithm(launcher, "def algorithm():\n    return 2\n").instances[0]["output"] == 2

@@ -1,18 +1,18 @@
 """Host side of the fork server: starts the zygote once, asks it for one child per job, learns how children exit.
 
-A reader thread takes the zygote's messages apart: answers to spawn requests (in order) and exit
-statuses (any time). Spawning is serialized; waiting and killing are not.
+Jobs are numbered by the host, so spawning and killing need no answer. The zygote speaks only when
+asked for a job's exit status; a reader thread takes those answers. Requests are serialized;
+waiting is not.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
+import itertools
 import socket
 import subprocess
 import sys
 import threading
-from concurrent.futures import Future
 from pathlib import Path
 
 from selftaught.errors import SandboxError
@@ -61,10 +61,11 @@ class ForkServer:
         )
         zygote_end.close()
         self._control = host_end
-        self._spawn_lock = threading.Lock()
-        # Answers to spawn requests arrive in request order; each request waits on its own future.
-        self._spawned: collections.deque[Future[int]] = collections.deque()
-        self._exits: dict[int, int] = {}
+        self._send_lock = threading.Lock()
+        self._job_numbers = itertools.count(1)
+        # The jobs whose exit status is being waited for, and the statuses that arrived for them.
+        self._waiting: set[int] = set()
+        self._exits: dict[int, int | None] = {}
         self._cached: set[str] = set()
         self._exited = threading.Condition()
         self._alive = True
@@ -89,52 +90,56 @@ class ForkServer:
         try:
             while True:
                 message = protocol.receive_message(self._control)
-                if message["kind"] == "spawned":
-                    self._spawned.popleft().set_result(int(message["pid"]))
-                elif message["kind"] == "exited":
+                if message["kind"] == "exited":
                     with self._exited:
-                        self._exits[int(message["pid"])] = int(message["status"])
+                        job, status = int(message["job"]), message["status"]
+                        if job in self._waiting:
+                            self._exits[job] = int(status) if isinstance(status, int) else None
                         self._exited.notify_all()
-        except (OSError, protocol.ProtocolError, IndexError):
+        except (OSError, protocol.ProtocolError, KeyError, ValueError, TypeError):
             with self._exited:
                 self._alive = False
                 self._exited.notify_all()
-            for pending in self._spawned:
-                pending.set_exception(SandboxError("the fork server has stopped"))
 
-    def spawn(self, channel: socket.socket, output_fd: int, scratch: str) -> Future[int]:
-        """Asks for a child serving the job on `channel`; its pid (in the zygote's namespace) arrives later.
+    def spawn(self, channel: socket.socket, output_fd: int, scratch: str) -> int:
+        """Has the zygote fork a child serving the job on `channel`; returns the job's number.
 
         The host need not wait for the fork: the child reads its job whenever it is ready.
         """
-        pid: Future[int] = Future()
-        with self._spawn_lock:
+        with self._send_lock:
             if not self._alive:
                 raise SandboxError("the fork server has stopped")
-            self._spawned.append(pid)
-            frame = protocol.frame({"kind": "spawn", "scratch": scratch})
+            job = next(self._job_numbers)
+            frame = protocol.frame({"kind": "spawn", "job": job, "scratch": scratch})
             socket.send_fds(self._control, [frame], [channel.fileno(), output_fd])
-        return pid
+        return job
 
     def cache_instances(self, key: str, instances: protocol.RawJSON) -> None:
         """Has the zygote decode task instances once; children then find them in memory by `key`."""
-        with self._spawn_lock:
+        with self._send_lock:
             if key not in self._cached:
                 protocol.send_message(self._control, {"kind": "instances", "key": key, "instances": instances})
                 self._cached.add(key)
 
-    def wait(self, pid: int, timeout: float) -> int | None:
-        """The child's exit code (negative for a signal), or None if it is still running after `timeout`."""
+    def wait(self, job: int, timeout: float) -> int | None:
+        """The job's exit code (negative for a signal), or None if it is still running after `timeout`."""
         with self._exited:
-            self._exited.wait_for(lambda: pid in self._exits or not self._alive, timeout=timeout)
-            return self._exits.pop(pid, None)
+            self._waiting.add(job)
+        self._send({"kind": "wait", "job": job})
+        with self._exited:
+            self._exited.wait_for(lambda: job in self._exits or not self._alive, timeout=timeout)
+            self._waiting.discard(job)
+            return self._exits.pop(job, None)
 
-    def kill(self, pid: int) -> None:
-        """Kills the child's whole process group."""
-        with self._spawn_lock:
+    def kill(self, job: int) -> None:
+        """Kills the job's whole process group."""
+        self._send({"kind": "kill", "job": job})
+
+    def _send(self, request: dict[str, object]) -> None:
+        with self._send_lock:
             if self._alive:
                 with contextlib.suppress(OSError):
-                    protocol.send_message(self._control, {"kind": "kill", "pid": pid})
+                    protocol.send_message(self._control, request)
 
     def close(self) -> None:
         self._alive = False

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,6 @@ from selftaught.sandbox.fork_server import ForkServer
 
 RUNNER = Path(__file__).parent / "child" / "runner.py"
 EXIT_GRACE_SECONDS = 2.0
-SPAWN_TIMEOUT_SECONDS = 10.0
 
 
 class OutputFile:
@@ -96,11 +94,5 @@ def spawn_child(channel: socket.socket, scratch: str, output: OutputFile, enviro
 
 def fork_child(server: ForkServer, channel: socket.socket, scratch: str, output: OutputFile) -> ChildProcess:
     """A fork of the zygote: the interpreter and numpy are already loaded."""
-    pid = server.spawn(channel, output.write_fd, scratch)
-
-    def wait(timeout: float) -> int | None:
-        started = time.monotonic()
-        child = pid.result(timeout=SPAWN_TIMEOUT_SECONDS)
-        return server.wait(child, max(0.0, timeout - (time.monotonic() - started)))
-
-    return ChildProcess(wait=wait, kill=lambda: server.kill(pid.result(timeout=SPAWN_TIMEOUT_SECONDS)))
+    job = server.spawn(channel, output.write_fd, scratch)
+    return ChildProcess(wait=lambda timeout: server.wait(job, timeout), kill=lambda: server.kill(job))

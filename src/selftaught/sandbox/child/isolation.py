@@ -8,7 +8,9 @@ forbid both afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
 import os
 import platform
 import resource
@@ -188,8 +190,16 @@ def _statement(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("HBBI", code, jt, jf, k)
 
 
-def seccomp_program(machine: str, own_pid: int) -> bytes:
-    """A BPF filter: deny the syscalls above with EPERM; threads yes, processes no; signals only to itself."""
+#: The comparison with the filtering process's own pid; 0xFFFFFFFF is never a pid.
+OWN_PID_PLACEHOLDER = _statement(BPF_JEQ_K, 0xFFFFFFFF, jt=1)
+
+
+def seccomp_program(machine: str) -> bytes:
+    """A BPF filter: deny the syscalls above with EPERM; threads yes, processes no; signals only to itself.
+
+    The process's own pid is left as OWN_PID_PLACEHOLDER: the fork server builds the program once,
+    and each child fills in its pid.
+    """
     if machine not in AUDIT_ARCH:
         raise LayerUnavailable(f"no seccomp filter for the {machine} architecture")
     deny = _statement(BPF_RET_K, SECCOMP_RET_ERRNO | EPERM)
@@ -219,7 +229,7 @@ def seccomp_program(machine: str, own_pid: int) -> bytes:
         program += [
             _statement(BPF_JEQ_K, number, jf=4),
             _statement(BPF_LD_W_ABS, OFFSET_ARG0),
-            _statement(BPF_JEQ_K, own_pid, jt=1),
+            OWN_PID_PLACEHOLDER,
             deny,
             allow,
         ]
@@ -227,13 +237,41 @@ def seccomp_program(machine: str, own_pid: int) -> bytes:
     return b"".join(program)
 
 
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class _SeccompFilter:
+    """The filter program in memory, built once (by the fork server) so that a child only writes its pid into it."""
+
+    def __init__(self, program: bytes) -> None:
+        self._pid_offsets = [
+            offset + 4  # the comparison's operand follows its code (2 bytes) and jumps (1 + 1)
+            for offset in range(0, len(program), 8)
+            if program[offset : offset + 8] == OWN_PID_PLACEHOLDER
+        ]
+        self._program = bytearray(program)
+        self._buffer = (ctypes.c_char * len(program)).from_buffer(self._program)
+        self._fprog = _SockFprog(len(program) // 8, ctypes.addressof(self._buffer))
+
+    def install(self) -> None:
+        pid = struct.pack("I", os.getpid())
+        for offset in self._pid_offsets:
+            self._program[offset : offset + 4] = pid
+        _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+        _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(self._fprog), 0, 0), "seccomp filter")
+
+
+@functools.cache
+def _seccomp_filter() -> _SeccompFilter:
+    return _SeccompFilter(seccomp_program(platform.machine()))
+
+
+def prepare_seccomp() -> None:
+    """Builds the filter now (the fork server does, before forking), so children only fill in their pid."""
+    with contextlib.suppress(LayerUnavailable):
+        _seccomp_filter()
+
+
 def install_seccomp() -> None:
-    program = seccomp_program(platform.machine(), os.getpid())
-    buffer = ctypes.create_string_buffer(program, len(program))
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-    fprog = SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
-    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
-    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp filter")
+    _seccomp_filter().install()

@@ -3,10 +3,16 @@
 Started by the host (`zygote.py FD unshare|isolated PACKAGE_PATH...`) before any secret is loaded,
 with the children's whitelisted environment; `isolated` means bubblewrap already gave it an empty
 network namespace.
-Control messages arrive on file descriptor FD: a `spawn` request carries, as passed file
-descriptors, the job's channel and the file for the child's stdout and stderr; the zygote
-forks, answers with the child's pid, and later reports its exit status. Every child starts
-from the same clean, preloaded state and confines itself before running generated code.
+Requests arrive on file descriptor FD, each naming a job by the host's number: `spawn` carries, as
+passed file descriptors, the job's channel and the file for the child's stdout and stderr; `kill`
+ends a job's process group; `wait` asks for a job's exit status, which is the only answer the zygote
+ever sends. Every child starts from the same clean, preloaded state and confines itself before
+running generated code.
+
+Every fork write-protects the zygote's whole heap, so each page the zygote writes afterwards costs a
+copy-on-write fault while its children run. The loop is kept small for that reason: it answers
+nothing on the common path, reaps exited children when the next request arrives instead of on every
+SIGCHLD, and watches only the children the host waits for (through pidfds).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import collections
 import contextlib
 import gc
 import os
-import selectors
+import select
 import signal
 import socket
 import sys
@@ -27,18 +33,24 @@ import runner
 
 MAX_PASSED_FDS = 2
 MAX_DESCRIPTOR = 65536
-# A backstop only: SIGCHLD wakes the loop as soon as a child exits.
-REAP_INTERVAL_SECONDS = 0.5
+#: How many finished jobs the zygote remembers, for a late `kill` or `wait`.
+REMEMBERED_JOBS = 1000
+#: How often exits are polled for where pidfds are unavailable.
+POLL_SECONDS = 0.02
 
 
-def _fork_child(control: socket.socket, request: dict[str, Any], fds: list[int]) -> int:
+def _fork_child(request: dict[str, Any], fds: list[int]) -> int | None:
+    """Forks the job's child; None when the fork failed, which the job's channel then reports."""
     channel_fd, output_fd = fds
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as error:  # the pids limit, say
+        with contextlib.suppress(OSError), socket.socket(fileno=os.dup(channel_fd)) as channel:
+            failure = f"the sandbox could not start a process for this job: {error}"
+            protocol.send_message(channel, {"kind": protocol.FAILURE, "error": failure})
+        pid = None
     if pid == 0:
         try:
-            control.close()
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.setsid()
             os.dup2(output_fd, 1)
             os.dup2(output_fd, 2)
@@ -54,16 +66,91 @@ def _fork_child(control: socket.socket, request: dict[str, Any], fds: list[int])
     return pid
 
 
-def _reap(control: socket.socket, children: set[int], exited: collections.deque[int]) -> None:
-    for pid in list(children):
+class Jobs:
+    """The zygote's children by job number, their exit statuses, and the waits the host has asked for."""
+
+    def __init__(self, control: socket.socket) -> None:
+        self._control = control
+        self.running: dict[int, int] = {}  # job -> pid
+        self._finished: collections.OrderedDict[int, tuple[int, int | None]] = collections.OrderedDict()
+        self._pids: dict[int, int] = {}  # pid -> job, for the children still running
+        self.waits: dict[int, int | None] = {}  # job -> its pidfd, or None where pidfds are unavailable
+
+    def started(self, job: int, pid: int | None) -> None:
+        if pid is None:
+            self._finish(job, 0, None)
+        else:
+            self.running[job] = pid
+            self._pids[pid] = job
+
+    def kill(self, job: int) -> None:
+        pid = self.running.get(job) or self._finished.get(job, (0, None))[0]
+        if pid:  # the group may outlive its leader
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+    def wait(self, job: int) -> None:
+        if job in self._finished or job not in self.running:
+            self._answer(job)
+            return
         try:
-            finished, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            finished, status = pid, 0
-        if finished:
-            children.discard(pid)
-            exited.append(pid)
-            protocol.send_message(control, {"kind": "exited", "pid": pid, "status": os.waitstatus_to_exitcode(status)})
+            self.waits[job] = os.pidfd_open(self.running[job])
+        except (AttributeError, OSError):
+            self.waits[job] = None
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            job = self._pids.pop(pid, None)
+            if job is not None:
+                del self.running[job]
+                self._finish(job, pid, os.waitstatus_to_exitcode(status))
+
+    def _finish(self, job: int, pid: int, status: int | None) -> None:
+        self._finished[job] = (pid, status)
+        if len(self._finished) > REMEMBERED_JOBS:
+            self._finished.popitem(last=False)
+        if job in self.waits:
+            pidfd = self.waits.pop(job)
+            if pidfd is not None:
+                os.close(pidfd)
+            self._answer(job)
+
+    def _answer(self, job: int) -> None:
+        status = self._finished[job][1] if job in self._finished else None
+        protocol.send_message(self._control, {"kind": "exited", "job": job, "status": status})
+
+
+def serve(control: socket.socket) -> None:
+    """Answers requests until the host closes the control socket."""
+    jobs = Jobs(control)
+    while True:
+        if jobs.waits:
+            pidfds = [fd for fd in jobs.waits.values() if fd is not None]
+            timeout = POLL_SECONDS if None in jobs.waits.values() else None
+            readable, _, _ = select.select([control.fileno(), *pidfds], [], [], timeout)
+            if control.fileno() not in readable:
+                jobs.reap()
+                continue
+        header, fds, _, _ = socket.recv_fds(control, protocol.HEADER.size, MAX_PASSED_FDS)
+        if not header:
+            return  # the host is gone
+        request = protocol.receive_body(control, header)
+        kind = request["kind"]
+        if kind == "spawn":
+            jobs.started(request["job"], _fork_child(request, fds))
+        elif kind == "instances":
+            runner.CACHED_INSTANCES[request["key"]] = runner.decode_instances(request["instances"])
+        elif kind == "kill":
+            jobs.kill(request["job"])
+        elif kind == "wait":
+            jobs.wait(request["job"])
+        jobs.reap()
 
 
 def main() -> None:
@@ -76,40 +163,12 @@ def main() -> None:
             isolation.isolate_network_keeping_identity()
         except isolation.LayerUnavailable as error:
             network = str(error)
-    # SIGCHLD writes to this pipe, so an exit is reported at once rather than at the next poll.
-    wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wakeup_write, warn_on_full_buffer=False)
-    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
-    children: set[int] = set()
-    # A child's process group may outlive its leader; the host may still ask to kill it.
-    exited: collections.deque[int] = collections.deque(maxlen=1000)
-    selector = selectors.DefaultSelector()
-    selector.register(control, selectors.EVENT_READ)
-    selector.register(wakeup_read, selectors.EVENT_READ)
+    isolation.prepare_seccomp()
     # Preloaded objects move to a permanent generation: a collection in a child then never walks (and
     # copies, page by page) the memory it shares with the zygote.
     gc.freeze()
     protocol.send_message(control, {"kind": "ready", "pid": os.getpid(), "network": network})
-    while True:
-        ready = {key.fileobj for key, _ in selector.select(timeout=REAP_INTERVAL_SECONDS if children else None)}
-        if wakeup_read in ready:
-            with contextlib.suppress(BlockingIOError):
-                os.read(wakeup_read, 4096)
-        if control in ready:
-            header, fds, _, _ = socket.recv_fds(control, protocol.HEADER.size, MAX_PASSED_FDS)
-            if not header:
-                return  # the host is gone
-            request = protocol.receive_body(control, header)
-            if request["kind"] == "spawn":
-                pid = _fork_child(control, request, fds)
-                children.add(pid)
-                protocol.send_message(control, {"kind": "spawned", "pid": pid})
-            elif request["kind"] == "instances":
-                runner.CACHED_INSTANCES[request["key"]] = runner.decode_instances(request["instances"])
-            elif request["kind"] == "kill" and (request["pid"] in children or request["pid"] in exited):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(request["pid"], signal.SIGKILL)
-        _reap(control, children, exited)
+    serve(control)
 
 
 if __name__ == "__main__":
