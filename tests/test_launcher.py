@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from selftaught.sandbox.cgroups import PROCESS_LIMIT
 from selftaught.sandbox.launcher import CallRefused, Launcher
 from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
+from selftaught.sandbox.processes import RUNNER
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +151,12 @@ def test_an_early_exit_reports_its_exit_code(launcher: Launcher) -> None:
     assert outcome.exit_code == 3 and outcome.problem == "exited without a result (exit code 3)"
 
 
+def test_the_last_outputs_come_back_even_when_too_large_to_travel_together(launcher: Launcher) -> None:
+    outcome = run_algorithm(launcher, "def algorithm():\n    return 'x' * 9_000_000\n", instances=2)
+    assert outcome.problem is None
+    assert [len(result["output"]) for result in outcome.instances] == [9_000_000, 9_000_000]
+
+
 def zygote_children(launcher: Launcher) -> list[str]:
     pid = launcher._server().pid
     return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -175,3 +184,11 @@ def test_a_failed_fork_is_reported_and_the_fork_server_goes_on(launcher: Launche
         limit.write_text(str(PROCESS_LIMIT))
     assert "the sandbox could not start a process for this job" in (outcome.problem or "")
     assert run_algorithm(launcher, "def algorithm():\n    return 2\n").instances[0]["output"] == 2
+
+
+def test_a_child_exits_at_idle_priority() -> None:
+    """After its last message a child runs at SCHED_IDLE, so the host it just woke never waits behind its exit."""
+    check = "import os, runner\nrunner.yield_to_host()\nprint(os.sched_getscheduler(0) == os.SCHED_IDLE)\n"
+    folder = RUNNER.parent
+    completed = subprocess.run([sys.executable, "-c", check], cwd=folder, capture_output=True, text=True, check=True)
+    assert completed.stdout.strip() == "True"

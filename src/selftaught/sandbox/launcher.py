@@ -154,6 +154,20 @@ class Launcher:
             self._server().cache_instances(job["instances_key"], job["instances"])
             job = {key: value for key, value in job.items() if key != "instances"}
         scratch = self._scratch()
+        try:  # framed before the child is started, so the host waits on the channel right after starting it
+            job_frame = protocol.frame(
+                {
+                    "kind": protocol.JOB,
+                    **job,
+                    "limits": limits.rlimits(),
+                    "package_paths": self._shim.paths(),
+                    "isolation": self._isolation(),
+                    "scratch": scratch,
+                }
+            )
+        except protocol.ProtocolError as error:
+            shutil.rmtree(scratch, ignore_errors=True)
+            return ChildOutcome(violation=f"channel to the child failed: {error}")
         output = OutputFile(scratch)
         host_end, child_end = socket.socketpair()
         try:
@@ -168,15 +182,7 @@ class Launcher:
             output.close_writer()
         outcome: dict[str, Any] = {}
         try:
-            full_job = {
-                "kind": protocol.JOB,
-                **job,
-                "limits": limits.rlimits(),
-                "package_paths": self._shim.paths(),
-                "isolation": self._isolation(),
-                "scratch": scratch,
-            }
-            protocol.send_message(host_end, full_job)
+            host_end.sendall(job_frame)
             outcome = _serve(host_end, limits.wall_seconds, serve)
         except (OSError, protocol.ProtocolError) as error:
             outcome = {"violation": f"channel to the child failed: {error}"}

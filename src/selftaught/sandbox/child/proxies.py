@@ -46,6 +46,11 @@ class Channel:
         with self._lock:
             protocol.send_message(self._sock, message)
 
+    def send_frames(self, frames: bytes) -> None:
+        """Sends messages already framed, in one write."""
+        with self._lock:
+            self._sock.sendall(frames)
+
     def notify(self, name: str, detail: dict[str, Any]) -> None:
         self.send({"kind": protocol.EVENT, "name": name, "detail": detail})
 

@@ -42,6 +42,8 @@ RLIMITS = {
 
 
 FLUSH_SECONDS = 0.1
+#: The job's last messages up to this size fit a local socket's buffer (208 KiB by default on Linux).
+BUFFERED_BYTES = 64 * 1024
 
 
 class InstanceTimeout(BaseException):
@@ -139,10 +141,14 @@ def run_algorithm(channel: proxies.Channel, job: dict[str, Any]) -> None:
         result["elapsed_seconds"] = time.perf_counter() - started
         batch.append(result)
         # Results go out in batches, at least every FLUSH_SECONDS, so a killed child loses little.
-        if index == len(instances) - 1 or time.monotonic() - last_flush > FLUSH_SECONDS:
+        if time.monotonic() - last_flush > FLUSH_SECONDS:
             send_results(channel, batch)
             batch, last_flush = [], time.monotonic()
-    channel.send({"kind": protocol.RESULT, "value": None})
+    try:
+        finish(channel, {"kind": protocol.INSTANCES, "results": batch}, {"kind": protocol.RESULT, "value": None})
+    except protocol.ProtocolError:  # too large together
+        send_results(channel, batch)
+        finish(channel, {"kind": protocol.RESULT, "value": None})
 
 
 def send_results(channel: proxies.Channel, batch: list[dict[str, Any]]) -> None:
@@ -163,7 +169,7 @@ def run_improver(channel: proxies.Channel, job: dict[str, Any]) -> None:
     language_model = proxies.LanguageModel(channel, job["language_model"])
     seed_generators(int(job["seed"]))
     value = function(job["initial_solution"], utility, language_model)
-    channel.send({"kind": protocol.RESULT, "value": protocol.encode_value(value)})
+    finish(channel, {"kind": protocol.RESULT, "value": protocol.encode_value(value)})
 
 
 JOBS = {"algorithm": run_algorithm, "improver": run_improver}
@@ -209,13 +215,37 @@ def serve_job(sock: socket.socket, preloaded: bool = False) -> None:
         JOBS[job["job"]](channel, job)
     except BaseException as error:
         with contextlib.suppress(OSError, protocol.ProtocolError):
-            channel.send({"kind": protocol.FAILURE, "error": describe_failure(error)})
+            finish(channel, {"kind": protocol.FAILURE, "error": describe_failure(error)})
     finally:
+        yield_to_host()
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
         # Skip interpreter teardown: threads or atexit hooks left by generated code must not delay the exit.
         os._exit(0)
+
+
+def finish(channel: proxies.Channel, *messages: dict[str, Any]) -> None:
+    """Sends the job's last messages in one write, so that the host wakes once for all of them.
+
+    After them the child only exits, which frees its memory: the host must not wait behind that.
+    A write that fits the socket's buffer needs no more CPU time from the child once started, so
+    the child drops to idle priority first; a larger one may wait for the host to read it, so the
+    child keeps its priority until it is done (and drops it on the way out, in serve_job).
+    """
+    frames = b"".join(protocol.frame(message) for message in messages)  # ProtocolError if one is too large
+    if len(frames) <= BUFFERED_BYTES:
+        yield_to_host()
+    channel.send_frames(frames)
+
+
+def yield_to_host() -> None:
+    """Runs the rest of this child at idle priority: only otherwise idle CPU time goes to its exit.
+
+    The host woken by the child's last message then runs on this core at once.
+    """
+    with contextlib.suppress(OSError):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def confine(layers: dict[str, Any], scratch: str) -> dict[str, str]:
