@@ -10,6 +10,7 @@ its calls, so a slow language model never times out an improver. Safe to use fro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -182,7 +183,8 @@ class Launcher:
             output.close_writer()
         outcome: dict[str, Any] = {}
         try:
-            host_end.sendall(job_frame)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                host_end.sendall(job_frame)  # a child gone already may have said why on the channel: read on
             outcome = _serve(host_end, limits.wall_seconds, serve)
         except (OSError, protocol.ProtocolError) as error:
             outcome = {"violation": f"channel to the child failed: {error}"}
