@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from fake_servers import FakeServer, fake_server
 from selftaught.llm.base import ChatMessage, CompletionRequest
-from selftaught.llm.llamacpp import CONTEXT_TOKENS, embedded_model_path
+from selftaught.llm.llamacpp import CONTEXT_TOKENS, embedded_model_path, plain_weight_buffers
 from selftaught.llm.registry import create_backend
 
 LATENCY_SECONDS = 0.3
@@ -64,12 +64,13 @@ def embedded(tokens: int) -> tuple[float, float]:
     from llama_cpp import Llama
 
     backend = create_backend("llamacpp:smollm2")
-    direct = Llama(
-        model_path=str(embedded_model_path("smollm2")),
-        n_ctx=CONTEXT_TOKENS,
-        n_threads=os.cpu_count() or 1,  # as selftaught's backend does
-        verbose=False,
-    )
+    with plain_weight_buffers():  # as selftaught's backend loads it, so only the wrapping is compared
+        direct = Llama(
+            model_path=str(embedded_model_path("smollm2")),
+            n_ctx=CONTEXT_TOKENS,
+            n_threads=os.cpu_count() or 1,  # as selftaught's backend does
+            verbose=False,
+        )
     messages = [{"role": m.role, "content": m.content} for m in PROMPT]
     backend.complete(request(1, 8))  # load
     ours = theirs = 0.0

@@ -101,8 +101,8 @@ def test_models_load_their_weights_into_plain_cpu_buffers() -> None:
     """llama.cpp's AMX weight buffer crashes the process on AMX machines of this kind; it is never used."""
     from llama_cpp import llama_cpp as bindings
 
-    from selftaught.llm.llamacpp import _plain_weight_buffers
+    from selftaught.llm.llamacpp import plain_weight_buffers
 
-    with _plain_weight_buffers():
+    with plain_weight_buffers():
         assert bindings.llama_model_default_params().use_extra_bufts is False
     assert bindings.llama_model_default_params().use_extra_bufts is True

@@ -42,7 +42,7 @@ _default_params_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def _plain_weight_buffers() -> Iterator[None]:
+def plain_weight_buffers() -> Iterator[None]:
     """Models loaded meanwhile keep their weights in plain CPU buffers, not llama.cpp's "extra" buffer types.
 
     One of those, the AMX buffer, crashes the process (SIGSEGV in ggml_backend_amx_mul_mat) on the
@@ -87,7 +87,7 @@ class LlamaCppBackend(Backend):
         if self._model is None:
             from llama_cpp import Llama
 
-            with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull), _plain_weight_buffers():
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull), plain_weight_buffers():
                 self._model = Llama(
                     model_path=str(self._model_path),
                     n_ctx=self._context_tokens,
