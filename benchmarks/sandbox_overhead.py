@@ -6,16 +6,20 @@ sandbox's own cost shows): the reference code's way (`exec` in the host process,
 all), a fresh interpreter per evaluation, and the fork server, both with every isolation layer
 on. Throughput through the fork server with 1 and 2 workers is measured for the seed solution
 (overhead only) and for a brute-force solution (about 40 ms of numpy work per evaluation, like
-the improved solutions a real model writes). Usage: python benchmarks/sandbox_overhead.py [--evaluations N]
+the improved solutions a real model writes), in alternating rounds whose medians are reported, beside
+how many cores the whole machine kept busy with one worker (the host, the fork server, the child and
+the kernel's work for them). Usage: python benchmarks/sandbox_overhead.py [--evaluations N] [--rounds N]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -63,12 +67,30 @@ def latencies(evaluate: Callable[[], float], count: int) -> list[float]:
     return samples
 
 
-def throughput(evaluate: Callable[[], float], count: int, workers: int) -> float:
+def busy_jiffies() -> int:
+    """CPU time the whole machine spent on anything but idling, in clock ticks (Linux)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4]  # idle, iowait
+
+
+def throughput(evaluate: Callable[[], float], count: int, workers: int) -> tuple[float, float]:
+    """Evaluations per second, and the cores kept busy meanwhile."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(lambda _: evaluate(), range(workers)))  # warm up
-        started = time.perf_counter()
+        started, busy = time.perf_counter(), busy_jiffies()
         list(pool.map(lambda _: evaluate(), range(count)))
-    return count / (time.perf_counter() - started)
+        elapsed, busy = time.perf_counter() - started, busy_jiffies() - busy
+    return count / elapsed, busy / os.sysconf("SC_CLK_TCK") / elapsed
+
+
+def rates(evaluate: Callable[[], float], count: int, rounds: int) -> tuple[float, float, float]:
+    """Median evaluations per second with 1 and with 2 workers, measured in alternation, and the cores 1 worker keeps busy."""
+    measured = [(throughput(evaluate, count, 1), throughput(evaluate, count, 2)) for _ in range(rounds)]
+    return (
+        statistics.median(one for (one, _), _ in measured),
+        statistics.median(two for _, (two, _) in measured),
+        statistics.median(cores for (_, cores), _ in measured),
+    )
 
 
 def milliseconds(samples: list[float]) -> tuple[str, str]:
@@ -79,8 +101,10 @@ def milliseconds(samples: list[float]) -> tuple[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--evaluations", type=int, default=200, help="evaluations per measurement")
-    count = parser.parse_args().evaluations
+    parser.add_argument("--evaluations", type=int, default=300, help="evaluations per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of 1 and 2 workers")
+    arguments = parser.parse_args()
+    count, rounds = arguments.evaluations, arguments.rounds
 
     fork_launcher = Launcher(SandboxPolicy(fork_server=True))
     spawn_launcher = Launcher(SandboxPolicy(fork_server=False))
@@ -98,9 +122,9 @@ def main() -> None:
         ]
         brute_force = sandboxed(SolutionEvaluator(fork_launcher), BRUTE_FORCE_SOLUTION)
         assert brute_force() > 0.9, "the brute-force solution should solve LPN"
-        rates = {
-            name: (throughput(evaluate, count, workers=1), throughput(evaluate, count, workers=2))
-            for name, evaluate in (("seed solution", fork_evaluate), ("brute-force solution", brute_force))
+        measured = {
+            "seed solution": rates(fork_evaluate, count, rounds),
+            "brute-force solution": rates(brute_force, max(20, count // 5), rounds),
         }
     finally:
         fork_launcher.close()
@@ -112,11 +136,11 @@ def main() -> None:
     for name, samples in rows:
         median, p95 = milliseconds(samples)
         print(f"| {name} | {median} | {p95} |")
-    print(f"\nfork server, all layers{bwrap_note}: evaluations per second\n")
-    print("| solution | 1 worker | 2 workers | ratio |")
-    print("|---|---|---|---|")
-    for name, (one, two) in rates.items():
-        print(f"| {name} | {one:.0f} | {two:.0f} | {two / one:.2f}x |")
+    print(f"\nfork server, all layers{bwrap_note}: evaluations per second, medians of {rounds} rounds\n")
+    print("| solution | 1 worker | 2 workers | ratio | cores busy with 1 worker |")
+    print("|---|---|---|---|---|")
+    for name, (one, two, cores) in measured.items():
+        print(f"| {name} | {one:.0f} | {two:.0f} | {two / one:.2f}x | {cores:.2f} |")
 
 
 if __name__ == "__main__":
