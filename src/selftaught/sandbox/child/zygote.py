@@ -39,7 +39,7 @@ REMEMBERED_JOBS = 1000
 POLL_SECONDS = 0.02
 
 
-def _fork_child(request: dict[str, Any], fds: list[int]) -> int | None:
+def _fork_child(control: socket.socket, request: dict[str, Any], fds: list[int]) -> int | None:
     """Forks the job's child; None when the fork failed, which the job's channel then reports."""
     channel_fd, output_fd = fds
     try:
@@ -51,6 +51,7 @@ def _fork_child(request: dict[str, Any], fds: list[int]) -> int | None:
         pid = None
     if pid == 0:
         try:
+            control.close()
             os.setsid()
             os.dup2(output_fd, 1)
             os.dup2(output_fd, 2)
@@ -73,7 +74,6 @@ class Jobs:
         self._control = control
         self.running: dict[int, int] = {}  # job -> pid
         self._finished: collections.OrderedDict[int, tuple[int, int | None]] = collections.OrderedDict()
-        self._pids: dict[int, int] = {}  # pid -> job, for the children still running
         self.waits: dict[int, int | None] = {}  # job -> its pidfd, or None where pidfds are unavailable
 
     def started(self, job: int, pid: int | None) -> None:
@@ -81,7 +81,6 @@ class Jobs:
             self._finish(job, 0, None)
         else:
             self.running[job] = pid
-            self._pids[pid] = job
 
     def kill(self, job: int) -> None:
         pid = self.running.get(job) or self._finished.get(job, (0, None))[0]
@@ -106,7 +105,8 @@ class Jobs:
                 return
             if pid == 0:
                 return
-            job = self._pids.pop(pid, None)
+            # A few children run at once: a scan is cheaper than keeping the reverse mapping in step.
+            job = next((job for job, running_pid in self.running.items() if running_pid == pid), None)
             if job is not None:
                 del self.running[job]
                 self._finish(job, pid, os.waitstatus_to_exitcode(status))
@@ -143,7 +143,7 @@ def serve(control: socket.socket) -> None:
         request = protocol.receive_body(control, header)
         kind = request["kind"]
         if kind == "spawn":
-            jobs.started(request["job"], _fork_child(request, fds))
+            jobs.started(request["job"], _fork_child(control, request, fds))
         elif kind == "instances":
             runner.CACHED_INSTANCES[request["key"]] = runner.decode_instances(request["instances"])
         elif kind == "kill":
