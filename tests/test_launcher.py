@@ -140,7 +140,7 @@ def test_calls_are_served_and_refusals_arrive_as_exceptions(launcher: Launcher) 
 def test_children_share_cgroup_memory_and_process_limits(launcher: Launcher) -> None:
     launcher.start()
     assert launcher.cgroup_limits is not None, launcher.cgroup_problem
-    server = launcher._server()
+    server = launcher._fork_servers.first()
     memberships = Path(f"/proc/{server.pid}/cgroup").read_text()
     assert "memory:" in memberships and "selftaught-" in memberships.split("memory:")[1].splitlines()[0]
     assert "selftaught-" in memberships.split("pids:")[1].splitlines()[0]
@@ -158,7 +158,7 @@ def test_the_last_outputs_come_back_even_when_too_large_to_travel_together(launc
 
 
 def zygote_children(launcher: Launcher) -> set[str]:
-    pid = launcher._server().pid
+    pid = launcher._fork_servers.first().pid
     return set(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
 
 
@@ -179,7 +179,7 @@ def test_finished_children_are_reaped_and_nothing_of_them_is_kept(launcher: Laun
     # The fork server reaps every exited child when its next request arrives.
     assert run_algorithm(launcher, "def algorithm():\n    return 1\n").problem is None
     assert not finished & zygote_children(launcher)
-    server = launcher._server()
+    server = launcher._fork_servers.first()
     assert not server._exits and not server._waiting  # the host asks for exit codes only when it needs them
 
 

@@ -68,7 +68,7 @@ class SandboxReport:
             if name in ROOT_ONLY_LAYERS and not running_as_root():
                 states[name] = "not needed (not running as root)"
             elif name == "network_namespace" and self.network_inherited:
-                states[name] = "active (one for all children, made by the fork server)"
+                states[name] = "active (made by each fork server, shared by its children)"
             else:
                 states[name] = self.missing.get(name, "active")
         states["cgroups"] = self.cgroups
@@ -105,7 +105,7 @@ def probe(launcher: Launcher) -> SandboxReport:
         cgroups=f"active ({launcher.cgroup_limits})"
         if launcher.cgroup_limits
         else launcher.cgroup_problem or "not used",
-        bubblewrap="active (the fork server runs inside bwrap)"
+        bubblewrap="active (each fork server runs inside bwrap)"
         if launcher.uses_bubblewrap
         else "not installed (apt-get install bubblewrap)"
         if bwrap_path() is None

@@ -1,18 +1,21 @@
-"""Host side of the fork server: starts the zygote once, asks it for one child per job, learns how children exit.
+"""Host side of the fork servers: starts zygotes, asks them for one child per job, learns how children exit.
 
-Jobs are numbered by the host, so spawning and killing need no answer. The zygote speaks only when
-asked for a job's exit status; a reader thread takes those answers. Requests are serialized;
-waiting is not.
+Jobs are numbered by the host, so spawning and killing need no answer. A zygote speaks only when
+asked for a job's exit status; a reader thread takes those answers. Requests to one zygote are
+serialized; waiting is not. A pool grows to one zygote per concurrent job, up to one per core.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from selftaught.errors import SandboxError
@@ -151,3 +154,84 @@ class ForkServer:
             self._process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self._process.kill()
+
+
+class ForkServerPool:
+    """Fork servers started as concurrent jobs need them, up to one per core; each job takes the least busy one.
+
+    One zygote forks one child at a time and does its bookkeeping between forks, so jobs started
+    together on one zygote queue behind each other while a core idles. Once there are several, each
+    zygote (and so each child it forks) keeps to a core of its own: left to the scheduler, two
+    evaluations' short hand-offs often end up queued on one core while the other idles. A lone
+    zygote is left free, so one busy core never holds up evaluations run one at a time. Every
+    zygote is a fresh interpreter started with the children's environment, so one started late
+    holds no more of the host than the first.
+    """
+
+    def __init__(self, start: Callable[[], ForkServer], cores: list[int]) -> None:
+        self._start = start
+        self._cores = cores
+        self._limit = max(1, len(cores))
+        self._running: dict[ForkServer, int] = {}  # server -> jobs running on it now
+        self._lock = threading.Lock()
+        # A zygote dies with the thread that started it (PR_SET_PDEATHSIG, bwrap's --die-with-parent
+        # follow the parent thread): this one lives until the pool closes, unlike a caller's worker thread.
+        self._starter: ThreadPoolExecutor | None = None
+
+    def first(self) -> ForkServer:
+        """The first fork server, started now if it was not yet; it decides what children inherit."""
+        with self._lock:
+            if not self._running:
+                self._add()
+            return next(iter(self._running))
+
+    @contextlib.contextmanager
+    def acquire(self) -> Iterator[ForkServer]:
+        """The fork server for one job, counted as busy until the job ends."""
+        with self._lock:
+            if not self._running or (len(self._running) < self._limit and all(self._running.values())):
+                self._add()
+            server = min(self._running, key=self._running.__getitem__)
+            self._running[server] += 1
+        try:
+            yield server
+        finally:
+            with self._lock:
+                if server in self._running:  # not closed meanwhile
+                    self._running[server] -= 1
+
+    def _add(self) -> None:
+        first = next(iter(self._running), None)
+        if self._starter is None:
+            self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fork-server-starter")
+        try:
+            server = self._starter.submit(self._start).result()
+        except SandboxError:
+            if first is None:
+                raise
+            self._limit = len(self._running)  # the machine has no room for more: the running ones will do
+            return
+        if first is not None and server.network_isolated != first.network_isolated:
+            # The children's layers were chosen for the first one's network: a different one cannot serve them.
+            server.close()
+            self._limit = len(self._running)
+            return
+        self._running[server] = 0
+        if len(self._running) > 1:
+            for core, running in zip(self._cores, self._running, strict=False):
+                with contextlib.suppress(OSError):  # gone, or not ours to move: it runs unpinned
+                    os.sched_setaffinity(running.pid, {core})
+
+    @property
+    def servers(self) -> list[ForkServer]:
+        with self._lock:
+            return list(self._running)
+
+    def close(self) -> None:
+        with self._lock:
+            servers, self._running = list(self._running), {}
+            starter, self._starter = self._starter, None
+        for server in servers:
+            server.close()
+        if starter is not None:
+            starter.shutdown(wait=False)

@@ -27,7 +27,7 @@ from selftaught.sandbox.bubblewrap import bwrap_command, bwrap_path
 from selftaught.sandbox.cgroups import CgroupUnavailable, ChildrenCgroup
 from selftaught.sandbox.child import isolation, protocol
 from selftaught.sandbox.executor import CallHandler
-from selftaught.sandbox.fork_server import ForkServer
+from selftaught.sandbox.fork_server import ForkServer, ForkServerPool
 from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
 from selftaught.sandbox.packages import PackageShim
 from selftaught.sandbox.policy import CHILD_FOLDER, SandboxPolicy, readable_paths, running_as_root
@@ -60,9 +60,8 @@ class Launcher:
     def __init__(self, policy: SandboxPolicy | None = None, allowed_packages: tuple[str, ...] = ("numpy",)) -> None:
         self.policy = policy or SandboxPolicy()
         self._shim = PackageShim(allowed_packages)
-        self._fork_server: ForkServer | None = None
         self._layers: dict[str, Any] | None = None
-        self._start_lock = threading.Lock()
+        self._layers_lock = threading.Lock()
         self._cgroup: ChildrenCgroup | None = None
         # Every child's scratch directory lives here: one folder to mount into bubblewrap.
         self._scratch_root = tempfile.mkdtemp(prefix="selftaught-scratch-")
@@ -75,38 +74,23 @@ class Launcher:
                 self.cgroup_problem = None
             except CgroupUnavailable as error:
                 self.cgroup_problem = str(error)
+        starter = _ForkServerStarter(self._shim, self._scratch_root, self._cgroup, self.uses_bubblewrap)
+        self._fork_servers = ForkServerPool(starter, cores=sorted(os.sched_getaffinity(0)))
         # The host's memory and /proc files (where API keys live) stay out of reach of same-user processes.
         isolation.make_undumpable()
-        # The fork server, folders and cgroups go away at exit even when nobody calls close().
-        self._resources = _Resources(self._scratch_root, self._cgroup, self._shim)
+        # The fork servers, folders and cgroups go away at exit even when nobody calls close().
+        self._resources = _Resources(self._scratch_root, self._cgroup, self._shim, self._fork_servers)
         self._cleanup = weakref.finalize(self, self._resources.release)
 
     def start(self) -> None:
-        """Starts the fork server now (it starts on first use otherwise); call before loading any secret."""
+        """Starts the first fork server now (it starts on first use otherwise); call before loading any secret."""
         if self.policy.fork_server:
-            self._server()
-
-    def _server(self) -> ForkServer:
-        with self._start_lock:
-            if self._fork_server is None:
-                self._fork_server = ForkServer(CHILD_ENVIRONMENT, self._shim.paths(), self._bwrap_prefix())
-                self._resources.fork_server = self._fork_server
-                if self._cgroup is not None:
-                    self._cgroup.add(self._fork_server.pid)  # every child forked from now on inherits the limits
-            return self._fork_server
+            self._fork_servers.first()
 
     @property
     def uses_bubblewrap(self) -> bool:
         wanted = self.policy.bubblewrap
         return self.policy.fork_server and (bool(wanted) or (wanted is None and bwrap_path() is not None))
-
-    def _bwrap_prefix(self) -> list[str]:
-        if not self.uses_bubblewrap:
-            return []
-        if bwrap_path() is None:
-            raise SandboxError("the strong sandbox needs bubblewrap: apt-get install bubblewrap")
-        read_only = [str(CHILD_FOLDER), *self._shim.paths(), *readable_paths(self._shim.paths())]
-        return bwrap_command(read_only, [self._scratch_root])
 
     @property
     def cgroup_limits(self) -> str | None:
@@ -114,14 +98,12 @@ class Launcher:
         return self._cgroup.describe() if self._cgroup is not None else None
 
     def close(self) -> None:
-        with self._start_lock:
-            self._fork_server = None
-            self._cleanup()
+        self._cleanup()
 
     def _isolation(self) -> dict[str, Any]:
         if self.policy.fork_server:
-            self._server()  # whether children inherit its network namespace decides a layer
-        with self._start_lock:
+            self._fork_servers.first()  # whether children inherit its network namespace decides a layer
+        with self._layers_lock:
             if self._layers is None:
                 self._layers = self.policy.isolation(self._shim.paths())
                 if self.network_inherited:
@@ -132,7 +114,8 @@ class Launcher:
     @property
     def network_inherited(self) -> bool:
         """True when children get their empty network namespace from the fork server instead of making one."""
-        return self._fork_server is not None and self._fork_server.network_isolated
+        servers = self._fork_servers.servers
+        return bool(servers) and servers[0].network_isolated
 
     def _scratch(self) -> str:
         scratch = tempfile.mkdtemp(prefix="selftaught-child-", dir=self._scratch_root)
@@ -140,9 +123,11 @@ class Launcher:
             os.chown(scratch, isolation.UNPRIVILEGED_UID, isolation.UNPRIVILEGED_UID)
         return scratch
 
-    def _start_child(self, channel: socket.socket, scratch: str, output: OutputFile) -> ChildProcess:
-        if self.policy.fork_server:
-            return fork_child(self._server(), channel, scratch, output)
+    def _start_child(
+        self, server: ForkServer | None, channel: socket.socket, scratch: str, output: OutputFile
+    ) -> ChildProcess:
+        if server is not None:
+            return fork_child(server, channel, scratch, output)
         child = spawn_child(channel, scratch, output, {**CHILD_ENVIRONMENT, "HOME": scratch, "TMPDIR": scratch})
         if self._cgroup is not None and child.host_pid is not None:
             self._cgroup.add(child.host_pid)  # before the job is sent: no generated code has run yet
@@ -150,9 +135,17 @@ class Launcher:
 
     def run(self, job: Mapping[str, Any], limits: SandboxLimits, serve: CallHandler | None = None) -> ChildOutcome:
         """Runs one job. An algorithm job's `instances` with an `instances_key` are sent once per key only."""
-        if self.policy.fork_server and "instances_key" in job:
+        if not self.policy.fork_server:
+            return self._run(None, job, limits, serve)
+        with self._fork_servers.acquire() as server:
+            return self._run(server, job, limits, serve)
+
+    def _run(
+        self, server: ForkServer | None, job: Mapping[str, Any], limits: SandboxLimits, serve: CallHandler | None
+    ) -> ChildOutcome:
+        if server is not None and "instances_key" in job:
             # Before the fork: the child must find the instances already decoded in the zygote's memory.
-            self._server().cache_instances(job["instances_key"], job["instances"])
+            server.cache_instances(job["instances_key"], job["instances"])
             job = {key: value for key, value in job.items() if key != "instances"}
         scratch = self._scratch()
         try:  # framed before the child is started, so the host waits on the channel right after starting it
@@ -172,7 +165,7 @@ class Launcher:
         output = OutputFile(scratch)
         host_end, child_end = socket.socketpair()
         try:
-            child = self._start_child(child_end, scratch, output)
+            child = self._start_child(server, child_end, scratch, output)
         except BaseException:
             host_end.close()
             output.read(0)
@@ -200,18 +193,41 @@ class Launcher:
         return ChildOutcome(**outcome, exit_code=exit_code, output=text, output_truncated=truncated)
 
 
+@dataclass(frozen=True)
+class _ForkServerStarter:
+    """Starts one zygote for the launcher's pool, holding nothing of the launcher (its finalizer must be able to run)."""
+
+    shim: PackageShim
+    scratch_root: str
+    cgroup: ChildrenCgroup | None
+    bubblewrap: bool
+
+    def __call__(self) -> ForkServer:
+        server = ForkServer(CHILD_ENVIRONMENT, self.shim.paths(), self._bwrap_prefix())
+        if self.cgroup is not None:
+            self.cgroup.add(server.pid)  # every child forked from now on inherits the limits
+        return server
+
+    def _bwrap_prefix(self) -> list[str]:
+        if not self.bubblewrap:
+            return []
+        if bwrap_path() is None:
+            raise SandboxError("the strong sandbox needs bubblewrap: apt-get install bubblewrap")
+        read_only = [str(CHILD_FOLDER), *self.shim.paths(), *readable_paths(self.shim.paths())]
+        return bwrap_command(read_only, [self.scratch_root])
+
+
 @dataclass
 class _Resources:
-    """What a launcher must give back: the fork server first (its children hold the cgroups), then the rest."""
+    """What a launcher must give back: the fork servers first (their children hold the cgroups), then the rest."""
 
     scratch_root: str
     cgroup: ChildrenCgroup | None
     shim: PackageShim
-    fork_server: ForkServer | None = None
+    fork_servers: ForkServerPool
 
     def release(self) -> None:
-        if self.fork_server is not None:
-            self.fork_server.close()
+        self.fork_servers.close()
         if self.cgroup is not None:
             self.cgroup.remove()
         self.shim.close()
