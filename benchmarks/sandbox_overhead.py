@@ -8,7 +8,10 @@ on. Throughput through the fork server with 1 and 2 workers is measured for the 
 (overhead only) and for a brute-force solution (about 40 ms of numpy work per evaluation, like
 the improved solutions a real model writes), in alternating rounds whose medians are reported, beside
 how many cores the whole machine kept busy with one worker (the host, the fork server, the child and
-the kernel's work for them). Usage: python benchmarks/sandbox_overhead.py [--evaluations N] [--rounds N]
+the kernel's work for them). Each worker count has its own launcher, as a run with that many workers
+would: one worker keeps a single fork server, free to run on any core; two grow the pool to a fork
+server per worker, each on a core of its own. Usage: python benchmarks/sandbox_overhead.py
+[--evaluations N] [--rounds N]
 """
 
 from __future__ import annotations
@@ -83,9 +86,11 @@ def throughput(evaluate: Callable[[], float], count: int, workers: int) -> tuple
     return count / elapsed, busy / os.sysconf("SC_CLK_TCK") / elapsed
 
 
-def rates(evaluate: Callable[[], float], count: int, rounds: int) -> tuple[float, float, float]:
+def rates(
+    alone: Callable[[], float], parallel: Callable[[], float], count: int, rounds: int
+) -> tuple[float, float, float]:
     """Median evaluations per second with 1 and with 2 workers, measured in alternation, and the cores 1 worker keeps busy."""
-    measured = [(throughput(evaluate, count, 1), throughput(evaluate, count, 2)) for _ in range(rounds)]
+    measured = [(throughput(alone, count, 1), throughput(parallel, count, 2)) for _ in range(rounds)]
     return (
         statistics.median(one for (one, _), _ in measured),
         statistics.median(two for _, (two, _) in measured),
@@ -107,8 +112,10 @@ def main() -> None:
     count, rounds = arguments.evaluations, arguments.rounds
 
     fork_launcher = Launcher(SandboxPolicy(fork_server=True))
+    parallel_launcher = Launcher(SandboxPolicy(fork_server=True))
     spawn_launcher = Launcher(SandboxPolicy(fork_server=False))
     fork_launcher.start()
+    parallel_launcher.start()
     try:
         fork_evaluate = sandboxed(SolutionEvaluator(fork_launcher))
         bwrap_note = " (inside bubblewrap)" if fork_launcher.uses_bubblewrap else " (bubblewrap not installed)"
@@ -122,12 +129,16 @@ def main() -> None:
         ]
         brute_force = sandboxed(SolutionEvaluator(fork_launcher), BRUTE_FORCE_SOLUTION)
         assert brute_force() > 0.9, "the brute-force solution should solve LPN"
+        parallel_evaluator = SolutionEvaluator(parallel_launcher)
         measured = {
-            "seed solution": rates(fork_evaluate, count, rounds),
-            "brute-force solution": rates(brute_force, max(20, count // 5), rounds),
+            "seed solution": rates(fork_evaluate, sandboxed(parallel_evaluator), count, rounds),
+            "brute-force solution": rates(
+                brute_force, sandboxed(parallel_evaluator, BRUTE_FORCE_SOLUTION), max(20, count // 5), rounds
+            ),
         }
     finally:
         fork_launcher.close()
+        parallel_launcher.close()
         spawn_launcher.close()
 
     print(f"LPN evaluation (seed solution, 20 validation instances), {count} evaluations per row\n")
