@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -63,11 +64,23 @@ class Echo(Task):
         return InstanceScore(1.0 if output == instance.answer else 0.0)
 
 
-def test_a_task_object_from_python(scripted_model: Callable[..., str], options_for: Callable[..., RunOptions]) -> None:
+class NumpyEcho(Echo):
+    """Scores with numpy scalars, as a scorer written with numpy often does."""
+
+    def score(self, instance: Instance, output: Any) -> InstanceScore:
+        return InstanceScore(np.mean(np.array([output]) == instance.answer))
+
+
+@pytest.mark.parametrize("task", [Echo(), NumpyEcho()], ids=["python_scores", "numpy_scores"])
+def test_a_task_object_from_python(
+    task: Task, scripted_model: Callable[..., str], options_for: Callable[..., RunOptions]
+) -> None:
     echo_solution = "def algorithm(seed):\n    return seed\n"
     model = scripted_model(f"return {fenced(echo_solution)!r}")
-    result = api.improve(replace(options_for(model), task=Echo()))
+    result = api.improve(replace(options_for(model), task=task))
     assert result.initial_utility_val == 0.0 and result.utility_val == 1.0 and result.utility_test == 1.0
+    # Plain floats whatever the scorer returns: comparisons of numpy scalars give numpy bools, which JSON refuses.
+    assert {type(result.initial_utility_val), type(result.utility_val), type(result.utility_test)} == {float}
 
 
 BREAKAGES = {

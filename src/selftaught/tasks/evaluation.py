@@ -157,10 +157,12 @@ def _judge_instance(
         return ERROR, InstanceScore.invalid(str(message["error"])[:300])
     try:
         judged = task.score(instance, decode_output(message.get("output")))
+        # A plain float even from a scorer that returns numpy scalars: scores end up in JSON records.
+        score = float(judged.score)
     except Exception as error:  # a scorer bug must not end the run; the output is judged invalid
         return INVALID, InstanceScore.invalid(f"the scorer failed on this output: {type(error).__name__}")
     if not judged.valid:
         return INVALID, judged
-    if not math.isfinite(judged.score):
+    if not math.isfinite(score):
         return INVALID, InstanceScore.invalid("the scorer returned a non-finite score")
-    return OK, InstanceScore(min(max(judged.score, 0.0), 1.0))
+    return OK, InstanceScore(min(max(score, 0.0), 1.0))

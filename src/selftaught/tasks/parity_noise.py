@@ -92,7 +92,7 @@ def score_parity_predictions(answer: np.ndarray, output: Any) -> InstanceScore:
     labels = binary_labels(output, len(answer))
     if isinstance(labels, str):
         return InstanceScore.invalid(labels)
-    return InstanceScore(np.count_nonzero(labels == answer) / len(answer))
+    return InstanceScore(float(np.count_nonzero(labels == answer)) / len(answer))
 
 
 class ParityNoise(Task):
