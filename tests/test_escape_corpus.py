@@ -1,7 +1,8 @@
 """The escape corpus: hostile algorithms and improvers, each contained, recorded as a violation, the run going on.
 
-Every case runs through the real pipeline (fork server, confined children, the store) in the
-default and in the strict sandbox mode.
+Every case runs through the real pipeline (fork servers, confined children, the store) in the
+default and in the strict sandbox mode; the hostile algorithms also run two at a time, on two fork
+servers at once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import socket
 import sqlite3
 import textwrap
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +27,7 @@ from selftaught.loop.improver_run import run_improver
 from selftaught.loop.meta_utility import evaluate_solution, task_utility
 from selftaught.sandbox.policy import SandboxPolicy
 from selftaught.tasks.base import TEST, VALIDATION, Instance, InstanceScore, Split, Task
+from selftaught.tasks.evaluation import Evaluation
 
 SECRET = "sk-escape-corpus-secret"
 
@@ -158,6 +161,26 @@ def test_hostile_algorithm_is_contained(
     with sqlite3.connect(context.store.path) as db:
         stored = db.execute("SELECT violations FROM evaluations ORDER BY id DESC LIMIT 1").fetchone()[0]
     assert any(expected in item["kind"] for item in json.loads(stored))
+    still_working(context)
+
+
+def test_hostile_algorithms_side_by_side_are_each_contained(
+    context: RunContext, listeners: dict[str, Any], tmp_path: Path
+) -> None:
+    """Two at a time, so that each fork server of the pool, each on its own core, serves hostile children at once."""
+    values = {**listeners, "host_pid": os.getpid(), "secret": SECRET}
+
+    def attack(case: str) -> Evaluation:
+        source = hostile(case, "algorithm", {**values, "outside": str(tmp_path / f"{case}.txt")})
+        return evaluate_solution(context, source, VALIDATION, None)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        evaluations = dict(zip(sorted(CASES), pool.map(attack, sorted(CASES)), strict=True))
+    for case, evaluation in evaluations.items():
+        assert any(CASES[case][1] in violation["kind"] for violation in evaluation.violations), (case, evaluation)
+        assert_contained(case, evaluation.score, tmp_path / f"{case}.txt", listeners)
+    if len(os.sched_getaffinity(0)) > 1:
+        assert len(context.runner._fork_servers.servers) == 2  # type: ignore[attr-defined]
     still_working(context)
 
 
