@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -24,6 +27,7 @@ class FakeServer:
     network_isolated: bool = True
     pid: int = field(default_factory=lambda: next(NO_SUCH_PID))
     closed: bool = False
+    alive: bool = True
 
     def close(self) -> None:
         self.closed = True
@@ -130,3 +134,36 @@ def test_a_zygote_outlives_the_thread_that_first_needed_it(launcher: Launcher) -
     zygote = launcher._fork_servers.first()
     run_briefly(launcher)
     assert zygote._process.poll() is None and launcher._fork_servers.servers == [zygote]
+
+
+def test_a_zygote_that_is_gone_is_replaced_and_no_job_fails_for_it(launcher: Launcher) -> None:
+    killed = launcher._fork_servers.first()
+    os.kill(killed.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while killed.alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not killed.alive
+    run_briefly(launcher)
+    assert killed not in launcher._fork_servers.servers and launcher._fork_servers.servers
+
+
+def test_a_job_sent_to_a_zygote_that_just_died_goes_to_a_new_one(launcher: Launcher) -> None:
+    dying = launcher._fork_servers.first()
+    dying._control.shutdown(socket.SHUT_WR)  # the zygote sees the host leave and exits
+    dying._process.wait(timeout=10)
+    dying._alive = True  # as in the moment before the host's reader thread notices: the spawn finds out
+    run_briefly(launcher)
+    assert dying not in launcher._fork_servers.servers
+
+
+def test_a_job_whose_zygote_dies_before_forking_its_child_is_sent_again(launcher: Launcher) -> None:
+    zygote = launcher._fork_servers.first()
+    run_briefly(launcher)
+    os.kill(zygote.pid, signal.SIGSTOP)
+    cores: list[list[int]] = []
+    job = threading.Thread(target=lambda: cores.append(run_briefly(launcher)))
+    job.start()
+    time.sleep(0.3)  # the spawn request now waits, unread, in the stopped zygote's socket
+    os.kill(zygote.pid, signal.SIGKILL)  # its child is never forked: the job's channel is reset, its job unread
+    job.join(timeout=30)
+    assert cores and zygote not in launcher._fork_servers.servers

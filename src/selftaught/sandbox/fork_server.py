@@ -37,6 +37,10 @@ def _last_descendant(pid: int) -> int:
         pid = int(children[0])
 
 
+class ForkServerStopped(SandboxError):
+    """No child ran the job: its zygote is gone (killed, say) or its child went before reading it; it can be sent again."""
+
+
 class ForkServer:
     def __init__(self, environment: dict[str, str], package_paths: list[str], bwrap_prefix: list[str]) -> None:
         host_end, zygote_end = socket.socketpair()
@@ -104,25 +108,40 @@ class ForkServer:
                 self._alive = False
                 self._exited.notify_all()
 
+    @property
+    def alive(self) -> bool:
+        """False once the zygote is known to be gone (it closed its end, or a request could not reach it)."""
+        return self._alive
+
     def spawn(self, channel: socket.socket, output_fd: int, scratch: str) -> int:
         """Has the zygote fork a child serving the job on `channel`; returns the job's number.
 
         The host need not wait for the fork: the child reads its job whenever it is ready.
+        Raises ForkServerStopped when the zygote is gone: no child was started.
         """
         with self._send_lock:
-            if not self._alive:
-                raise SandboxError("the fork server has stopped")
             job = next(self._job_numbers)
             frame = protocol.frame({"kind": "spawn", "job": job, "scratch": scratch})
-            socket.send_fds(self._control, [frame], [channel.fileno(), output_fd])
+            self._deliver(lambda: socket.send_fds(self._control, [frame], [channel.fileno(), output_fd]))
         return job
 
     def cache_instances(self, key: str, instances: protocol.RawJSON) -> None:
         """Has the zygote decode task instances once; children then find them in memory by `key`."""
         with self._send_lock:
             if key not in self._cached:
-                protocol.send_message(self._control, {"kind": "instances", "key": key, "instances": instances})
+                message = {"kind": "instances", "key": key, "instances": instances}
+                self._deliver(lambda: protocol.send_message(self._control, message))
                 self._cached.add(key)
+
+    def _deliver(self, send: Callable[[], object]) -> None:
+        """Sends a request the job cannot do without (with the send lock held)."""
+        if not self._alive:
+            raise ForkServerStopped("the fork server has stopped")
+        try:
+            send()
+        except OSError as error:
+            self._alive = False
+            raise ForkServerStopped(f"the fork server has stopped: {error}") from None
 
     def wait(self, job: int, timeout: float) -> int | None:
         """The job's exit code (negative for a signal), or None if it is still running after `timeout`."""
@@ -165,7 +184,7 @@ class ForkServerPool:
     evaluations' short hand-offs often end up queued on one core while the other idles. A lone
     zygote is left free, so one busy core never holds up evaluations run one at a time. Every
     zygote is a fresh interpreter started with the children's environment, so one started late
-    holds no more of the host than the first.
+    holds no more of the host than the first, and one found gone is replaced by a new one.
     """
 
     def __init__(self, start: Callable[[], ForkServer], cores: list[int]) -> None:
@@ -173,22 +192,32 @@ class ForkServerPool:
         self._cores = cores
         self._limit = max(1, len(cores))
         self._running: dict[ForkServer, int] = {}  # server -> jobs running on it now
+        #: Whether the first zygote's children inherit an empty network namespace; every later one must match.
+        self._network_isolated: bool | None = None
         self._lock = threading.Lock()
         # A zygote dies with the thread that started it (PR_SET_PDEATHSIG, bwrap's --die-with-parent
         # follow the parent thread): this one lives until the pool closes, unlike a caller's worker thread.
         self._starter: ThreadPoolExecutor | None = None
 
     def first(self) -> ForkServer:
-        """The first fork server, started now if it was not yet; it decides what children inherit."""
+        """The first running fork server, started now if there is none."""
         with self._lock:
+            self._forget_stopped()
             if not self._running:
                 self._add()
             return next(iter(self._running))
+
+    @property
+    def network_isolated(self) -> bool:
+        """True when every zygote's children inherit an empty network namespace (starts the first zygote)."""
+        self.first()
+        return bool(self._network_isolated)
 
     @contextlib.contextmanager
     def acquire(self) -> Iterator[ForkServer]:
         """The fork server for one job, counted as busy until the job ends."""
         with self._lock:
+            self._forget_stopped()
             if not self._running or (len(self._running) < self._limit and all(self._running.values())):
                 self._add()
             server = min(self._running, key=self._running.__getitem__)
@@ -200,20 +229,28 @@ class ForkServerPool:
                 if server in self._running:  # not closed meanwhile
                     self._running[server] -= 1
 
+    def _forget_stopped(self) -> None:
+        for server in [server for server in self._running if not server.alive]:
+            del self._running[server]  # its jobs, if any, end on their own
+            server.close()
+
     def _add(self) -> None:
-        first = next(iter(self._running), None)
         if self._starter is None:
             self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fork-server-starter")
         try:
             server = self._starter.submit(self._start).result()
         except SandboxError:
-            if first is None:
+            if not self._running:
                 raise
             self._limit = len(self._running)  # the machine has no room for more: the running ones will do
             return
-        if first is not None and server.network_isolated != first.network_isolated:
+        if self._network_isolated is None:
+            self._network_isolated = server.network_isolated
+        elif server.network_isolated != self._network_isolated:
             # The children's layers were chosen for the first one's network: a different one cannot serve them.
             server.close()
+            if not self._running:
+                raise SandboxError("a new fork server could not give children an empty network namespace")
             self._limit = len(self._running)
             return
         self._running[server] = 0

@@ -27,7 +27,7 @@ from selftaught.sandbox.bubblewrap import bwrap_command, bwrap_path
 from selftaught.sandbox.cgroups import CgroupUnavailable, ChildrenCgroup
 from selftaught.sandbox.child import isolation, protocol
 from selftaught.sandbox.executor import CallHandler
-from selftaught.sandbox.fork_server import ForkServer, ForkServerPool
+from selftaught.sandbox.fork_server import ForkServer, ForkServerPool, ForkServerStopped
 from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
 from selftaught.sandbox.packages import PackageShim
 from selftaught.sandbox.policy import CHILD_FOLDER, SandboxPolicy, readable_paths, running_as_root
@@ -114,8 +114,7 @@ class Launcher:
     @property
     def network_inherited(self) -> bool:
         """True when children get their empty network namespace from the fork server instead of making one."""
-        servers = self._fork_servers.servers
-        return bool(servers) and servers[0].network_isolated
+        return self.policy.fork_server and self._fork_servers.network_isolated
 
     def _scratch(self) -> str:
         scratch = tempfile.mkdtemp(prefix="selftaught-child-", dir=self._scratch_root)
@@ -136,12 +135,21 @@ class Launcher:
     def run(self, job: Mapping[str, Any], limits: SandboxLimits, serve: CallHandler | None = None) -> ChildOutcome:
         """Runs one job. An algorithm job's `instances` with an `instances_key` are sent once per key only."""
         if not self.policy.fork_server:
-            return self._run(None, job, limits, serve)
-        with self._fork_servers.acquire() as server:
-            return self._run(server, job, limits, serve)
+            return self._run(None, job, limits, serve, may_retry=False)
+        try:
+            with self._fork_servers.acquire() as server:
+                return self._run(server, job, limits, serve, may_retry=True)
+        except ForkServerStopped:  # no child ran the job: it goes to another zygote, a new one if need be, once
+            with self._fork_servers.acquire() as server:
+                return self._run(server, job, limits, serve, may_retry=False)
 
     def _run(
-        self, server: ForkServer | None, job: Mapping[str, Any], limits: SandboxLimits, serve: CallHandler | None
+        self,
+        server: ForkServer | None,
+        job: Mapping[str, Any],
+        limits: SandboxLimits,
+        serve: CallHandler | None,
+        may_retry: bool,
     ) -> ChildOutcome:
         if server is not None and "instances_key" in job:
             # Before the fork: the child must find the instances already decoded in the zygote's memory.
@@ -175,10 +183,14 @@ class Launcher:
             child_end.close()
             output.close_writer()
         outcome: dict[str, Any] = {}
+        unread: str | None = None
         try:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 host_end.sendall(job_frame)  # a child gone already may have said why on the channel: read on
             outcome = _serve(host_end, limits.wall_seconds, serve)
+        except _JobUnread as error:
+            unread = str(error)
+            outcome = {"violation": f"channel to the child failed: {unread}"}
         except (OSError, protocol.ProtocolError) as error:
             outcome = {"violation": f"channel to the child failed: {error}"}
         finally:
@@ -190,7 +202,13 @@ class Launcher:
             )
             text, truncated = output.read(limits.captured_output_bytes)
             shutil.rmtree(scratch, ignore_errors=True)
+        if unread is not None and may_retry:
+            raise ForkServerStopped(f"the job's child went away without reading its job: {unread}")
         return ChildOutcome(**outcome, exit_code=exit_code, output=text, output_truncated=truncated)
+
+
+class _JobUnread(Exception):
+    """The channel was reset before the child said anything: it never read its whole job, so no generated code ran."""
 
 
 @dataclass(frozen=True)
@@ -244,13 +262,17 @@ def _serve(sock: socket.socket, wall_seconds: float, serve: CallHandler | None) 
     def outcome(**fields: Any) -> dict[str, Any]:
         return {"instances": tuple(instances), "events": tuple(events), "own_seconds": own_seconds, **fields}
 
-    for _ in range(MAX_CHILD_MESSAGES):
+    for count in range(MAX_CHILD_MESSAGES):
         if remaining <= 0:
             return outcome(timed_out=True)
         sock.settimeout(remaining)
         waiting_since = time.monotonic()
         try:
             message = protocol.receive_message(sock)
+        except ConnectionResetError as error:
+            if count == 0:
+                raise _JobUnread(str(error)) from error
+            raise
         except TimeoutError:
             own_seconds += time.monotonic() - waiting_since
             return outcome(timed_out=True)
