@@ -89,7 +89,7 @@ def throughput(evaluate: Callable[[], float], count: int, workers: int) -> tuple
 def rates(
     alone: Callable[[], float], parallel: Callable[[], float], count: int, rounds: int
 ) -> tuple[float, float, float]:
-    """Median evaluations per second with 1 and with 2 workers, measured in alternation, and the cores 1 worker keeps busy."""
+    """Median evaluations per second of 1 worker on `alone` and 2 on `parallel`, in alternation; the cores 1 worker keeps busy."""
     measured = [(throughput(alone, count, 1), throughput(parallel, count, 2)) for _ in range(rounds)]
     return (
         statistics.median(one for (one, _), _ in measured),
