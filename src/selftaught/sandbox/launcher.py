@@ -101,11 +101,10 @@ class Launcher:
         self._cleanup()
 
     def _isolation(self) -> dict[str, Any]:
-        if self.policy.fork_server:
-            self._fork_servers.first()  # whether children inherit its network namespace decides a layer
         with self._layers_lock:
             if self._layers is None:
                 self._layers = self.policy.isolation(self._shim.paths())
+                # Starts the first fork server: whether children inherit its network namespace decides a layer.
                 if self.network_inherited:
                     # Children inherit the zygote's empty network namespace; a new one each costs ~1 ms.
                     self._layers["network_namespace"] = False
