@@ -38,14 +38,15 @@ TAMPERING = {
     """,
     "raw_protocol_messages": """
         import protocol
-        sock = language_model._channel._sock
+        sock = language_model._channel.sock
+        reader = protocol.FrameReader(sock)
         for number in range(10):
             protocol.send_message(sock, {"kind": "call", "id": 1000 + number, "method": "language_model.prompt",
                                          "params": {"expertise": "e", "message": "m", "n_responses": 1}})
-            protocol.receive_message(sock)
+            reader.receive()
             protocol.send_message(sock, {"kind": "call", "id": 2000 + number, "method": "utility",
                                          "params": {"solution": code}})
-            protocol.receive_message(sock)
+            reader.receive()
     """,
     "import_selftaught_and_build_a_model": """
         for name in ("selftaught", "selftaught.llm.registry", "openai", "llama_cpp"):

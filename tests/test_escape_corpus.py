@@ -102,15 +102,86 @@ CASES: dict[str, tuple[str, str]] = {
         "assert not hosts, hosts",
         "introspection",
     ),
+    # The host's side of the boundary: messages written straight to the channel, time, the reporter.
+    "n_deeply_nested_message": ("raw_frame(b'[' * 200_000)", "protocol"),
+    "o_integer_of_5000_digits": (
+        "raw_frame(b'{{\"kind\":\"event\",\"name\":\"sandbox_violation\",\"detail\":{{\"n\":' + b'9' * 5000 + b'}}}}')",
+        "protocol",
+    ),
+    "p_forged_output": (
+        "raw_frame(b'{{\"kind\":\"output\",\"index\":[1],\"timed_out\":false,\"elapsed_seconds\":\"soon\"}}')",
+        "protocol",
+    ),
+    "q_slow_drip": (
+        "import os, signal, struct, time\nsignal.setitimer(signal.ITIMER_REAL, 0)\n"
+        "os.write(channel_fd(), struct.pack('>II', 1000, 0))\nfor _ in range(100):\n"
+        "    time.sleep(0.2)\n    os.write(channel_fd(), b' ')",
+        "time_limit",
+    ),
+    "r_patched_clock": (
+        "import signal, time\nsignal.setitimer(signal.ITIMER_REAL, 0)\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+        "time.perf_counter = time.monotonic = time.time = lambda: 0.0\n"
+        "time.sleep(3.0 if 'initial_solution' in locals() else 1.0)",
+        "time_limit",
+    ),
+    "s_limit_the_siblings": (
+        "import os, resource\nfor pid in range(1, 400):\n    if pid != os.getpid():\n        try:\n"
+        "            resource.prlimit(pid, resource.RLIMIT_AS, (1, 1))\n        except ProcessLookupError:\n            pass",
+        "process_control",
+    ),
+    "t_sysv_shared_memory": (
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nif libc.shmget(0x5E1F, 1 << 30, 0o1666) < 0:\n"
+        "    raise PermissionError('no shared memory')",
+        "native_code",
+    ),
+    "u_flood_of_15_mib_events": (
+        "for _ in range(60):\n"
+        "    raw_frame(b'{{\"kind\":\"event\",\"name\":\"sandbox_violation\",\"detail\":{{\"x\":\"' + b'a' * (15 << 20) + b'\"}}}}')",
+        "protocol",
+    ),
+    "v_millions_of_containers": ("raw_frame(b'[' + b'{{}},' * 1_900_000 + b'{{}}]')", "protocol"),
+    "w_silence_the_reporter": (
+        "import os, sys\nwatch = sys.modules['watch']\nwatch.classify = lambda *args: None\nwatch.REPORTS_PER_KIND = 0\n"
+        "watch.__dict__['SIGNALS'] = set()\nfor _ in range(6):\n    try:\n        os.kill(1, 9)\n    except OSError:\n        pass",
+        "tampering",
+    ),
+    "x_clear_the_death_signal": (
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nif libc.prctl(1, 0, 0, 0, 0) != 0:\n"
+        "    raise PermissionError('the death signal stays')",
+        "native_code",
+    ),
 }
+
+#: Module-level helpers of the cases that write to the channel themselves, as generated code can.
+RAW_CHANNEL = """\
+import os as _os, stat as _stat, struct as _struct
+
+def channel_fd():
+    for fd in range(3, 1024):
+        try:
+            if _stat.S_ISSOCK(_os.fstat(fd).st_mode):
+                return fd
+        except OSError:
+            pass
+    raise RuntimeError("no channel")
+
+def raw_frame(payload):
+    data = _struct.pack(">II", len(payload), 0) + payload
+    for start in range(0, len(data), 65536):
+        _os.write(channel_fd(), data[start:start + 65536])
+
+"""
 
 
 def hostile(case: str, shape: str, values: dict[str, Any]) -> str:
     body = textwrap.indent(CASES[case][0].format(**values), "    ")
     if shape == "algorithm":
-        return f"def algorithm(seed):\n{body}\n    return 'ok'\n"
+        return f"{RAW_CHANNEL}def algorithm(seed):\n{body}\n    return 'ok'\n"
     walk_proxies = "    language_model._channel, utility._state\n" if case.startswith("m_") else ""
-    return f"def improve_algorithm(initial_solution, utility, language_model):\n{walk_proxies}{body}\n    return initial_solution\n"
+    return (
+        f"{RAW_CHANNEL}def improve_algorithm(initial_solution, utility, language_model):\n"
+        f"{walk_proxies}{body}\n    return initial_solution\n"
+    )
 
 
 MODES = {
@@ -214,8 +285,9 @@ def test_hostile_improver_is_contained(
     still_working(context)
 
 
-#: Cases whose code completes when contained: the flood is only capped, the walk only finds nothing.
-COMPLETE_WHEN_CONTAINED = ("k_", "m_")
+#: Cases whose code completes when contained: the flood is only capped, the walk only finds nothing, the
+#: reporter goes on reporting.
+COMPLETE_WHEN_CONTAINED = ("k_", "m_", "w_")
 
 
 def assert_contained(case: str, score: float, outside: Path, listeners: dict[str, Any]) -> None:

@@ -103,7 +103,7 @@ def test_reward_hacks_never_beat_an_honest_score(evaluator: SolutionEvaluator, n
     assert 0.0 <= result.score <= 1.0
     assert result.score < 0.7, result
     if name in ("column", "matrix", "always_equal", "object_array", "huge_list"):
-        assert result.score == 0.0 and result.invalid + result.errors == result.instances, result
+        assert result.score == 0.0 and result.invalid + result.errors + result.timeouts == result.instances, result
 
 
 def test_the_noiseless_variant_has_exact_training_labels_and_brute_force_solves_it(

@@ -148,4 +148,5 @@ def test_reward_hacks_never_beat_an_honest_score(evaluator: SolutionEvaluator, s
     result = evaluator.evaluate(MaxCut(), source, VALIDATION, seed=7)
     assert 0.0 <= result.score < seed_score and result.score <= 1.0, result
     if name != "mutate_weights":
-        assert result.score == 0.0 and result.invalid + result.errors == result.instances, result
+        # Every output is refused; one too large to send in time counts as a timeout by the host's clock.
+        assert result.score == 0.0 and result.invalid + result.errors + result.timeouts == result.instances, result

@@ -153,4 +153,4 @@ def test_reward_hacks_never_beat_the_seed(evaluator: SolutionEvaluator, seed_res
     assert 0.0 <= result.score <= 1.0
     assert result.score < seed_result.score, result
     if name != "mutate_inputs":
-        assert result.score == 0.0 and result.invalid + result.errors == result.instances, result
+        assert result.score == 0.0 and result.invalid + result.errors + result.timeouts == result.instances, result

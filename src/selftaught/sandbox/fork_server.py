@@ -73,7 +73,6 @@ class ForkServer:
         # The jobs whose exit status is being waited for, and the statuses that arrived for them.
         self._waiting: set[int] = set()
         self._exits: dict[int, int | None] = {}
-        self._cached: set[str] = set()
         self._exited = threading.Condition()
         self._alive = True
         self._control.settimeout(START_TIMEOUT_SECONDS)
@@ -124,14 +123,6 @@ class ForkServer:
             frame = protocol.frame({"kind": "spawn", "job": job, "scratch": scratch})
             self._deliver(lambda: socket.send_fds(self._control, [frame], [channel.fileno(), output_fd]))
         return job
-
-    def cache_instances(self, key: str, instances: protocol.RawJSON) -> None:
-        """Has the zygote decode task instances once; children then find them in memory by `key`."""
-        with self._send_lock:
-            if key not in self._cached:
-                message = {"kind": "instances", "key": key, "instances": instances}
-                self._deliver(lambda: protocol.send_message(self._control, message))
-                self._cached.add(key)
 
     def _deliver(self, send: Callable[[], object]) -> None:
         """Sends a request the job cannot do without (with the send lock held)."""

@@ -10,13 +10,11 @@ its calls, so a slow language model never times out an improver. Safe to use fro
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import socket
 import tempfile
 import threading
-import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,10 +26,14 @@ from selftaught.sandbox.cgroups import CgroupUnavailable, ChildrenCgroup
 from selftaught.sandbox.child import isolation, protocol
 from selftaught.sandbox.executor import CallHandler
 from selftaught.sandbox.fork_server import ForkServer, ForkServerPool, ForkServerStopped
+from selftaught.sandbox.instance_data import EncodedInstances
 from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
 from selftaught.sandbox.packages import PackageShim
 from selftaught.sandbox.policy import CHILD_FOLDER, SandboxPolicy, readable_paths, running_as_root
 from selftaught.sandbox.processes import ChildProcess, OutputFile, fork_child, spawn_child
+from selftaught.sandbox.session import CallRefused, Conversation
+
+__all__ = ["CHILD_ENVIRONMENT", "CallRefused", "Launcher"]
 
 #: What a child may see of the host environment: nothing but these fixed values.
 CHILD_ENVIRONMENT = {
@@ -45,13 +47,6 @@ CHILD_ENVIRONMENT = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
 }
-
-MAX_CHILD_MESSAGES = 10_000
-REPLY_SEND_SECONDS = 10.0
-
-
-class CallRefused(Exception):
-    """Raised by a service to send an error text back to the child instead of a value."""
 
 
 class Launcher:
@@ -132,7 +127,11 @@ class Launcher:
         return child
 
     def run(self, job: Mapping[str, Any], limits: SandboxLimits, serve: CallHandler | None = None) -> ChildOutcome:
-        """Runs one job. An algorithm job's `instances` with an `instances_key` are sent once per key only."""
+        """Runs one job.
+
+        An algorithm job's `instances` (argument lists, or `EncodedInstances`) go to the child once
+        its solution has loaded, from `first_instance` (default 0) on.
+        """
         if not self.policy.fork_server:
             return self._run(None, job, limits, serve, may_retry=False)
         try:
@@ -150,16 +149,18 @@ class Launcher:
         serve: CallHandler | None,
         may_retry: bool,
     ) -> ChildOutcome:
-        if server is not None and "instances_key" in job:
-            # Before the fork: the child must find the instances already decoded in the zygote's memory.
-            server.cache_instances(job["instances_key"], job["instances"])
-            job = {key: value for key, value in job.items() if key != "instances"}
+        instances = job.get("instances")
+        if instances is not None and not isinstance(instances, EncodedInstances):
+            instances = EncodedInstances.of(instances)
+        first = int(job.get("first_instance", 0))
+        counts = {} if instances is None else {"instance_count": len(instances), "first_instance": first}
         scratch = self._scratch()
         try:  # framed before the child is started, so the host waits on the channel right after starting it
             job_frame = protocol.frame(
                 {
                     "kind": protocol.JOB,
-                    **job,
+                    **{key: value for key, value in job.items() if key != "instances"},
+                    **counts,
                     "limits": limits.rlimits(),
                     "package_paths": self._shim.paths(),
                     "isolation": self._isolation(),
@@ -170,7 +171,7 @@ class Launcher:
             shutil.rmtree(scratch, ignore_errors=True)
             return ChildOutcome(violation=f"channel to the child failed: {error}")
         output = OutputFile(scratch)
-        host_end, child_end = socket.socketpair()
+        host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             child = self._start_child(server, child_end, scratch, output)
         except BaseException:
@@ -182,32 +183,20 @@ class Launcher:
             child_end.close()
             output.close_writer()
         outcome: dict[str, Any] = {}
-        unread: str | None = None
         try:
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                host_end.sendall(job_frame)  # a child gone already may have said why on the channel: read on
-            outcome = _serve(host_end, limits.wall_seconds, serve)
-        except _JobUnread as error:
-            unread = str(error)
-            outcome = {"violation": f"channel to the child failed: {unread}"}
-        except (OSError, protocol.ProtocolError) as error:
-            outcome = {"violation": f"channel to the child failed: {error}"}
-        finally:
-            host_end.close()
-            exit_code = child.reap(
-                finished="result" in outcome or "failure" in outcome,
-                may_have_descendants=not self._isolation()["seccomp"]
-                or any(event["name"] == "sandbox_layer_missing" for event in outcome.get("events", ())),
+            conversation = Conversation(
+                host_end, job_frame, limits.wall_seconds, serve, instances, float(job.get("time_limit_seconds", 0))
             )
+            outcome = conversation.run(first)
+        finally:
+            # The host decides when a job is over: whatever the child does next, its whole process group ends now.
+            exit_code = child.end(explain=not ("has_result" in outcome or "failure" in outcome))
+            host_end.close()
             text, truncated = output.read(limits.captured_output_bytes)
             shutil.rmtree(scratch, ignore_errors=True)
-        if unread is not None and may_retry:
-            raise ForkServerStopped(f"the job's child went away without reading its job: {unread}")
+        if outcome.pop("job_unread", False) and may_retry:
+            raise ForkServerStopped(f"the job's child went away without reading its job: {outcome.get('violation')}")
         return ChildOutcome(**outcome, exit_code=exit_code, output=text, output_truncated=truncated)
-
-
-class _JobUnread(Exception):
-    """The channel was reset before the child said anything: it never read its whole job, so no generated code ran."""
 
 
 @dataclass(frozen=True)
@@ -249,63 +238,3 @@ class _Resources:
             self.cgroup.remove()
         self.shim.close()
         shutil.rmtree(self.scratch_root, ignore_errors=True)
-
-
-def _serve(sock: socket.socket, wall_seconds: float, serve: CallHandler | None) -> dict[str, Any]:
-    """Answers the child's calls until it reports a result, fails, breaks a rule or runs out of time."""
-    remaining = wall_seconds
-    own_seconds = 0.0
-    instances: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
-
-    def outcome(**fields: Any) -> dict[str, Any]:
-        return {"instances": tuple(instances), "events": tuple(events), "own_seconds": own_seconds, **fields}
-
-    for count in range(MAX_CHILD_MESSAGES):
-        if remaining <= 0:
-            return outcome(timed_out=True)
-        sock.settimeout(remaining)
-        waiting_since = time.monotonic()
-        try:
-            message = protocol.receive_message(sock)
-        except ConnectionResetError as error:
-            if count == 0:
-                raise _JobUnread(str(error)) from error
-            raise
-        except TimeoutError:
-            own_seconds += time.monotonic() - waiting_since
-            return outcome(timed_out=True)
-        except protocol.PeerClosed:
-            own_seconds += time.monotonic() - waiting_since
-            return outcome()
-        except protocol.ProtocolError as error:
-            return outcome(violation=f"protocol violation: {error}")
-        waited = time.monotonic() - waiting_since
-        remaining -= waited
-        own_seconds += waited
-        kind = message["kind"]
-        if kind == protocol.CALL:
-            sock.settimeout(REPLY_SEND_SECONDS)
-            protocol.send_message(sock, _answer(message, serve))
-        elif kind == protocol.EVENT:
-            events.append({"name": str(message.get("name"))[:100], "detail": message.get("detail")})
-        elif kind == protocol.INSTANCES and isinstance(message.get("results"), list):
-            instances.extend(result for result in message["results"] if isinstance(result, dict))
-        elif kind == protocol.RESULT:
-            return outcome(result=message.get("value"), has_result=True)
-        elif kind == protocol.FAILURE:
-            return outcome(failure=str(message.get("error"))[:2000])
-        else:
-            return outcome(violation=f"protocol violation: unknown message kind {kind[:50]!r}")
-    return outcome(violation=f"protocol violation: more than {MAX_CHILD_MESSAGES} messages")
-
-
-def _answer(message: dict[str, Any], serve: CallHandler | None) -> dict[str, Any]:
-    reply: dict[str, Any] = {"kind": protocol.REPLY, "id": message.get("id")}
-    method, params = message.get("method"), message.get("params")
-    if serve is None or not isinstance(method, str) or not isinstance(params, dict):
-        return {**reply, "ok": False, "error": "no such service"}
-    try:
-        return {**reply, "ok": True, "value": serve(method, params)}
-    except CallRefused as refusal:
-        return {**reply, "ok": False, "error": str(refusal)}

@@ -44,6 +44,8 @@ class ChildOutcome:
     output: str = ""
     output_truncated: bool = False
     own_seconds: float = 0.0
+    #: The instance at whose time limit the host stopped the child; the instances after it did not run.
+    stopped_at: int | None = None
 
     @property
     def problem(self) -> str | None:
@@ -59,6 +61,11 @@ class ChildOutcome:
         return None
 
     @property
+    def stopped_by_host(self) -> bool:
+        """The host ended the child before it was done (its time, a broken rule): a kill signal is then no news."""
+        return self.timed_out or self.violation is not None or self.stopped_at is not None
+
+    @property
     def violations(self) -> list[dict[str, str]]:
         """Every attempt against the sandbox and every limit hit, as {kind, detail}."""
         found = [
@@ -72,7 +79,7 @@ class ChildOutcome:
             found.append({"kind": "protocol", "detail": self.violation})
         if self.exit_code == -signal.SIGXCPU:
             found.append({"kind": "cpu_time_limit", "detail": describe_exit(self.exit_code)})
-        elif self.exit_code is not None and self.exit_code < 0 and not self.timed_out:
+        elif self.exit_code is not None and self.exit_code < 0 and not self.stopped_by_host:
             found.append({"kind": "killed", "detail": describe_exit(self.exit_code)})
         if not (self.has_result or self.failure or self.timed_out or self.violation) and self.exit_code == 0:
             found.append({"kind": "early_exit", "detail": "exited before reporting a result"})
@@ -81,6 +88,15 @@ class ChildOutcome:
         timeouts = sum(1 for message in self.instances if message.get("timed_out"))
         if timeouts:
             found.append({"kind": "instance_time_limit", "detail": f"{timeouts} instance(s) timed out"})
+        late = [str(message["index"]) for message in self.instances if message.get("late")]
+        if late:
+            detail = (
+                f"instance(s) {', '.join(late[:10])} ran past the limit by the host's clock; the child said otherwise"
+            )
+            found.append({"kind": "clock_disagreement", "detail": detail})
+        if self.stopped_at is not None:
+            detail = f"still running past instance {self.stopped_at}'s time limit; stopped by the host"
+            found.append({"kind": "instance_time_limit", "detail": detail})
         if any("MemoryError" in str(message.get("error")) for message in self.instances) or "MemoryError" in str(
             self.failure
         ):

@@ -13,13 +13,13 @@ CHILD_FOLDER = Path(__file__).parent / "child"
 
 #: Layers in the order children apply them, with what each one stops.
 LAYERS = {
-    "die_with_parent": "children die with the host (PR_SET_PDEATHSIG)",
-    "undumpable": "no other process may read the child's memory or /proc files",
     "max_processes": "RLIMIT_NPROC on the unprivileged uid (fork bombs)",
     "drop_privileges": "as root, children run as uid 65534 (nobody)",
     "network_namespace": "user + network namespaces: no network, loopback included",
+    "die_with_parent": "children die with the host (PR_SET_PDEATHSIG, which seccomp then keeps set)",
+    "undumpable": "no other process may read the child's memory or /proc files",
     "landlock": "filesystem allow-list, TCP denied, no signals or abstract sockets outside",
-    "seccomp": "no sockets, exec, fork, ptrace, mount, unshare; signals only to itself",
+    "seccomp": "no sockets, exec, fork, ptrace, mount, unshare, SysV IPC; signals, limits and priority only to itself",
 }
 #: Layers used where the machine allows them, not required by strict mode.
 OPTIONAL_LAYERS = {
@@ -79,5 +79,4 @@ class SandboxPolicy:
             "landlock": {"read_only": readable_paths(package_paths)},
             "seccomp": True,
             "strict": self.strict,
-            "watch": True,
         }

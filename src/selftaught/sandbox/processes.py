@@ -55,15 +55,15 @@ class ChildProcess:
     #: The pid in the host's namespace, when the host started the process itself.
     host_pid: int | None = None
 
-    def reap(self, finished: bool, may_have_descendants: bool) -> int | None:
-        """Kills the whole process group; waits for the exit code only when it may explain a failure.
+    def end(self, explain: bool) -> int | None:
+        """Kills the whole process group, whatever the child says it is doing; with `explain`, its exit code.
 
-        A child that reported its result is exiting on its own and its exit code says nothing more;
-        under seccomp it cannot have started other processes either, so nothing is left to kill.
+        The exit code only matters when the job gave no result: a signal then says why (the CPU limit,
+        a crash).
         """
-        if not finished or may_have_descendants:
-            self.kill()
-        return None if finished else self.wait(EXIT_GRACE_SECONDS)
+        self.kill()
+        # A child that had already died keeps its own cause (SIGXCPU, say): killing a dead process changes nothing.
+        return self.wait(EXIT_GRACE_SECONDS) if explain else None
 
 
 def spawn_child(channel: socket.socket, scratch: str, output: OutputFile, environment: dict[str, str]) -> ChildProcess:

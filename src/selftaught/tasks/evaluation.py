@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -15,7 +15,8 @@ import numpy as np
 
 from selftaught.sandbox.child import protocol
 from selftaught.sandbox.executor import JobRunner
-from selftaught.sandbox.outcome import SandboxLimits
+from selftaught.sandbox.instance_data import EncodedInstances
+from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
 from selftaught.tasks.base import Instance, InstanceScore, Task, Unrepresentable
 
 #: Covers the child's interpreter and numpy start-up, which is never charged to an instance.
@@ -89,42 +90,39 @@ class SolutionEvaluator:
 
     def __init__(self, runner: JobRunner) -> None:
         self._runner = runner
-        self._encoded: dict[tuple[str, str], protocol.RawJSON] = {}
+        self._encoded: dict[tuple[str, str], EncodedInstances] = {}
         self._lock = threading.Lock()
 
-    def _encoded_instances(self, task: Task, split: str) -> protocol.RawJSON:
+    def _encoded_instances(self, task: Task, split: str) -> EncodedInstances:
         """The instances' arguments in wire form, encoded once per task and split."""
         with self._lock:
             key = (task.name, split)
             if key not in self._encoded:
-                arguments = [protocol.encode_value(list(i.arguments)) for i in task.instances(split)]
-                self._encoded[key] = protocol.RawJSON(json.dumps(arguments, separators=(",", ":")).encode())
+                self._encoded[key] = EncodedInstances.of([i.arguments for i in task.instances(split)])
             return self._encoded[key]
 
     def evaluate(self, task: Task, source: str, split: str, seed: int) -> Evaluation:
         instances = task.instances(split)
         # One limit for loading the solution, one per instance, and slack for the interpreter's start-up.
-        time_budget = (len(instances) + 1) * task.time_limit_seconds + STARTUP_SLACK_SECONDS
-        outcome = self._runner.run(
-            {
-                "job": "algorithm",
-                "source": source,
-                "entry_point": task.entry_point,
-                "instances": self._encoded_instances(task, split),
-                "instances_key": f"{task.name}/{split}",
-                "time_limit_seconds": task.time_limit_seconds,
-                "seed": seed,
-            },
-            SandboxLimits(
-                wall_seconds=time_budget,
-                cpu_seconds=math.ceil(time_budget),
-                address_space_bytes=ALGORITHM_MEMORY_BYTES,
-            ),
-        )
-        outputs = {message.get("index"): message for message in outcome.instances}
+        deadline = time.monotonic() + (len(instances) + 1) * task.time_limit_seconds + STARTUP_SLACK_SECONDS
+        job = {
+            "job": "algorithm",
+            "source": source,
+            "entry_point": task.entry_point,
+            "instances": self._encoded_instances(task, split),
+            "time_limit_seconds": task.time_limit_seconds,
+            "seed": seed,
+        }
+        outcomes = [self._run_from(job, 0, deadline)]
+        # A child stopped at an instance's limit (its alarm did not end the call) leaves the rest to a new child.
+        while (stopped := outcomes[-1].stopped_at) is not None and stopped + 1 < len(instances):
+            if deadline - time.monotonic() < task.time_limit_seconds:
+                break
+            outcomes.append(self._run_from(job, stopped + 1, deadline))
+        outputs = {message["index"]: message for outcome in outcomes for message in outcome.instances}
+        problem = next((outcome.problem for outcome in outcomes if outcome.problem), None)
         judged = [
-            _judge_instance(task, instance, outputs.get(index), outcome.problem)
-            for index, instance in enumerate(instances)
+            _judge_instance(task, instance, outputs.get(index), problem) for index, instance in enumerate(instances)
         ]
         kinds = [kind for kind, _ in judged]
         problems = [f"instance {index}: {score.problem}" for index, (_, score) in enumerate(judged) if score.problem]
@@ -137,9 +135,20 @@ class SolutionEvaluator:
             timeouts=kinds.count(TIMEOUT),
             errors=kinds.count(ERROR),
             problem=problems[0] if problems else None,
-            failure=outcome.problem if not outcome.instances else None,
-            seconds=outcome.own_seconds,
-            violations=tuple(outcome.violations),
+            failure=problem if not outputs else None,
+            seconds=sum(outcome.own_seconds for outcome in outcomes),
+            violations=tuple(violation for outcome in outcomes for violation in outcome.violations),
+        )
+
+    def _run_from(self, job: dict[str, Any], first: int, deadline: float) -> ChildOutcome:
+        remaining = max(deadline - time.monotonic(), 0.0)
+        return self._runner.run(
+            {**job, "first_instance": first},
+            SandboxLimits(
+                wall_seconds=remaining,
+                cpu_seconds=max(math.ceil(remaining), 1),
+                address_space_bytes=ALGORITHM_MEMORY_BYTES,
+            ),
         )
 
 
@@ -151,7 +160,7 @@ def _judge_instance(
 ) -> tuple[str, InstanceScore]:
     if message is None:
         return ERROR, InstanceScore.invalid(f"no output ({child_problem or 'the child stopped early'})")
-    if message.get("timed_out") or float(message.get("elapsed_seconds") or 0) > task.time_limit_seconds:
+    if message.get("timed_out"):  # by the child's alarm or the host's clock
         return TIMEOUT, InstanceScore.invalid(f"timed out (limit {task.time_limit_seconds:g} s)")
     if message.get("error"):
         return ERROR, InstanceScore.invalid(str(message["error"])[:300])

@@ -1,8 +1,14 @@
-"""Wire format between the host and a sandboxed child: framed JSON messages, standard library only.
+"""Wire format between the host and a sandboxed child: framed JSON messages in packets, standard library only.
 
 Both sides import this module; it imports nothing of selftaught, so the child can load it
 as a top-level module without ever seeing host code. Only builtin types cross the wire
 (numpy arrays travel as tagged dicts), and errors cross as text.
+
+A frame is an 8-byte header (the JSON's length, then the length of a binary tail) followed by
+the JSON and the tail; only the host's `instance` messages have a tail (their arrays as raw bytes). A child's channel is a SOCK_SEQPACKET socket: each packet the child sends carries
+the kernel's time of sending to the host, so the host times the child without its cooperation.
+A frame longer than one packet is split over several. The fork server's control channel is a
+stream socket and uses the same frames.
 """
 
 from __future__ import annotations
@@ -13,17 +19,24 @@ import socket
 import struct
 from typing import Any
 
-HEADER = struct.Struct(">I")
+HEADER = struct.Struct(">II")
 
-#: Largest message either side accepts; a child sending more is killed and reported.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: Largest frame the host sends a child (the child trusts the host; this only bounds mistakes).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Largest message a child may send, and what a whole job may send; the host ends a child that sends more.
+MAX_CHILD_MESSAGE_BYTES = 8 * 1024 * 1024
+MAX_CHILD_JOB_BYTES = 32 * 1024 * 1024
+#: Largest packet either side writes; a frame longer than this is split. Fits a socket's send buffer.
+PACKET_BYTES = 64 * 1024
 
 #: Message kinds.
 JOB = "job"  # host -> child: what to run
 CALL = "call"  # child -> host: a proxy method call (language model, utility, ...)
 REPLY = "reply"  # host -> child: the answer to a CALL
 EVENT = "event"  # child -> host: something the host should record (budget tampering, ...)
-INSTANCES = "instances"  # child -> host: algorithm outputs for task instances, in order
+READY = "ready"  # child -> host: the solution is loaded; send the instances
+INSTANCE = "instance"  # host -> child: one instance's arguments, with their arrays as a tail
+OUTPUT = "output"  # child -> host: the output of one instance, sent as soon as the instance ends
 RESULT = "result"  # child -> host: the job's final value
 FAILURE = "failure"  # child -> host: the job raised; text only
 
@@ -42,11 +55,70 @@ class PeerClosed(ProtocolError):
     """The peer closed the channel."""
 
 
-def send_message(sock: socket.socket, message: dict[str, Any]) -> None:
-    sock.sendall(frame(message))
+def frame(message: dict[str, Any], tail: bytes = b"", limit: int = MAX_MESSAGE_BYTES) -> bytes:
+    payload = json.dumps(message, allow_nan=True, separators=(",", ":")).encode("utf-8")
+    if len(payload) + len(tail) > limit:
+        raise ProtocolError(f"message of {len(payload) + len(tail)} bytes exceeds the {limit}-byte cap")
+    return HEADER.pack(len(payload), len(tail)) + payload + tail
+
+
+def send_frames(sock: socket.socket, frames: bytes) -> None:
+    """Writes frames already built: in packets on a packet socket, as one write on a stream."""
+    if sock.type != socket.SOCK_SEQPACKET:
+        sock.sendall(frames)
+        return
+    view = memoryview(frames)
+    for start in range(0, len(view), PACKET_BYTES):
+        sock.send(view[start : start + PACKET_BYTES])
+
+
+def send_message(sock: socket.socket, message: dict[str, Any], tail: bytes = b"") -> None:
+    send_frames(sock, frame(message, tail))
+
+
+class FrameReader:
+    """Reads whole frames from a socket, whatever the packets or stream writes that carried them.
+
+    For the side that trusts its peer (a child reading the host, the fork server reading the
+    host); the host reads children through its own, limited reader.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._packets = sock.type == socket.SOCK_SEQPACKET
+        self._buffer = bytearray()
+
+    def receive(self) -> tuple[dict[str, Any], bytes]:
+        """The next message and its binary tail."""
+        while len(self._buffer) < HEADER.size:
+            self._fill()
+        json_size, tail_size = HEADER.unpack_from(self._buffer)
+        end = HEADER.size + json_size + tail_size
+        if end - HEADER.size > MAX_MESSAGE_BYTES:
+            raise ProtocolError(f"message of {end - HEADER.size} bytes exceeds the {MAX_MESSAGE_BYTES}-byte cap")
+        while len(self._buffer) < end:
+            self._fill(end - len(self._buffer))
+        payload = bytes(self._buffer[HEADER.size : HEADER.size + json_size])
+        tail = bytes(self._buffer[HEADER.size + json_size : end])
+        del self._buffer[:end]
+        try:
+            message = json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as error:
+            raise ProtocolError(f"malformed message: {error}") from None
+        if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
+            raise ProtocolError("a message must be an object with a string 'kind'")
+        return message, tail
+
+    def _fill(self, wanted: int = HEADER.size) -> None:
+        # A packet must be read whole (a short read of a packet loses the rest of it).
+        chunk = self._sock.recv(PACKET_BYTES if self._packets else max(wanted, 1 << 16))
+        if not chunk:
+            raise PeerClosed("the peer closed the channel")
+        self._buffer += chunk
 
 
 def receive_exactly(sock: socket.socket, size: int) -> bytes:
+    """`size` bytes from a stream socket, reading nothing beyond them (passed descriptors ride on the next bytes)."""
     chunks = bytearray()
     while len(chunks) < size:
         chunk = sock.recv(min(size - len(chunks), 1 << 20))
@@ -56,38 +128,24 @@ def receive_exactly(sock: socket.socket, size: int) -> bytes:
     return bytes(chunks)
 
 
-def receive_message(sock: socket.socket) -> dict[str, Any]:
-    return receive_body(sock, receive_exactly(sock, HEADER.size))
-
-
 def receive_body(sock: socket.socket, header: bytes) -> dict[str, Any]:
-    """The message whose header was already read (the fork server reads headers with passed descriptors)."""
+    """The rest of a message on a stream socket whose header (or its start) was already read."""
     header += receive_exactly(sock, HEADER.size - len(header))
-    (size,) = HEADER.unpack(header)
-    if size > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"message of {size} bytes exceeds the {MAX_MESSAGE_BYTES}-byte cap")
+    json_size, tail_size = HEADER.unpack(header)
+    if tail_size or json_size > MAX_MESSAGE_BYTES:
+        raise ProtocolError("unexpected message size on the control channel")
     try:
-        message = json.loads(receive_exactly(sock, size).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        message = json.loads(receive_exactly(sock, json_size).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
         raise ProtocolError(f"malformed message: {error}") from None
     if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
         raise ProtocolError("a message must be an object with a string 'kind'")
     return message
 
 
-class RawJSON(bytes):
-    """A value already encoded as JSON (a cached list of task instances, say), spliced into a message as is."""
-
-
-def frame(message: dict[str, Any]) -> bytes:
-    raw = {key: value for key, value in message.items() if isinstance(value, RawJSON)}
-    rest = {key: value for key, value in message.items() if key not in raw}
-    payload = json.dumps(rest, allow_nan=True, separators=(",", ":")).encode("utf-8")
-    for key, value in raw.items():
-        payload = payload[:-1] + b"," + json.dumps(key).encode("utf-8") + b":" + value + b"}"
-    if len(payload) > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"message of {len(payload)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte cap")
-    return HEADER.pack(len(payload)) + payload
+def receive_message(sock: socket.socket) -> dict[str, Any]:
+    """One message from a stream socket, reading nothing beyond it."""
+    return receive_body(sock, receive_exactly(sock, HEADER.size))
 
 
 def encode_value(value: Any, depth: int = 0) -> Any:

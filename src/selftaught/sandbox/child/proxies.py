@@ -21,21 +21,26 @@ class LanguageModelError(Exception):
 
 
 class Channel:
-    """Synchronous calls to the host; a lock keeps threads of a generated improver from interleaving."""
+    """Messages to and from the host; a lock keeps threads of a generated improver from interleaving."""
 
     def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
+        self.sock = sock
+        self._reader = protocol.FrameReader(sock)
         # Reentrant: the audit hook may report from inside a call of the same thread.
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
         self._next_id = 0
 
+    def receive(self) -> tuple[dict[str, Any], bytes]:
+        """The host's next message and its binary tail."""
+        return self._reader.receive()
+
     def call(self, method: str, params: dict[str, Any]) -> Any:
-        with self._lock:
+        with self.lock:
             self._next_id += 1
             protocol.send_message(
-                self._sock, {"kind": protocol.CALL, "id": self._next_id, "method": method, "params": params}
+                self.sock, {"kind": protocol.CALL, "id": self._next_id, "method": method, "params": params}
             )
-            reply = protocol.receive_message(self._sock)
+            reply, _ = self._reader.receive()
         if reply.get("kind") != protocol.REPLY or reply.get("id") != self._next_id:
             raise protocol.ProtocolError("unexpected reply from the host")
         if not reply.get("ok"):
@@ -43,13 +48,12 @@ class Channel:
         return reply.get("value")
 
     def send(self, message: dict[str, Any]) -> None:
-        with self._lock:
-            protocol.send_message(self._sock, message)
+        self.send_frames(protocol.frame(message))
 
     def send_frames(self, frames: bytes) -> None:
-        """Sends messages already framed, in one write."""
-        with self._lock:
-            self._sock.sendall(frames)
+        """Sends messages already framed."""
+        with self.lock:
+            protocol.send_frames(self.sock, frames)
 
     def notify(self, name: str, detail: dict[str, Any]) -> None:
         self.send({"kind": protocol.EVENT, "name": name, "detail": detail})

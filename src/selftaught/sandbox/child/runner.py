@@ -9,7 +9,6 @@ proxies over the channel on file descriptor FD.
 
 from __future__ import annotations
 
-import base64
 import builtins
 import contextlib
 import importlib
@@ -20,7 +19,6 @@ import resource
 import signal
 import socket
 import sys
-import time
 import traceback
 from typing import Any
 
@@ -30,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import isolation
 import protocol
 import proxies
+import seccomp
 import watch
 
 RLIMITS = {
@@ -41,7 +40,6 @@ RLIMITS = {
 }
 
 
-FLUSH_SECONDS = 0.1
 #: The job's last messages up to this size fit a local socket's buffer (208 KiB by default on Linux).
 BUFFERED_BYTES = 64 * 1024
 
@@ -78,24 +76,23 @@ def load_entry_point(source: str, entry_point: str) -> Any:
     return function
 
 
-def decode_argument(value: Any) -> Any:
+def decode_argument(value: Any, tail: memoryview) -> Any:
+    """An instance argument from its `instance` message; its arrays' bytes are in the message's tail."""
     if isinstance(value, dict) and protocol.NDARRAY_TAG in value:
         import numpy  # from the allowed packages; only needed when the task passes arrays
 
         spec = value[protocol.NDARRAY_TAG]
-        raw = base64.b64decode(spec["base64"])
-        return numpy.frombuffer(raw, dtype=spec["dtype"]).reshape(spec["shape"]).copy()
+        count = 1
+        for size in spec["shape"]:
+            count *= size
+        wire = numpy.frombuffer(tail, dtype=spec["wire"], count=count, offset=spec["offset"])
+        # A copy in the task's own dtype: writable, and not shared with the other arguments.
+        return wire.astype(spec["dtype"]).reshape(spec["shape"])
     if isinstance(value, list):
-        return [decode_argument(item) for item in value]
+        return [decode_argument(item, tail) for item in value]
+    if isinstance(value, dict):
+        return {key: decode_argument(item, tail) for key, item in value.items()}
     return value
-
-
-#: Instances the fork server decoded once; each forked child gets its own copy-on-write view of them.
-CACHED_INSTANCES: dict[str, list[list[Any]]] = {}
-
-
-def decode_instances(instances: list[list[Any]]) -> list[list[Any]]:
-    return [[decode_argument(argument) for argument in arguments] for arguments in instances]
 
 
 def seed_generators(seed: int) -> None:
@@ -110,6 +107,12 @@ def raise_timeout(signum: int, frame: Any) -> None:
 
 
 def run_algorithm(channel: proxies.Channel, job: dict[str, Any]) -> None:
+    """Loads the solution, says so, then runs it on each instance the host sends, one output message each.
+
+    The instances arrive only once the solution is loaded, each is read from the channel only when
+    its turn comes, and each output goes out as soon as its instance ends: the host times every
+    instance by when its output was sent.
+    """
     time_limit = float(job["time_limit_seconds"])
     signal.signal(signal.SIGALRM, raise_timeout)
     # Loading the solution (its module-level code) gets the same limit as one instance.
@@ -120,17 +123,20 @@ def run_algorithm(channel: proxies.Channel, job: dict[str, Any]) -> None:
         raise TimeoutError(f"loading the solution took longer than {time_limit:g} s") from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-    batch: list[dict[str, Any]] = []
-    last_flush = time.monotonic()
-    key = job.get("instances_key")
-    instances = CACHED_INSTANCES[key] if key in CACHED_INSTANCES else decode_instances(job["instances"])
-    for index, decoded in enumerate(instances):
-        seed_generators(int(job["seed"]) + index)
-        result: dict[str, Any] = {"index": index, "error": None, "timed_out": False}
-        started = time.perf_counter()
+    channel.send({"kind": protocol.READY})
+    last = int(job["instance_count"]) - 1
+    for index in range(int(job["first_instance"]), last + 1):
+        message, tail = channel.receive()
+        if message.get("kind") != protocol.INSTANCE or message.get("index") != index:
+            raise protocol.ProtocolError(f"expected instance {index}")
+        result: dict[str, Any] = {"kind": protocol.OUTPUT, "index": index, "error": None, "timed_out": False}
         try:
+            view = memoryview(tail)
+            arguments = [decode_argument(argument, view) for argument in message["arguments"]]
+            del message, tail, view
+            seed_generators(int(job["seed"]) + index)
             signal.setitimer(signal.ITIMER_REAL, time_limit)
-            output = function(*decoded)
+            output = function(*arguments)
             signal.setitimer(signal.ITIMER_REAL, 0)
             result["output"] = protocol.encode_value(output)
         except InstanceTimeout:
@@ -138,29 +144,20 @@ def run_algorithm(channel: proxies.Channel, job: dict[str, Any]) -> None:
         except BaseException as error:
             signal.setitimer(signal.ITIMER_REAL, 0)
             result["error"] = describe_failure(error)
-        result["elapsed_seconds"] = time.perf_counter() - started
-        batch.append(result)
-        # Results go out in batches, at least every FLUSH_SECONDS, so a killed child loses little.
-        if time.monotonic() - last_flush > FLUSH_SECONDS:
-            send_results(channel, batch)
-            batch, last_flush = [], time.monotonic()
-    try:
-        finish(channel, {"kind": protocol.INSTANCES, "results": batch}, {"kind": protocol.RESULT, "value": None})
-    except protocol.ProtocolError:  # too large together
-        send_results(channel, batch)
-        finish(channel, {"kind": protocol.RESULT, "value": None})
+        send_output(channel, result, last=index == last)
 
 
-def send_results(channel: proxies.Channel, batch: list[dict[str, Any]]) -> None:
+def send_output(channel: proxies.Channel, result: dict[str, Any], last: bool) -> None:
+    """Sends one instance's output; one too large to send goes as an error instead."""
     try:
-        channel.send({"kind": protocol.INSTANCES, "results": batch})
-    except protocol.ProtocolError:  # too large together: one by one, dropping any output that is too large alone
-        for result in batch:
-            try:
-                channel.send({"kind": protocol.INSTANCES, "results": [result]})
-            except protocol.ProtocolError as error:
-                result.pop("output", None)
-                channel.send({"kind": protocol.INSTANCES, "results": [{**result, "error": str(error)}]})
+        frames = protocol.frame(result, limit=protocol.MAX_CHILD_MESSAGE_BYTES)
+    except protocol.ProtocolError as error:
+        result.pop("output", None)
+        frames = protocol.frame({**result, "error": f"the output is too large: {error}"})
+    if last:
+        finish_with(channel, frames)
+    else:
+        channel.send_frames(frames)
 
 
 def run_improver(channel: proxies.Channel, job: dict[str, Any]) -> None:
@@ -198,7 +195,7 @@ def serve_job(sock: socket.socket, preloaded: bool = False) -> None:
     """Receives one job, confines this process, runs the job, and exits without returning."""
     channel = proxies.Channel(sock)
     try:
-        job = protocol.receive_message(sock)
+        job, _ = channel.receive()
         if not preloaded:
             preload(job["package_paths"])
         apply_limits(job["limits"])
@@ -207,11 +204,7 @@ def serve_job(sock: socket.socket, preloaded: bool = False) -> None:
             channel.notify("sandbox_layer_missing", missing)
             if job["isolation"].get("strict"):
                 raise PermissionError(f"strict sandbox: {'; '.join(missing.values())}")
-        if job["isolation"].get("watch", True):
-            watch.install(
-                lambda kind, detail: channel.notify("sandbox_violation", {"kind": kind, "detail": detail}),
-                job["scratch"],
-            )
+        watch.install(channel.sock, channel.lock, job["scratch"])
         JOBS[job["job"]](channel, job)
     except BaseException as error:
         with contextlib.suppress(OSError, protocol.ProtocolError):
@@ -225,39 +218,41 @@ def serve_job(sock: socket.socket, preloaded: bool = False) -> None:
         os._exit(0)
 
 
-def finish(channel: proxies.Channel, *messages: dict[str, Any]) -> None:
-    """Sends the job's last messages in one write, so that the host wakes once for all of them.
+def finish(channel: proxies.Channel, message: dict[str, Any]) -> None:
+    """Sends the job's last message."""
+    finish_with(channel, protocol.frame(message, limit=protocol.MAX_CHILD_MESSAGE_BYTES))
 
-    After them the child only exits, which frees its memory: the host must not wait behind that.
+
+def finish_with(channel: proxies.Channel, frames: bytes) -> None:
+    """Sends the job's last frames; after them the host ends this process, and the host must not wait behind it.
+
     A write that fits the socket's buffer needs no more CPU time from the child once started, so
-    the child drops to idle priority first; a larger one may wait for the host to read it, so the
-    child keeps its priority until it is done (and drops it on the way out, in serve_job).
+    the child drops to idle priority first and the host, woken by the write, runs on this core at
+    once; a larger one may wait for the host to read it, so the child keeps its priority.
     """
-    frames = b"".join(protocol.frame(message) for message in messages)  # ProtocolError if one is too large
     if len(frames) <= BUFFERED_BYTES:
         yield_to_host()
     channel.send_frames(frames)
 
 
 def yield_to_host() -> None:
-    """Runs the rest of this child at idle priority: only otherwise idle CPU time goes to its exit.
-
-    The host woken by the child's last message then runs on this core at once.
-    """
+    """Runs the rest of this child at idle priority: only otherwise idle CPU time goes to its exit."""
     with contextlib.suppress(OSError):
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def confine(layers: dict[str, Any], scratch: str) -> dict[str, str]:
     """Applies the requested isolation layers in order; returns the missing ones with the reason."""
+    # The death signal and the dumpable flag are reset whenever a process's credentials change: both come
+    # after dropping privileges and entering new namespaces, or a child would outlive its host.
     steps = [
-        ("die_with_parent", isolation.die_with_parent),
-        ("undumpable", isolation.make_undumpable),
         ("max_processes", lambda: isolation.limit_processes(int(layers["max_processes"]))),
         ("drop_privileges", isolation.drop_privileges),
         ("network_namespace", isolation.isolate_network),
+        ("die_with_parent", isolation.die_with_parent),
+        ("undumpable", isolation.make_undumpable),
         ("landlock", lambda: isolation.restrict_filesystem(layers["landlock"]["read_only"], [scratch])),
-        ("seccomp", isolation.install_seccomp),
+        ("seccomp", seccomp.install),
     ]
     missing: dict[str, str] = {}
     for name, apply in steps:

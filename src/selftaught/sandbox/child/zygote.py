@@ -30,6 +30,7 @@ from typing import Any
 import isolation
 import protocol
 import runner
+import seccomp
 
 MAX_PASSED_FDS = 2
 MAX_DESCRIPTOR = 65536
@@ -144,8 +145,6 @@ def serve(control: socket.socket) -> None:
         kind = request["kind"]
         if kind == "spawn":
             jobs.started(request["job"], _fork_child(control, request, fds))
-        elif kind == "instances":
-            runner.CACHED_INSTANCES[request["key"]] = runner.decode_instances(request["instances"])
         elif kind == "kill":
             jobs.kill(request["job"])
         elif kind == "wait":
@@ -163,7 +162,8 @@ def main() -> None:
             isolation.isolate_network_keeping_identity()
         except isolation.LayerUnavailable as error:
             network = str(error)
-    isolation.prepare_seccomp()
+    isolation.die_with_parent()  # again: entering a user namespace resets it
+    seccomp.prepare()
     # Preloaded objects move to a permanent generation: a collection in a child then never walks (and
     # copies, page by page) the memory it shares with the zygote.
     gc.freeze()

@@ -1,0 +1,239 @@
+"""The seccomp filter a child installs last: what its process may no longer ask of the kernel; stdlib and ctypes only.
+
+Denied outright: new sockets, exec, new processes, reaching other processes' memory, namespaces and
+mounts, System V IPC and POSIX message queues (they outlive the process that made them, and
+children share them), and kernel attack surface. Allowed only on the child itself (pid 0 or its
+own pid): signals, resource limits, priority, scheduling, CPU affinity, I/O priority and memory
+placement, so one child can never slow, starve or kill a sibling of the same uid. prctl may not
+clear the death signal (the child would outlive the host) nor make the process dumpable or
+traceable again. Threads are allowed, processes are not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import os
+import platform
+import struct
+from dataclasses import dataclass
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.prctl.restype = ctypes.c_int
+
+AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+X32_SYSCALL_BIT = 0x40000000
+# Syscalls generated code never needs: new sockets, exec, new processes, reaching other processes,
+# new namespaces and mounts, IPC objects that outlive the process, kernel attack surface that
+# bypasses seccomp (io_uring) or needs none.
+DENIED_SYSCALLS = {
+    "x86_64": {
+        "socket": 41, "socketpair": 53, "execve": 59, "execveat": 322, "fork": 57, "vfork": 58,
+        "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "unshare": 272, "setns": 308,
+        "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161, "open_tree": 428, "move_mount": 429,
+        "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
+        "pidfd_open": 434, "pidfd_send_signal": 424, "pidfd_getfd": 438, "bpf": 321, "perf_event_open": 298,
+        "userfaultfd": 323, "io_uring_setup": 425, "keyctl": 250, "add_key": 248, "request_key": 249,
+        "kexec_load": 246, "reboot": 169, "init_module": 175, "finit_module": 313, "delete_module": 176,
+        "kcmp": 312, "process_madvise": 440,
+        "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65, "semctl": 66,
+        "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
+        "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242, "mq_timedreceive": 243, "mq_notify": 244,
+        "mq_getsetattr": 245,
+    },
+    "aarch64": {
+        "socket": 198, "socketpair": 199, "execve": 221, "execveat": 281,
+        "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "unshare": 97, "setns": 268,
+        "mount": 40, "umount2": 39, "pivot_root": 41, "chroot": 51, "open_tree": 428, "move_mount": 429,
+        "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
+        "pidfd_open": 434, "pidfd_send_signal": 424, "pidfd_getfd": 438, "bpf": 280, "perf_event_open": 241,
+        "userfaultfd": 282, "io_uring_setup": 425, "keyctl": 219, "add_key": 217, "request_key": 218,
+        "kexec_load": 104, "reboot": 142, "init_module": 105, "finit_module": 273, "delete_module": 106,
+        "kcmp": 272, "process_madvise": 440,
+        "shmget": 194, "shmat": 196, "shmctl": 195, "shmdt": 197, "semget": 190, "semop": 193, "semctl": 191,
+        "semtimedop": 192, "msgget": 186, "msgsnd": 189, "msgrcv": 188, "msgctl": 187,
+        "mq_open": 180, "mq_unlink": 181, "mq_timedsend": 182, "mq_timedreceive": 183, "mq_notify": 184,
+        "mq_getsetattr": 185,
+    },
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OwnProcessOnly:
+    """A syscall allowed only when its argument `argument` names this process (or 0, with `zero_is_self`).
+
+    With `selector`, argument `selector[0]` must also equal `selector[1]` (e.g. setpriority's `which`
+    must be PRIO_PROCESS: its PRIO_USER would reach every process of the uid).
+    """
+
+    argument: int = 0
+    zero_is_self: bool = True
+    selector: tuple[int, int] | None = None
+
+
+PRIO_PROCESS, IOPRIO_WHO_PROCESS = 0, 1
+SIGNALS = OwnProcessOnly(zero_is_self=False)  # kill(0, ...) would reach the whole process group
+OWN_PROCESS_SYSCALLS = {
+    "x86_64": {
+        "kill": (62, SIGNALS), "tkill": (200, SIGNALS), "tgkill": (234, SIGNALS),
+        "rt_sigqueueinfo": (129, SIGNALS), "rt_tgsigqueueinfo": (297, SIGNALS),
+        "prlimit64": (302, OwnProcessOnly()), "sched_setparam": (142, OwnProcessOnly()),
+        "sched_setscheduler": (144, OwnProcessOnly()), "sched_setaffinity": (203, OwnProcessOnly()),
+        "sched_setattr": (314, OwnProcessOnly()), "migrate_pages": (256, OwnProcessOnly()),
+        "move_pages": (279, OwnProcessOnly()),
+        "setpriority": (141, OwnProcessOnly(argument=1, selector=(0, PRIO_PROCESS))),
+        "ioprio_set": (251, OwnProcessOnly(argument=1, selector=(0, IOPRIO_WHO_PROCESS))),
+    },
+    "aarch64": {
+        "kill": (129, SIGNALS), "tkill": (130, SIGNALS), "tgkill": (131, SIGNALS),
+        "rt_sigqueueinfo": (138, SIGNALS), "rt_tgsigqueueinfo": (240, SIGNALS),
+        "prlimit64": (261, OwnProcessOnly()), "sched_setparam": (118, OwnProcessOnly()),
+        "sched_setscheduler": (119, OwnProcessOnly()), "sched_setaffinity": (122, OwnProcessOnly()),
+        "sched_setattr": (274, OwnProcessOnly()), "migrate_pages": (238, OwnProcessOnly()),
+        "move_pages": (239, OwnProcessOnly()),
+        "setpriority": (140, OwnProcessOnly(argument=1, selector=(0, PRIO_PROCESS))),
+        "ioprio_set": (30, OwnProcessOnly(argument=1, selector=(0, IOPRIO_WHO_PROCESS))),
+    },
+}  # fmt: skip
+CLONE = {"x86_64": 56, "aarch64": 220}
+CLONE3 = 435
+PRCTL = {"x86_64": 157, "aarch64": 167}
+CLONE_THREAD = 0x00010000
+#: prctl options refused: clearing the death signal, becoming dumpable again, letting a process trace it.
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_PTRACER = 1, 4, 0x59616D61
+DENIED_PRCTL_OPTIONS = (PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_PTRACER)
+
+BPF_LD_W_ABS, BPF_JEQ_K, BPF_JSET_K, BPF_JGE_K, BPF_RET_K = 0x20, 0x15, 0x45, 0x35, 0x06
+SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO, SECCOMP_RET_KILL_PROCESS = 0x7FFF0000, 0x00050000, 0x80000000
+OFFSET_NR, OFFSET_ARCH = 0, 4
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+EPERM, ENOSYS = 1, 38
+#: Stands for the filtering process's own pid until a child fills it in; 0xFFFFFFFF is never a pid.
+OWN_PID = 0xFFFFFFFF
+ALLOW, DENY = "allow", "deny"
+
+
+def _statement(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
+    return struct.pack("HBBI", code, jt, jf, k)
+
+
+def _argument_offset(index: int) -> int:
+    """Where the low 32 bits of a syscall argument sit in seccomp_data (little-endian machines)."""
+    return 16 + 8 * index
+
+
+def _block(number: int, body: list[tuple[int, int, int | str, int | str]]) -> list[bytes]:
+    """`if nr == number: body` where the body ends in the allow and deny returns its jumps name.
+
+    The body's statements are (code, k, jt, jf) with jumps as offsets or ALLOW/DENY; every path
+    through it returns, so the syscall number stays loaded for whatever follows the block.
+    """
+    statements = [*body, (BPF_RET_K, SECCOMP_RET_ERRNO | EPERM, 0, 0), (BPF_RET_K, SECCOMP_RET_ALLOW, 0, 0)]
+    deny_at, allow_at = len(statements) - 2, len(statements) - 1
+
+    def resolve(position: int, jump: int | str) -> int:
+        if isinstance(jump, int):
+            return jump
+        return (allow_at if jump == ALLOW else deny_at) - position - 1
+
+    compiled = [_statement(BPF_JEQ_K, number, jf=len(statements))]
+    compiled += [
+        _statement(code, k, resolve(position, jt), resolve(position, jf))
+        for position, (code, k, jt, jf) in enumerate(statements)
+    ]
+    return compiled
+
+
+def _own_process_only(number: int, rule: OwnProcessOnly) -> list[bytes]:
+    body: list[tuple[int, int, int | str, int | str]] = []
+    if rule.selector is not None:
+        body += [(BPF_LD_W_ABS, _argument_offset(rule.selector[0]), 0, 0), (BPF_JEQ_K, rule.selector[1], 0, DENY)]
+    body += [(BPF_LD_W_ABS, _argument_offset(rule.argument), 0, 0)]
+    if rule.zero_is_self:
+        body += [(BPF_JEQ_K, OWN_PID, ALLOW, 0), (BPF_JEQ_K, 0, ALLOW, DENY)]
+    else:
+        body += [(BPF_JEQ_K, OWN_PID, ALLOW, DENY)]
+    return _block(number, body)
+
+
+def _prctl_options(number: int, denied: tuple[int, ...]) -> list[bytes]:
+    body: list[tuple[int, int, int | str, int | str]] = [(BPF_LD_W_ABS, _argument_offset(0), 0, 0)]
+    body += [
+        (BPF_JEQ_K, option, DENY, 0 if position < len(denied) - 1 else ALLOW) for position, option in enumerate(denied)
+    ]
+    return _block(number, body)
+
+
+def seccomp_program(machine: str) -> bytes:
+    """A BPF filter for `machine`. The process's own pid is left as OWN_PID, filled in by each child."""
+    if machine not in AUDIT_ARCH:
+        raise OSError(f"no seccomp filter for the {machine} architecture")
+    deny = _statement(BPF_RET_K, SECCOMP_RET_ERRNO | EPERM)
+    allow = _statement(BPF_RET_K, SECCOMP_RET_ALLOW)
+    program = [
+        _statement(BPF_LD_W_ABS, OFFSET_ARCH),
+        _statement(BPF_JEQ_K, AUDIT_ARCH[machine], jt=1),
+        _statement(BPF_RET_K, SECCOMP_RET_KILL_PROCESS),
+        _statement(BPF_LD_W_ABS, OFFSET_NR),
+    ]
+    if machine == "x86_64":  # the x32 ABI would give every syscall a second number
+        program += [_statement(BPF_JGE_K, X32_SYSCALL_BIT, jf=1), deny]
+    for number in DENIED_SYSCALLS[machine].values():
+        program += [_statement(BPF_JEQ_K, number, jf=1), deny]
+    # clone3 cannot be inspected (its flags live in memory): make libc fall back to clone.
+    program += [_statement(BPF_JEQ_K, CLONE3, jf=1), _statement(BPF_RET_K, SECCOMP_RET_ERRNO | ENOSYS)]
+    # clone: only threads (CLONE_THREAD set).
+    program += _block(
+        CLONE[machine], [(BPF_LD_W_ABS, _argument_offset(0), 0, 0), (BPF_JSET_K, CLONE_THREAD, ALLOW, DENY)]
+    )
+    for number, rule in OWN_PROCESS_SYSCALLS[machine].values():
+        program += _own_process_only(number, rule)
+    program += _prctl_options(PRCTL[machine], DENIED_PRCTL_OPTIONS)
+    program.append(allow)
+    return b"".join(program)
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class _Filter:
+    """The filter program in memory, built once (by the fork server) so that a child only writes its pid into it."""
+
+    def __init__(self, program: bytes) -> None:
+        self._pid_offsets = [
+            offset + 4  # the comparison's operand follows its code (2 bytes) and jumps (1 + 1)
+            for offset in range(0, len(program), 8)
+            if struct.unpack_from("HBBI", program, offset)[::3] == (BPF_JEQ_K, OWN_PID)
+        ]
+        self._program = bytearray(program)
+        self._buffer = (ctypes.c_char * len(program)).from_buffer(self._program)
+        self._fprog = _SockFprog(len(program) // 8, ctypes.addressof(self._buffer))
+
+    def install(self) -> None:
+        pid = struct.pack("I", os.getpid())
+        for offset in self._pid_offsets:
+            self._program[offset : offset + 4] = pid
+        if (
+            _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0
+            or _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(self._fprog), 0, 0) < 0
+        ):
+            error = ctypes.get_errno()
+            raise OSError(error, f"installing the seccomp filter failed: {os.strerror(error)}")
+
+
+@functools.cache
+def _filter() -> _Filter:
+    return _Filter(seccomp_program(platform.machine()))
+
+
+def prepare() -> None:
+    """Builds the filter now (the fork server does, before forking), so children only fill in their pid."""
+    with contextlib.suppress(OSError):
+        _filter()
+
+
+def install() -> None:
+    """Confines this process (raises OSError where the machine cannot)."""
+    _filter().install()

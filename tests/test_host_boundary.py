@@ -1,0 +1,409 @@
+"""The host's side of the boundary: no message, time trick or sibling can crash, hang, fool or grow the host.
+
+Parsing and deadlines are tested on real socket pairs; everything else with real confined children.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from selftaught.sandbox import child_messages
+from selftaught.sandbox.child_messages import ChildMisbehaved, ChildReader, ChildSilent
+from selftaught.sandbox.launcher import Launcher
+from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
+from selftaught.sandbox.policy import SandboxPolicy
+
+
+def frame(payload: bytes) -> bytes:
+    return struct.pack(">II", len(payload), 0) + payload
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    yield host, child
+    host.close()
+    child.close()
+
+
+def read_one(host: socket.socket, seconds: float = 2.0) -> dict[str, Any]:
+    return ChildReader(host, time.monotonic()).receive(time.monotonic() + seconds).message
+
+
+HOSTILE_MESSAGES = {
+    "nesting of 200,000 arrays": b"[" * 200_000,
+    "nesting of 100 objects": b'{"kind":"event","detail":' + b'{"a":' * 100 + b"1" + b"}" * 101,
+    "integer of 5,000 digits": b'{"kind":"event","name":"x","detail":{"n":' + b"9" * 5000 + b"}}",
+    "not UTF-8": b'{"kind":"\xff"}',
+    "not an object": b'["kind"]',
+    "no kind": b'{"index": 1}',
+    "a million values": b"[" + b"0," * 1_100_000 + b"0]",
+    "truncated JSON": b'{"kind": "result", "value": [1, 2',
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_MESSAGES))
+def test_hostile_messages_are_refused_not_raised(pair: tuple[socket.socket, socket.socket], name: str) -> None:
+    host, child = pair
+    data = frame(HOSTILE_MESSAGES[name])
+
+    def write() -> None:
+        with contextlib.suppress(OSError):  # the host stops reading at the first refusal
+            for start in range(0, len(data), 65536):
+                child.send(data[start : start + 65536])
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    with pytest.raises(ChildMisbehaved):
+        read_one(host)
+    host.close()
+    writer.join(timeout=5)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"kind": "output", "index": [1], "timed_out": False},
+        {"kind": "output", "index": 0, "timed_out": "soon"},
+        {"kind": "output", "index": True, "timed_out": False},
+        {"kind": "output", "index": 0, "timed_out": False, "error": 3},
+        {"kind": "call", "id": "1", "method": "utility", "params": {}},
+        {"kind": "call", "id": 1, "method": "x" * 1000, "params": {}},
+        {"kind": "event", "name": "anything_at_all", "detail": {}},
+        {"kind": "event", "name": "sandbox_violation", "detail": "text"},
+        {"kind": "failure", "error": None},
+        {"kind": "result"},
+    ],
+)
+def test_each_kind_of_message_must_have_its_fields(message: dict[str, Any]) -> None:
+    with pytest.raises(ChildMisbehaved):
+        child_messages.checked(child_messages.parse(json.dumps(message).encode()))
+
+
+def test_a_header_announcing_too_much_is_refused_before_reading_it(pair: tuple[socket.socket, socket.socket]) -> None:
+    host, child = pair
+    child.send(struct.pack(">II", 500 * 1024 * 1024, 0))
+    with pytest.raises(ChildMisbehaved, match="bytes"):
+        read_one(host)
+
+
+def test_lone_surrogates_are_repaired_so_nothing_downstream_fails_to_encode() -> None:
+    message = child_messages.parse(b'{"kind": "failure", "error": "bad \\ud800 text", "\\udfff": ["\\udc00"]}')
+    for text in (message["error"], *message, *message["?"]):
+        text.encode("utf-8")  # raises on a surrogate
+    assert message["error"] == "bad ? text"
+    pair = child_messages.parse(b'{"kind": "result", "value": "\\ud83d\\ude00"}')
+    assert pair["value"] == "\U0001f600"  # a valid pair stays what it was
+
+
+def test_a_slow_drip_ends_at_the_message_deadline(
+    pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host, child = pair
+    monkeypatch.setattr(child_messages, "MESSAGE_SECONDS", 0.3)
+    child.send(struct.pack(">II", 1000, 0))
+    child.send(b"{")
+    started = time.monotonic()
+    with pytest.raises(ChildSilent, match="too slowly"):
+        ChildReader(host, started).receive(started + 60)
+    assert time.monotonic() - started < 2
+
+
+def test_a_child_that_writes_nothing_ends_at_the_deadline(pair: tuple[socket.socket, socket.socket]) -> None:
+    host, _ = pair
+    started = time.monotonic()
+    with pytest.raises(ChildSilent):
+        ChildReader(host, started).receive(started + 0.2)
+    assert time.monotonic() - started < 1.5
+
+
+def test_messages_carry_when_the_child_sent_them(pair: tuple[socket.socket, socket.socket]) -> None:
+    host, child = pair
+    started = time.monotonic()
+    reader = ChildReader(host, started)  # asks the kernel to stamp what arrives from now on
+    child.send(frame(b'{"kind": "ready"}'))
+    sent = time.monotonic()
+    time.sleep(0.3)  # the host reads late; the kernel's timestamp still says when it was sent
+    received = reader.receive(time.monotonic() + 1)
+    assert received.sent_at <= sent + 0.05
+
+
+# --- real children ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["bubblewrap", "no-bubblewrap"])
+def launcher(request: pytest.FixtureRequest) -> Iterator[Launcher]:
+    launcher = Launcher(SandboxPolicy(bubblewrap=None if request.param == "bubblewrap" else False))
+    yield launcher
+    launcher.close()
+
+
+def run(launcher: Launcher, source: str, instances: int = 1, time_limit: float = 1.0, wall: float = 20.0) -> ChildOutcome:
+    job = {
+        "job": "algorithm",
+        "source": source,
+        "entry_point": "algorithm",
+        "instances": [[index] for index in range(instances)],
+        "time_limit_seconds": time_limit,
+        "seed": 1,
+    }
+    return launcher.run(job, SandboxLimits(wall_seconds=wall, cpu_seconds=int(wall)))
+
+
+def zygote_children(launcher: Launcher) -> set[int]:
+    found: set[int] = set()
+    for server in launcher._fork_servers.servers:
+        for task in Path(f"/proc/{server.pid}/task").iterdir():
+            found.update(int(pid) for pid in (task / "children").read_text().split())
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_a_child_is_ended_as_soon_as_its_last_output_is_in(launcher: Launcher) -> None:
+    before = zygote_children(launcher)
+    source = (
+        "import threading\ndef spin():\n    while True:\n        pass\n"
+        "def algorithm(index):\n    threading.Thread(target=spin, daemon=True).start()\n    return index\n"
+    )
+    outcome = run(launcher, source)
+    assert outcome.instances[0]["output"] == 0
+    spawned = zygote_children(launcher) - before
+    deadline = time.monotonic() + 3
+    while any(alive(pid) for pid in spawned) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(alive(pid) for pid in spawned), "a child kept running after its output was in"
+
+
+AFFECT_OTHERS = """\
+import ctypes, os, resource
+libc = ctypes.CDLL(None, use_errno=True)
+
+def refused(attempt):
+    try:
+        result = attempt()
+    except OSError:
+        return True
+    return isinstance(result, int) and result < 0
+
+def algorithm(index):
+    other = 1
+    return {
+        "prlimit another process": refused(lambda: resource.prlimit(other, resource.RLIMIT_AS, (1, 1))),
+        "setpriority of the uid": refused(lambda: os.setpriority(os.PRIO_USER, 0, 19)),
+        "setpriority of another": refused(lambda: os.setpriority(os.PRIO_PROCESS, other, 19)),
+        "sched_setscheduler of another": refused(lambda: os.sched_setscheduler(other, os.SCHED_IDLE, os.sched_param(0))),
+        "sched_setaffinity of another": refused(lambda: os.sched_setaffinity(other, {0})),
+        "ioprio_set of the uid": refused(lambda: libc.syscall(251, 3, 0, 0)),
+        "ioprio_set of another": refused(lambda: libc.syscall(251, 1, other, 0)),
+        "rt_sigqueueinfo to another": refused(lambda: libc.syscall(129, other, 10, None)),
+        "kill another": refused(lambda: os.kill(other, 0)),
+        "SysV shared memory": refused(lambda: libc.shmget(0x5E1F, 4096, 0o1666)),
+        "SysV message queue": refused(lambda: libc.msgget(0x5E1F, 0o1666)),
+        "SysV semaphore": refused(lambda: libc.semget(0x5E1F, 1, 0o1666)),
+        "POSIX message queue": refused(lambda: libc.syscall(240, b"/selftaught", 0o102, 0o666, None)),
+        "clear the death signal": refused(lambda: libc.prctl(1, 0, 0, 0, 0)),
+        "become dumpable": refused(lambda: libc.prctl(4, 1, 0, 0, 0)),
+        "let any process trace it": refused(lambda: libc.prctl(0x59616D61, -1, 0, 0, 0)),
+        "its own limits still work": not refused(lambda: resource.prlimit(0, resource.RLIMIT_CORE, (0, 0))),
+        "its own priority still works": not refused(lambda: os.setpriority(os.PRIO_PROCESS, 0, 5)),
+        "its own scheduling still works": not refused(lambda: os.sched_setaffinity(0, os.sched_getaffinity(0))),
+    }
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the syscall numbers in the probe are x86_64's")
+def test_a_child_can_touch_only_itself(launcher: Launcher) -> None:
+    outcome = run(launcher, AFFECT_OTHERS)
+    checks = outcome.instances[0]["output"]
+    assert checks and all(checks.values()), {name: ok for name, ok in checks.items() if not ok}
+
+
+def test_a_patched_clock_and_a_cancelled_alarm_gain_nothing(launcher: Launcher) -> None:
+    """Each instance takes 1.5x its limit; the host's clock, not the child's, decides."""
+    honest = "import time\ndef algorithm(index):\n    time.sleep(0.6)\n    return index\n"
+    cheat = (
+        "import signal, time\nsleep = time.sleep\n"
+        "time.perf_counter = time.monotonic = time.time = lambda: 0.0\n"
+        "def algorithm(index):\n    signal.setitimer(signal.ITIMER_REAL, 0)\n    sleep(0.6)\n    return index\n"
+    )
+    for source in (honest, cheat):
+        outcome = run(launcher, source, instances=3, time_limit=0.4)
+        assert [output["timed_out"] for output in outcome.instances] == [True] * 3, outcome.instances
+    kinds = [violation["kind"] for violation in run(launcher, cheat, instances=1, time_limit=0.4).violations]
+    assert "clock_disagreement" in kinds
+
+
+def test_an_instance_just_under_its_limit_is_not_timed_out(launcher: Launcher) -> None:
+    outcome = run(launcher, "import time\ndef algorithm(index):\n    time.sleep(0.3)\n    return index\n", 3, 0.5)
+    assert [output["timed_out"] for output in outcome.instances] == [False] * 3
+    assert all(0.29 < output["seconds"] < 0.45 for output in outcome.instances), outcome.instances
+
+
+def test_a_child_past_an_instance_limit_is_stopped_there(launcher: Launcher) -> None:
+    source = "import signal, time\ndef algorithm(index):\n    signal.setitimer(signal.ITIMER_REAL, 0)\n    time.sleep(60)\n"
+    started = time.monotonic()
+    outcome = run(launcher, source, instances=3, time_limit=0.2)
+    assert outcome.stopped_at == 0 and outcome.instances[0]["timed_out"] and not outcome.timed_out
+    assert time.monotonic() - started < 5  # the instance's limit plus the grace, not the job's wall time
+
+
+def test_the_reporter_cannot_be_silenced(launcher: Launcher) -> None:
+    source = (
+        "import os, sys\n"
+        "def algorithm(index):\n"
+        "    watch = sys.modules['watch']\n"
+        "    watch.classify = lambda *args: None\n"
+        "    watch.REPORTS_PER_KIND = 0\n"
+        "    watch.__dict__['SIGNALS'] = set()\n"
+        "    for _ in range(6):\n"
+        "        try:\n            os.kill(1, 9)\n        except OSError:\n            pass\n"
+        "    return 'done'\n"
+    )
+    outcome = run(launcher, source)
+    kinds = [violation["kind"] for violation in outcome.violations]
+    assert kinds.count("signal") == 6, outcome.violations
+    assert "tampering" in kinds
+
+
+def test_a_flood_of_one_kind_hides_no_other(launcher: Launcher) -> None:
+    source = (
+        "import os\ndef algorithm(index):\n"
+        "    for _ in range(5000):\n        try:\n            os.kill(1, 0)\n        except OSError:\n            pass\n"
+        "    open('/proc/1/environ')\n"
+    )
+    violations = run(launcher, source).violations
+    signals = [v for v in violations if v["kind"] == "signal"]
+    assert any(v["kind"] == "secret_read" for v in violations)
+    assert 20 < len(signals) < 40  # the first twenty, then one at each doubling of the count
+
+
+HOST_UNDER_ATTACK = """
+import json, resource, sys
+from selftaught.sandbox.launcher import Launcher
+from selftaught.sandbox.outcome import SandboxLimits
+ATTACK = sys.argv[1]
+launcher = Launcher()
+job = {"job": "algorithm", "source": ATTACK, "entry_point": "algorithm", "instances": [[0]],
+       "time_limit_seconds": 10.0, "seed": 0}
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+outcome = launcher.run(job, SandboxLimits(wall_seconds=60, cpu_seconds=60))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"growth_kib": after - before, "violation": outcome.violation, "events": len(outcome.events)}))
+launcher.close()
+"""
+
+FLOODS = {
+    "60 events of 15 MiB": "for _ in range(60):\n    raw(b'{\"kind\":\"event\",\"name\":\"sandbox_violation\",\"detail\":{\"x\":\"' + b'a' * (15 << 20) + b'\"}}')",
+    "events of 7 MiB": "for _ in range(60):\n    raw(b'{\"kind\":\"event\",\"name\":\"sandbox_violation\",\"detail\":{\"x\":\"' + b'a' * (7 << 20) + b'\"}}')",
+    "frames of empty objects": "for _ in range(4):\n    raw(b'[' + b'{},' * 900_000 + b'{}]')",
+    "frames of short strings": "for _ in range(8):\n    raw(b'{\"kind\":\"event\",\"name\":\"sandbox_violation\",\"detail\":{\"x\":[' + b'\"a\",' * 900_000 + b'\"a\"]}}')",
+}
+RAW = """\
+import os, stat, struct
+def raw(payload):
+    data = struct.pack(">II", len(payload), 0) + payload
+    fd = next(fd for fd in range(3, 1024) if _socket(fd))
+    for start in range(0, len(data), 65536):
+        os.write(fd, data[start:start + 65536])
+def _socket(fd):
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+"""
+
+
+@pytest.mark.parametrize("name", sorted(FLOODS))
+def test_floods_from_a_child_leave_the_host_small(name: str) -> None:
+    attack = RAW + "def algorithm(index):\n" + textwrap.indent(FLOODS[name], "    ") + "\n    return 1\n"
+    completed = subprocess.run(
+        [sys.executable, "-c", HOST_UNDER_ATTACK, attack], capture_output=True, text=True, timeout=300, check=True
+    )
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert report["growth_kib"] < 200 * 1024, report  # the host's peak memory grew by less than 200 MB
+    assert "protocol violation" in (report["violation"] or ""), report
+
+
+def test_stored_events_stay_small(tmp_path: Path, scripted_model: Any, options_for: Any) -> None:
+    """Sixty reports with the largest detail a message may hold add little to the store."""
+    from selftaught import api
+
+    improver = (
+        RAW
+        + "def improve_algorithm(initial_solution, utility, language_model):\n"
+        + "    for _ in range(60):\n"
+        + "        raw(b'{\"kind\":\"event\",\"name\":\"budget_tampering\",\"detail\":{\"x\":\"' + b'a' * (7 << 20) + b'\"}}')\n"
+        + "    return initial_solution\n"
+    )
+    options = options_for(scripted_model("return 'no code'"))
+    api.improve(options, improver=improver)
+    with sqlite3.connect(options.store) as db:
+        sizes = [len(row[0]) for row in db.execute("SELECT detail FROM events")]
+    assert sizes and max(sizes) <= 2100, sizes
+    assert options.store.stat().st_size < 5 * 1024 * 1024
+
+
+def test_a_child_dies_with_its_host_even_after_trying_to_clear_its_death_signal(tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    host = textwrap.dedent(
+        f"""
+        import sys
+        from selftaught.sandbox.launcher import Launcher
+        from selftaught.sandbox.outcome import SandboxLimits
+        from selftaught.sandbox.policy import SandboxPolicy
+        launcher = Launcher(SandboxPolicy(bubblewrap=False))
+        source = (
+            "import ctypes, time\\n"
+            "def algorithm(index):\\n"
+            "    ctypes.CDLL(None).prctl(1, 0, 0, 0, 0)\\n"
+            "    time.sleep(600)\\n"
+        )
+        job = {{"job": "algorithm", "source": source, "entry_point": "algorithm", "instances": [[0]],
+               "time_limit_seconds": 600.0, "seed": 0}}
+        open({str(marker)!r}, "w").write(str(launcher._fork_servers.first().pid))
+        launcher.run(job, SandboxLimits(wall_seconds=600, cpu_seconds=600))
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", host])
+    try:
+        deadline = time.monotonic() + 60
+        children: set[int] = set()
+        while time.monotonic() < deadline and not children:
+            time.sleep(0.1)
+            if marker.exists() and marker.read_text():
+                zygote = int(marker.read_text())
+                with_children = Path(f"/proc/{zygote}/task/{zygote}/children")
+                children = {int(pid) for pid in with_children.read_text().split()} if with_children.exists() else set()
+        assert children, "the job's child never started"
+        time.sleep(0.5)  # let it try to clear its death signal
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in children | {zygote}) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(alive(pid) for pid in children | {zygote})
+    finally:
+        if process.poll() is None:
+            process.kill()
