@@ -29,6 +29,7 @@ from selftaught.sandbox.launcher import Launcher
 from subreaper import children_of
 
 SUBREAPER = Path(__file__).parent / "subreaper.py"
+EXAMPLE_TASK = Path(__file__).resolve().parent.parent / "examples" / "tsp"
 QUICK = (
     "--cache", "off", "--lm-calls", "1", "--responses-per-call", "1", "--utility-budget", "2",
     "--meta-utility-runs", "1", "--meta-utility-budget", "1",
@@ -136,6 +137,33 @@ def assert_nothing_of_the_sandbox_is_running(processes: list[dict[str, Any]]) ->
         assert state == "Z" or command_of(process["pid"]) != process["command"], f"still running: {process}"
 
 
+def sandbox_of(host: Host) -> list[dict[str, Any]]:
+    """The processes below the running host, checked to hold what a test must see cleaned up."""
+    sandbox = host.tree()
+    assert any(str(ZYGOTE) in process["command"] for process in sandbox), sandbox
+    assert any("bwrap" in process["command"] for process in sandbox) or shutil.which("bwrap") is None, sandbox
+    assert len(host_groups(host.pid)) == 2
+    return sandbox
+
+
+def assert_stopped_cleanly(
+    host: Host, stop: signal.Signals, sandbox: list[dict[str, Any]], host_tmp: Path
+) -> tuple[dict[str, Any], str]:
+    """Stops the host with `stop` and checks that it left nothing behind; its subreaper's report and stderr."""
+    assert os.listdir(host_tmp)
+    os.kill(host.pid, stop)
+    report, stderr = host.finish()
+    assert report["exit_code"] == 128 + stop, stderr[-3000:]
+    assert "Traceback" not in stderr
+    # The host reaped its own children; nothing it started runs on.
+    assert not [process for process in report["left"] if process["child_of_command"]], report["left"]
+    assert not [process for process in report["left"] if process["state"] != "Z"], report["left"]
+    assert_nothing_of_the_sandbox_is_running(sandbox)
+    assert host_groups(host.pid) == []
+    assert os.listdir(host_tmp) == []  # scratch and package folders
+    return report, stderr
+
+
 @needs_cgroups
 @pytest.mark.parametrize(
     ("command", "stop"),
@@ -149,25 +177,11 @@ def test_sigterm_and_sighup_end_a_run_as_ctrl_c_does(
     iterations = ITERATIONS if command == "run" else ()
     host = start_host([command, "--model", model, "--store", str(store), *QUICK, *iterations], tmp_path, host_tmp)
     wait_for_a_call(calls, host)
-    sandbox = host.tree()
-    assert any(str(ZYGOTE) in process["command"] for process in sandbox), sandbox
-    assert any("bwrap" in process["command"] for process in sandbox) or shutil.which("bwrap") is None, sandbox
-    assert len(host_groups(host.pid)) == 2
-    assert os.listdir(host_tmp)
 
-    os.kill(host.pid, stop)
-    report, stderr = host.finish()
+    _, stderr = assert_stopped_cleanly(host, stop, sandbox_of(host), host_tmp)
 
-    assert report["exit_code"] == 128 + stop, stderr[-3000:]
-    assert "Traceback" not in stderr
     [(run_id, status, result)] = recorded_runs(store)
     assert (status, result) == ("interrupted", {"signal": stop.name})
-    # The host reaped its own children; nothing it started runs on.
-    assert not [process for process in report["left"] if process["child_of_command"]], report["left"]
-    assert not [process for process in report["left"] if process["state"] != "Z"], report["left"]
-    assert_nothing_of_the_sandbox_is_running(sandbox)
-    assert host_groups(host.pid) == []
-    assert os.listdir(host_tmp) == []  # scratch and package folders
     if command == "run":
         assert f"interrupted by {stop.name}; continue the run with: selftaught run --resume {run_id}" in stderr
         resumed = subprocess.run(
@@ -182,6 +196,23 @@ def test_sigterm_and_sighup_end_a_run_as_ctrl_c_does(
 
 
 @needs_cgroups
+def test_sigterm_ends_a_task_check_in_the_middle_of_its_evaluation(tmp_path: Path, host_tmp: Path) -> None:
+    folder = tmp_path / "slow_task"
+    shutil.copytree(EXAMPLE_TASK, folder)
+    (folder / "seed.py").write_text(
+        "import time\n\ndef algorithm(cities):\n    time.sleep(0.5)\n    return list(range(len(cities)))\n"
+    )
+    host = start_host(["tasks", "check", str(folder)], tmp_path, host_tmp)
+    deadline = time.monotonic() + 60
+    # The zygote and the child it forked for the evaluation.
+    while sum(str(ZYGOTE) in process["command"] for process in host.tree()) < 2:
+        assert time.monotonic() < deadline and host.subreaper.poll() is None, "no evaluation started"
+        time.sleep(0.01)
+
+    assert_stopped_cleanly(host, signal.SIGTERM, sandbox_of(host), host_tmp)
+
+
+@needs_cgroups
 def test_after_sigkill_children_die_at_once_and_the_next_launcher_removes_the_cgroups(
     slow_model: tuple[str, Path], tmp_path: Path, host_tmp: Path
 ) -> None:
@@ -189,8 +220,7 @@ def test_after_sigkill_children_die_at_once_and_the_next_launcher_removes_the_cg
     store = tmp_path / "runs.sqlite"
     host = start_host(["run", "--model", model, "--store", str(store), *QUICK, *ITERATIONS], tmp_path, host_tmp)
     wait_for_a_call(calls, host)
-    sandbox = host.tree()
-    assert any(str(ZYGOTE) in process["command"] for process in sandbox), sandbox
+    sandbox = sandbox_of(host)
 
     os.kill(host.pid, signal.SIGKILL)
     report, _ = host.finish()
@@ -217,3 +247,22 @@ def test_the_library_installs_no_signal_handler_and_the_cli_keeps_an_ignored_one
     )
     completed = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
     assert completed.stdout.split() == ["True", "True", "False", "True"]
+
+
+def test_only_the_first_stop_signal_raises_so_the_cleanup_it_starts_runs_to_its_end() -> None:
+    check = (
+        "import os, signal, time\n"
+        "from selftaught.stop_signals import stop_on_signals, stop_signal\n"
+        "stop_on_signals()\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGHUP)\n"
+        "    time.sleep(5)\n"
+        "except KeyboardInterrupt as interruption:\n"
+        "    print(stop_signal(interruption).name)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    os.kill(os.getpid(), signal.SIGHUP)\n"
+        "    time.sleep(0.1)\n"
+        "    print('cleaned up')\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=30)
+    assert (completed.returncode, completed.stdout.split("\n")) == (0, ["SIGHUP", "cleaned up", ""]), completed.stderr
