@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from selftaught.api import RunOptions
 from selftaught.config import ImproverBudget, Profile
+from selftaught.sandbox.cgroups import CGROUP_ROOT, LIMITS
 
 #: Brute force over all 2^10 parities: the best training fit, about 100% on LPN.
 STRONG_LPN_SOLUTION = """\
@@ -76,3 +78,27 @@ def options_for(tmp_path: Path) -> Callable[..., RunOptions]:
         return RunOptions(task="parity_noise", model=model, profile=profile, seed=seed, store=tmp_path / "runs.sqlite")
 
     return make
+
+
+def own_cgroups() -> dict[str, str]:
+    """This process's cgroup v1 group per controller (its children start in the same ones)."""
+    groups = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        groups.update(dict.fromkeys(controllers.split(","), path))
+    return groups
+
+
+def cgroup_v1_missing() -> str | None:
+    """Why the sandbox cannot make cgroup v1 memory and pids groups here, or None when it can."""
+    if os.geteuid() != 0:
+        return "the sandbox makes cgroups only as root"
+    for controller in LIMITS:
+        if controller not in own_cgroups() or not (CGROUP_ROOT / controller).is_dir():
+            return f"no cgroup v1 {controller} hierarchy mounted at {CGROUP_ROOT / controller}"
+    return None
+
+
+def cgroup_parents() -> list[Path]:
+    """The folders where launchers of this process (and of its children) make their groups, one per controller."""
+    return [CGROUP_ROOT / controller / own_cgroups()[controller].lstrip("/") for controller in LIMITS]

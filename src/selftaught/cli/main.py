@@ -22,6 +22,7 @@ from selftaught.cli.runs_command import runs_command
 from selftaught.cli.show_command import show_command
 from selftaught.cli.tasks_command import tasks_command
 from selftaught.cli.transfer_command import transfer_command
+from selftaught.stop_signals import stop_on_signals
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -67,4 +68,6 @@ def main() -> None:
     logger = logging.getLogger("selftaught")
     logger.addHandler(_WarningLine(level=logging.WARNING))
     logger.propagate = False
+    # Here, not at import: a program using the library decides itself what its signals do.
+    stop_on_signals()
     cli()

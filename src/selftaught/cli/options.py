@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -22,6 +22,7 @@ from selftaught.llm.cache import CacheMode
 from selftaught.loop.seed_improver import SEED_IMPROVER
 from selftaught.options import DEFAULT_MODEL
 from selftaught.sandbox.policy import SandboxPolicy
+from selftaught.stop_signals import stop_signal
 from selftaught.store.run_store import DEFAULT_STORE
 from selftaught.tasks.registry import get_task
 from selftaught.tasks.user_task import looks_like_a_folder
@@ -29,7 +30,9 @@ from selftaught.tasks.user_task import looks_like_a_folder
 #: Exit codes: bad input (nothing started), and a command that ran but produced nothing usable.
 EXIT_BAD_INPUT = 2
 EXIT_NOTHING_PRODUCED = 1
-EXIT_INTERRUPTED = 130
+#: A command stopped by a signal exits this plus the signal's number, as shells report it: 130 after
+#: Ctrl-C (SIGINT), 143 after SIGTERM, 129 after SIGHUP.
+EXIT_STOPPED_BY_SIGNAL = 128
 
 SANDBOX_MODES = {
     "default": SandboxPolicy(),
@@ -213,7 +216,7 @@ def print_json(data: Any) -> None:
 
 
 def user_errors(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Prints a SelftaughtError as one line and exits non-zero; Ctrl-C exits 130 without a traceback."""
+    """Prints a SelftaughtError as one line and exits non-zero; Ctrl-C, SIGTERM, SIGHUP exit without a traceback."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -222,8 +225,16 @@ def user_errors(function: Callable[..., Any]) -> Callable[..., Any]:
         except SelftaughtError as error:
             stderr_console().print(Text.assemble(("error: ", "bold red"), str(error)), soft_wrap=True)
             sys.exit(EXIT_BAD_INPUT)
-        except KeyboardInterrupt:
-            stderr_console().print("interrupted; the run is recorded as interrupted in the store")
-            sys.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt as interruption:
+            exit_interrupted(interruption, "a run it started is recorded as interrupted in the store")
 
     return wrapper
+
+
+def exit_interrupted(interruption: KeyboardInterrupt, explanation: str) -> NoReturn:
+    """Says which signal stopped the command and what became of its work, then exits 128 + the signal's number."""
+    number = stop_signal(interruption)
+    # After SIGHUP the terminal may be gone: the exit code must not depend on being able to say so.
+    with contextlib.suppress(OSError):
+        stderr_console().print(f"interrupted by {number.name}; {explanation}", soft_wrap=True, markup=False)
+    sys.exit(EXIT_STOPPED_BY_SIGNAL + number)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 
 import click
@@ -12,7 +11,7 @@ from rich.table import Table
 from selftaught import api
 from selftaught.api import RunOptions, RunReport
 from selftaught.cli.options import (
-    EXIT_INTERRUPTED,
+    exit_interrupted,
     improver_option,
     json_option,
     print_json,
@@ -68,19 +67,18 @@ def run_command(
     candidate with the meta-utility (the mean validation utility of the solutions it produces
     on the task over several fresh runs) and keeps it only if it beats the current improver.
     Everything is recorded in the store; the table at the end shows the meta-utility per iteration.
-    Ctrl-C stops cleanly and prints the command that resumes the run.
+    Ctrl-C, SIGTERM or SIGHUP stop cleanly and print the command that resumes the run.
     """
     _refuse_options_a_continuation_ignores(resume, replay)
     stats = RunStats()
     try:
         with ProgressDisplay(stats, stderr_console()):
             report = _run(options, improver_file, resume, replay, stats)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interruption:  # Ctrl-C, SIGTERM or SIGHUP: the sandbox is closed already
         if stats.run_id is None:
             raise
         resume_command = f"selftaught run --resume {stats.run_id} --store {shlex.quote(str(options.store))}"
-        stderr_console().print(f"interrupted; continue the run with: {resume_command}", soft_wrap=True, markup=False)
-        sys.exit(EXIT_INTERRUPTED)
+        exit_interrupted(interruption, f"continue the run with: {resume_command}")
     _print_report(report, stats, as_json)
 
 

@@ -23,6 +23,7 @@ from selftaught.sandbox.doctor import SandboxReport, probe
 from selftaught.sandbox.executor import JobRunner
 from selftaught.sandbox.launcher import Launcher
 from selftaught.sandbox.policy import SandboxPolicy
+from selftaught.stop_signals import stop_signal
 from selftaught.store.run_store import RunStore
 from selftaught.tasks.base import Task
 from selftaught.tasks.evaluation import Evaluator, SolutionEvaluator
@@ -145,6 +146,9 @@ def open_run(
 ) -> Iterator[RunContext]:
     """Creates the sandbox, backend and store record of a run; marks the run failed if the body raises.
 
+    A KeyboardInterrupt (Ctrl-C, or SIGTERM and SIGHUP once `stop_on_signals` was called) marks it
+    interrupted instead, naming the signal; either way the sandbox is closed before the error goes on.
+
     The sandbox starts first, so its fork server never holds anything the backend loads. A
     resumed run keeps its id and takes over its record; a replay is a new run whose backend is
     the recorded one's responses and nothing else.
@@ -211,8 +215,8 @@ def open_run(
     context.stats.run_id = run_id
     try:
         yield context
-    except KeyboardInterrupt:
-        store.finish_run(run_id, "interrupted", None)
+    except KeyboardInterrupt as interruption:  # Ctrl-C, or SIGTERM/SIGHUP under `stop_on_signals`
+        store.finish_run(run_id, "interrupted", {"signal": stop_signal(interruption).name})
         raise
     except BaseException as error:
         store.finish_run(run_id, "failed", {"error": f"{type(error).__name__}: {error}"})

@@ -22,7 +22,7 @@ from typing import Any
 
 from selftaught.errors import SandboxError
 from selftaught.sandbox.bubblewrap import bwrap_command, bwrap_path
-from selftaught.sandbox.cgroups import CgroupUnavailable, ChildrenCgroup
+from selftaught.sandbox.cgroups import CgroupUnavailable, ChildrenCgroup, host_group_name, remove_stale_groups
 from selftaught.sandbox.child import isolation, protocol
 from selftaught.sandbox.executor import CallHandler
 from selftaught.sandbox.fork_server import ForkServer, ForkServerPool, ForkServerStopped
@@ -65,7 +65,8 @@ class Launcher:
         self.cgroup_problem: str | None = "not needed (not running as root)"
         if running_as_root():
             try:
-                self._cgroup = ChildrenCgroup(f"selftaught-{os.getpid()}-{id(self):x}")
+                remove_stale_groups()  # those of hosts killed before they could remove their own
+                self._cgroup = ChildrenCgroup(host_group_name(f"{id(self):x}"))
                 self.cgroup_problem = None
             except CgroupUnavailable as error:
                 self.cgroup_problem = str(error)
