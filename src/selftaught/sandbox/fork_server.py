@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from selftaught.errors import SandboxError
@@ -166,6 +166,11 @@ class ForkServer:
             self._process.kill()
 
 
+def _close_started(starting: Future[ForkServer]) -> None:
+    if not starting.cancelled() and starting.exception() is None:
+        starting.result().close()
+
+
 class ForkServerPool:
     """Fork servers started as concurrent jobs need them, up to one per core; each job takes the least busy one.
 
@@ -228,13 +233,17 @@ class ForkServerPool:
     def _add(self) -> None:
         if self._starter is None:
             self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fork-server-starter")
+        starting = self._starter.submit(self._start)
         try:
-            server = self._starter.submit(self._start).result()
+            server = starting.result()
         except SandboxError:
             if not self._running:
                 raise
             self._limit = len(self._running)  # the machine has no room for more: the running ones will do
             return
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM) while it starts: it is closed once it has started
+            starting.add_done_callback(_close_started)
+            raise
         if self._network_isolated is None:
             self._network_isolated = server.network_isolated
         elif server.network_isolated != self._network_isolated:
