@@ -154,7 +154,9 @@ def launcher(request: pytest.FixtureRequest) -> Iterator[Launcher]:
     launcher.close()
 
 
-def run(launcher: Launcher, source: str, instances: int = 1, time_limit: float = 1.0, wall: float = 20.0) -> ChildOutcome:
+def run(
+    launcher: Launcher, source: str, instances: int = 1, time_limit: float = 1.0, wall: float = 20.0
+) -> ChildOutcome:
     job = {
         "job": "algorithm",
         "source": source,
@@ -262,7 +264,9 @@ def test_an_instance_just_under_its_limit_is_not_timed_out(launcher: Launcher) -
 
 
 def test_a_child_past_an_instance_limit_is_stopped_there(launcher: Launcher) -> None:
-    source = "import signal, time\ndef algorithm(index):\n    signal.setitimer(signal.ITIMER_REAL, 0)\n    time.sleep(60)\n"
+    source = (
+        "import signal, time\ndef algorithm(index):\n    signal.setitimer(signal.ITIMER_REAL, 0)\n    time.sleep(60)\n"
+    )
     started = time.monotonic()
     outcome = run(launcher, source, instances=3, time_limit=0.2)
     assert outcome.stopped_at == 0 and outcome.instances[0]["timed_out"] and not outcome.timed_out
@@ -315,10 +319,10 @@ launcher.close()
 """
 
 FLOODS = {
-    "60 events of 15 MiB": "for _ in range(60):\n    raw(b'{\"kind\":\"event\",\"name\":\"sandbox_violation\",\"detail\":{\"x\":\"' + b'a' * (15 << 20) + b'\"}}')",
-    "events of 7 MiB": "for _ in range(60):\n    raw(b'{\"kind\":\"event\",\"name\":\"sandbox_violation\",\"detail\":{\"x\":\"' + b'a' * (7 << 20) + b'\"}}')",
+    "60 events of 15 MiB": 'for _ in range(60):\n    raw(b\'{"kind":"event","name":"sandbox_violation","detail":{"x":"\' + b\'a\' * (15 << 20) + b\'"}}\')',
+    "events of 7 MiB": 'for _ in range(60):\n    raw(b\'{"kind":"event","name":"sandbox_violation","detail":{"x":"\' + b\'a\' * (7 << 20) + b\'"}}\')',
     "frames of empty objects": "for _ in range(4):\n    raw(b'[' + b'{},' * 900_000 + b'{}]')",
-    "frames of short strings": "for _ in range(8):\n    raw(b'{\"kind\":\"event\",\"name\":\"sandbox_violation\",\"detail\":{\"x\":[' + b'\"a\",' * 900_000 + b'\"a\"]}}')",
+    "frames of short strings": 'for _ in range(8):\n    raw(b\'{"kind":"event","name":"sandbox_violation","detail":{"x":[\' + b\'"a",\' * 900_000 + b\'"a"]}}\')',
 }
 RAW = """\
 import os, stat, struct
@@ -354,7 +358,7 @@ def test_stored_events_stay_small(tmp_path: Path, scripted_model: Any, options_f
         RAW
         + "def improve_algorithm(initial_solution, utility, language_model):\n"
         + "    for _ in range(60):\n"
-        + "        raw(b'{\"kind\":\"event\",\"name\":\"budget_tampering\",\"detail\":{\"x\":\"' + b'a' * (7 << 20) + b'\"}}')\n"
+        + '        raw(b\'{"kind":"event","name":"budget_tampering","detail":{"x":"\' + b\'a\' * (7 << 20) + b\'"}}\')\n'
         + "    return initial_solution\n"
     )
     options = options_for(scripted_model("return 'no code'"))
@@ -407,3 +411,24 @@ def test_a_child_dies_with_its_host_even_after_trying_to_clear_its_death_signal(
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_doctor_names_each_promise_that_a_missing_layer_breaks() -> None:
+    from selftaught.sandbox.doctor import SandboxReport
+
+    everything = SandboxReport(cgroups="active", bubblewrap="active (each fork server runs inside bwrap)")
+    assert set(everything.guarantees.values()) == {"holds"}
+    without = SandboxReport(missing={"seccomp": "seccomp: not here"}, cgroups="active", bubblewrap="not installed")
+    broken = {promise for promise, state in without.guarantees.items() if state != "holds"}
+    assert broken == {
+        "no process started, no program executed",
+        "a child signals, limits, reprioritizes or traces only itself",
+        "no IPC object shared between candidates or outliving one",
+        "children die with the host, even if they try not to",
+        "host processes and their /proc files out of reach",
+        "the host's processes and files out of sight",
+    }
+    assert (
+        "needs die_with_parent + seccomp or bubblewrap"
+        in without.guarantees["children die with the host, even if they try not to"]
+    )

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from selftaught.sandbox.bubblewrap import bwrap_path
 from selftaught.sandbox.launcher import Launcher
 from selftaught.sandbox.outcome import SandboxLimits
-from selftaught.sandbox.policy import LAYERS, ROOT_ONLY_LAYERS, required_layers, running_as_root
+from selftaught.sandbox.policy import GUARANTEES, LAYERS, ROOT_ONLY_LAYERS, required_layers, running_as_root
 
 #: Runs inside a confined child; each check is True when the attempt was blocked.
 PROBE_SOURCE = """\
@@ -74,6 +74,19 @@ class SandboxReport:
         states["cgroups"] = self.cgroups
         states["bubblewrap"] = self.bubblewrap
         return states
+
+    @property
+    def guarantees(self) -> dict[str, str]:
+        """Each promise of the sandbox: 'holds', or which layers it would need here."""
+        active = {name for name, state in self.layers.items() if state.startswith(("active", "not needed"))}
+        found = {}
+        for promise, alternatives in GUARANTEES.items():
+            if any(set(layers) <= active for layers in alternatives):
+                found[promise] = "holds"
+            else:
+                needs = " or ".join(" + ".join(layers) for layers in alternatives)
+                found[promise] = f"does not hold here (needs {needs})"
+        return found
 
 
 def probe(launcher: Launcher) -> SandboxReport:

@@ -27,6 +27,19 @@ OPTIONAL_LAYERS = {
     "bubblewrap": "the fork server in bwrap: no host files, processes or network in sight",
 }
 ROOT_ONLY_LAYERS = ("max_processes", "drop_privileges")
+#: What the sandbox promises, and the sets of layers that each keep the promise (any one set, whole).
+#: Without bubblewrap every promise but the last rests on Landlock and seccomp.
+GUARANTEES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "no network, loopback included": (("network_namespace",), ("bubblewrap",)),
+    "no host file read or written outside the allow-list and scratch": (("landlock",),),
+    "no process started, no program executed": (("seccomp",),),
+    "a child signals, limits, reprioritizes or traces only itself": (("seccomp",),),
+    "no IPC object shared between candidates or outliving one": (("seccomp",),),
+    "children die with the host, even if they try not to": (("die_with_parent", "seccomp"), ("bubblewrap",)),
+    "host processes and their /proc files out of reach": (("landlock", "seccomp", "undumpable"), ("bubblewrap",)),
+    "the host's processes and files out of sight": (("bubblewrap",),),
+    "memory and processes capped for all children together": (("cgroups",),),
+}
 PROCESS_LIMIT_AS_NOBODY = 256
 
 
