@@ -79,7 +79,7 @@ def run_command(
         if stats.run_id is None:
             raise
         resume_command = f"selftaught run --resume {stats.run_id} --store {shlex.quote(str(options.store))}"
-        stderr_console().print(f"interrupted; continue the run with: {resume_command}", soft_wrap=True, markup=False)
+        stderr_console().print(f"interrupted; continue the run with: {resume_command}", soft_wrap=True)
         sys.exit(EXIT_INTERRUPTED)
     _print_report(report, stats, as_json)
 
@@ -167,7 +167,7 @@ def _print_report(report: RunReport, stats: RunStats, as_json: bool) -> None:
     console.print(table)
     for it in report.iterations:
         if it.error:
-            console.print(f"iteration {it.iteration}: {it.error}", overflow="ellipsis", no_wrap=True, markup=False)
+            console.print(f"iteration {it.iteration}: {it.error}", overflow="ellipsis", no_wrap=True)
     unpriced = f" (+{report.unpriced_calls} calls of a model without a price)" if report.unpriced_calls else ""
     console.print(
         f"{stats.lm_calls} language-model calls ({stats.lm_responses} responses), {stats.evaluations} evaluations, "
