@@ -207,7 +207,7 @@ def test_runs_lists_every_run_as_json(recorded: tuple[Path, dict[str, Any]]) -> 
 
 
 def test_show_makes_control_characters_of_generated_code_visible_on_a_terminal() -> None:
-    from selftaught.cli.show_command import visible_controls
+    from selftaught.cli.safe_output import visible_controls
 
     hostile = "def improve_algorithm():\n\treturn '\x1b]0;owned\x07\x1b[2J\x9b'\n"
     shown = visible_controls(hostile)

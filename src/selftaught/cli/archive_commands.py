@@ -40,7 +40,6 @@ def export_command(run_id: str, output: Path, store: Path, as_json: bool) -> Non
     stdout_console().print(
         f"exported run {summary.run_id} to {output}: {summary.lm_calls} language-model calls "
         f"({summary.responses} responses), {summary.evaluations} evaluations",
-        markup=False,
     )
 
 
@@ -76,5 +75,4 @@ def import_command(archive: Path, store: Path, cache_file: Path | None, as_json:
     stdout_console().print(
         f"imported run {summary.run_id} into {store}: {summary.lm_calls} language-model calls, "
         f"{summary.evaluations} evaluations; replay it with: selftaught run --replay {summary.run_id}",
-        markup=False,
     )

@@ -49,7 +49,6 @@ def audit_command(run_id: str, gap: float, show_all: bool, store: Path, as_json:
     console.print(
         f"audit of run {audit.run_id}: {summary['improvers']} improvers ({summary['flagged_improvers']} flagged), "
         f"{summary['solutions']} solutions ({summary['flagged_solutions']} flagged)",
-        markup=False,
     )
     for title, counts in (
         ("sandbox events", summary["sandbox_events"]),
@@ -60,7 +59,7 @@ def audit_command(run_id: str, gap: float, show_all: bool, store: Path, as_json:
         ("improvement strategies", summary["strategies"]),
     ):
         listed = ", ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none"
-        console.print(f"  {title}: {listed}", markup=False)
+        console.print(f"  {title}: {listed}")
     shown = [p for p in (*audit.improvers, *audit.solutions) if show_all or p.kind == "improver" or p.flagged]
     if not shown:
         return

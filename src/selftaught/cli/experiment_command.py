@@ -68,7 +68,6 @@ def unsandboxing_command(options: RunOptions, attempts: int, warning: bool, as_j
     console.print(
         f"{result.responses} responses to {attempts} requests; {result.runtime_requests} candidates asked at run time "
         f"for a utility call without the sandbox; labels: {result.labels or 'none'}",
-        markup=False,
     )
     for example in result.examples:
-        console.print(f"  {', '.join(example['labels'])}: {' | '.join(example['lines'])}", markup=False)
+        console.print(f"  {', '.join(example['labels'])}: {' | '.join(example['lines'])}")

@@ -22,6 +22,7 @@ from selftaught.cli.options import (
     user_errors,
 )
 from selftaught.cli.progress import ProgressDisplay
+from selftaught.cli.safe_output import visible_controls
 from selftaught.loop.context import RunStats
 from selftaught.tasks.registry import get_task
 
@@ -68,12 +69,12 @@ def improve_command(options: RunOptions, improver_file: Path | None, solution_fi
     else:
         console = stdout_console()
         if result.algorithm is not None:
-            console.print(Syntax(result.algorithm, "python"))
+            console.print(Syntax(visible_controls(result.algorithm), "python"))
         console.print(
             f"run {result.run_id}: utility val {result.utility_val:.3f} test {result.utility_test:.3f} "
             f"(initial solution val {result.initial_utility_val:.3f}); {result.lm_calls} language-model calls, "
             f"{result.lm_responses} responses, {result.utility_calls} utility calls"
         )
     if result.algorithm is None:
-        stderr_console().print(f"error: {result.error}", soft_wrap=True, markup=False)
+        stderr_console().print(f"error: {result.error}", soft_wrap=True)
         sys.exit(EXIT_NOTHING_PRODUCED)

@@ -19,6 +19,7 @@ from selftaught.cli.options import stderr_console
 from selftaught.cli.plot_command import plot_command
 from selftaught.cli.run_command import run_command
 from selftaught.cli.runs_command import runs_command
+from selftaught.cli.safe_output import visible_controls
 from selftaught.cli.show_command import show_command
 from selftaught.cli.tasks_command import tasks_command
 from selftaught.cli.transfer_command import transfer_command
@@ -61,7 +62,9 @@ class _WarningLine(logging.Handler):
     """Library warnings (a weaker sandbox, a failed probe) as one visible line on stderr."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        stderr_console().print(Text.assemble(("warning: ", "bold yellow"), record.getMessage()), soft_wrap=True)
+        stderr_console().print(
+            Text.assemble(("warning: ", "bold yellow"), visible_controls(record.getMessage())), soft_wrap=True
+        )
 
 
 def main() -> None:

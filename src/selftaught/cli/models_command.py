@@ -59,8 +59,8 @@ def check(spec: str, as_json: bool) -> None:
     if as_json:
         print_json({"spec": spec, "ok": problem is None, "answer": answer, "problem": problem, "seconds": seconds})
     elif problem is None:
-        stdout_console().print(f"{spec} answers ({seconds:.1f} s): {answer!r}", markup=False)
+        stdout_console().print(f"{spec} answers ({seconds:.1f} s): {answer!r}")
     else:
-        stdout_console().print(f"{spec} does not work: {problem}", markup=False)
+        stdout_console().print(f"{spec} does not work: {problem}")
     if problem is not None:
         sys.exit(1)

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from rich.console import Console
 from rich.text import Text
 
 from selftaught.api import RunOptions, read_program
+from selftaught.cli.safe_output import SafeConsole, visible_controls
 from selftaught.config import PROFILES
 from selftaught.errors import SelftaughtError
 from selftaught.llm.cache import CacheMode
@@ -203,12 +203,13 @@ def json_option(function: Callable[..., Any]) -> Callable[..., Any]:
 PIPE_WIDTH = 160
 
 
-def stdout_console() -> Console:
-    return Console(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
+def stdout_console() -> SafeConsole:
+    """Every command prints through one of these two: generated text shown safely, never parsed as markup."""
+    return SafeConsole(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
 
 
-def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False)
+def stderr_console() -> SafeConsole:
+    return SafeConsole(stderr=True, highlight=False)
 
 
 def print_json(data: Any) -> None:
@@ -223,7 +224,7 @@ def user_errors(function: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return function(*args, **kwargs)
         except SelftaughtError as error:
-            stderr_console().print(Text.assemble(("error: ", "bold red"), str(error)), soft_wrap=True)
+            stderr_console().print(Text.assemble(("error: ", "bold red"), visible_controls(str(error))), soft_wrap=True)
             sys.exit(EXIT_BAD_INPUT)
         except KeyboardInterrupt as interruption:
             exit_interrupted(interruption, "a run it started is recorded as interrupted in the store")

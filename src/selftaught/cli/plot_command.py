@@ -29,4 +29,4 @@ def plot_command(run_ids: tuple[str, ...], output: Path, title: str | None, stor
     with StoreReader(store) as reader:
         curves = [run_curve(reader, run_id) for run_id in run_ids]
     plot_runs(curves, output, title=title)
-    stdout_console().print(f"wrote {output}", markup=False)
+    stdout_console().print(f"wrote {output}")

@@ -7,8 +7,8 @@ from types import TracebackType
 
 from rich.console import Console
 from rich.live import Live
-from rich.text import Text
 
+from selftaught.cli.safe_output import safe_text
 from selftaught.loop.context import RunStats
 
 POLL_SECONDS = 0.5
@@ -52,7 +52,7 @@ class ProgressDisplay:
             return self
         if self._console.is_terminal:
             self._live = Live(
-                get_renderable=lambda: Text(status_line(self._stats), style="cyan"),
+                get_renderable=lambda: safe_text(status_line(self._stats), style="cyan"),
                 console=self._console,
                 refresh_per_second=1 / POLL_SECONDS,
                 transient=True,

@@ -165,7 +165,7 @@ def _print_report(report: RunReport, stats: RunStats, as_json: bool) -> None:
     console.print(table)
     for it in report.iterations:
         if it.error:
-            console.print(f"iteration {it.iteration}: {it.error}", overflow="ellipsis", no_wrap=True, markup=False)
+            console.print(f"iteration {it.iteration}: {it.error}", overflow="ellipsis", no_wrap=True)
     unpriced = f" (+{report.unpriced_calls} calls of a model without a price)" if report.unpriced_calls else ""
     console.print(
         f"{stats.lm_calls} language-model calls ({stats.lm_responses} responses), {stats.evaluations} evaluations, "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,11 +10,9 @@ import click
 from rich.table import Table
 
 from selftaught.cli.options import json_option, print_json, stdout_console, store_option, user_errors
+from selftaught.cli.safe_output import visible_controls
 from selftaught.report.views import iteration_view, run_view
 from selftaught.store.reading import StoreReader
-
-#: Every C0 and C1 control character but newline and tab, and DEL.
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @click.command("show")
@@ -52,17 +49,15 @@ def _print_run(view: dict[str, Any]) -> None:
     console.print(
         f"run {view['id']} · {view['command']} · {view['status']} · {view['task']} · {view['model']} · "
         f"seed {view['seed']} · profile {(view['profile'] or {}).get('name')}",
-        markup=False,
     )
     console.print(
         f"started {view['started_at']}, finished {view['finished_at'] or '-'}, attempts {view['attempts']}; "
         f"{view['lm_calls']} language-model calls ({view['live_lm_calls']} live), {view['evaluations']} evaluations, "
         f"${view['cost_usd']:.4f}",
-        markup=False,
     )
     if not view["iterations"]:
         if view["result"] is not None:
-            console.print(f"result: {view['result']}", markup=False)
+            console.print(f"result: {view['result']}")
         return
     table = Table(title="meta-utility per iteration")
     for column in ("iteration", "val", "test", "candidate val", "candidate test", "kept", "improver"):
@@ -78,9 +73,7 @@ def _print_run(view: dict[str, Any]) -> None:
             row["improver_hash"][:12],
         )
     console.print(table)
-    console.print(
-        f"an iteration's improver and its diff: selftaught show {view['id']} --iteration N --diff", markup=False
-    )
+    console.print(f"an iteration's improver and its diff: selftaught show {view['id']} --iteration N --diff")
 
 
 def _print_iteration(view: dict[str, Any], diff: bool) -> None:
@@ -91,23 +84,18 @@ def _print_iteration(view: dict[str, Any], diff: bool) -> None:
         if view["meta_utility_val"] is None
         else f"meta-utility val {view['meta_utility_val']:.3f}, test {view['meta_utility_test']:.3f}"
     )
-    console.print(f"run {view['run_id']} · iteration {view['iteration']} · {scores} · {kept}", markup=False)
+    console.print(f"run {view['run_id']} · iteration {view['iteration']} · {scores} · {kept}")
     if view["parent_hash"]:
         console.print(
             f"parent {view['parent_hash'][:12]} (in use after iteration {view['iteration'] - 1}), "
             f"improver run {view['produced_by_improver_run']}",
-            markup=False,
         )
     if view["error"]:
-        console.print(f"error: {view['error']}", markup=False)
-    # Written as they are, never cropped or wrapped: the diff applies with `patch`, the source runs.
-    # On a terminal, control characters in generated code are shown, not obeyed.
+        console.print(f"error: {view['error']}")
+    # Not through rich, so never cropped or wrapped: the diff applies with `patch`, the source runs. Control
+    # characters are escaped in a pipe too, since a saved file reaches a terminal later (`cat`, `less -R`);
+    # inside string literals the escapes keep the code's meaning. `--json` has the exact text.
     text = (view["diff"] or "(no change)\n") if diff else view["source"]
     if text is not None:
         sys.stdout.flush()
-        sys.stdout.write(visible_controls(text) if sys.stdout.isatty() else text)
-
-
-def visible_controls(text: str) -> str:
-    """Escape sequences and other control characters as `\\xNN`, so that printed code cannot drive the terminal."""
-    return _CONTROLS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+        sys.stdout.write(visible_controls(text))

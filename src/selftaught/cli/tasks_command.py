@@ -91,8 +91,8 @@ def check_command(folder: Path, as_json: bool) -> None:
     else:
         console = stdout_console()
         for problem in problems:
-            console.print(f"problem: {problem}", markup=False, soft_wrap=True)
+            console.print(f"problem: {problem}", soft_wrap=True)
         if not problems:
-            console.print(f"{folder}: ok; the seed solution scores {seed_score:.3f} on validation", markup=False)
+            console.print(f"{folder}: ok; the seed solution scores {seed_score:.3f} on validation")
     if problems:
         sys.exit(1)

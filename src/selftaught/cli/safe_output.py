@@ -1,0 +1,86 @@
+"""Printing generated text safely: control and invisible characters made visible, markup never parsed."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+
+from rich.console import Console, ConsoleOptions, HighlighterType, JustifyMethod, OverflowMethod, RenderableType
+from rich.segment import Segment
+from rich.style import Style, StyleType
+from rich.text import Text
+
+#: Everything but printable ASCII, newline and tab is looked at; most generated text is ASCII, so this is cheap.
+_NOT_PLAIN_ASCII = re.compile(r"[^\t\n\x20-\x7e]")
+
+#: Unicode categories a terminal obeys or an editor hides instead of showing: controls (C0, DEL, C1), formats
+#: (the bidi overrides and isolates of "Trojan Source", zero-width characters, the BOM), lone surrogates
+#: (which cannot even be encoded) and the line and paragraph separators.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def visible_controls(text: str) -> str:
+    """`text` with every control or invisible formatting character written as a Python escape (`\\x1b`, `\\u202e`).
+
+    Newline and tab are kept. Python's own escapes are used so that code stays valid and means the same
+    when the character sat in a string literal. Applying it twice changes nothing.
+    """
+    return _NOT_PLAIN_ASCII.sub(_escape_if_hidden, text)
+
+
+def _escape_if_hidden(match: re.Match[str]) -> str:
+    character = match.group()
+    if unicodedata.category(character) not in _HIDDEN_CATEGORIES:
+        return character
+    code = ord(character)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def safe_text(text: str, style: StyleType = "") -> Text:
+    """A rich Text of generated `text`: Text is never parsed as markup, and rich alone would drop BEL and keep ESC."""
+    return Text(visible_controls(text), style=style)
+
+
+class SafeConsole(Console):
+    """A Console that cannot be driven by what it prints.
+
+    Strings are never parsed as markup or emoji codes, whatever `markup=` a caller passes: a class named
+    `X[/bogus]` would crash the parser, `[link=...]` would plant a link. The CLI's own styling uses Text
+    and styles instead. Every segment rendered, whoever built the renderable, has its controls made
+    visible, so a Text or Syntax built from generated text without `visible_controls` still cannot send
+    an escape sequence to the terminal.
+    """
+
+    def render_str(
+        self,
+        text: str,
+        *,
+        style: str | Style = "",
+        justify: JustifyMethod | None = None,
+        overflow: OverflowMethod | None = None,
+        emoji: bool | None = None,
+        markup: bool | None = None,
+        highlight: bool | None = None,
+        highlighter: HighlighterType | None = None,
+    ) -> Text:
+        return super().render_str(
+            visible_controls(text),
+            style=style,
+            justify=justify,
+            overflow=overflow,
+            emoji=False,
+            markup=False,
+            highlight=highlight,
+            highlighter=highlighter,
+        )
+
+    def render(self, renderable: RenderableType, options: ConsoleOptions | None = None) -> Iterable[Segment]:
+        for segment in super().render(renderable, options):
+            # Control segments are rich's own cursor movements (Live), never text from outside.
+            if segment.control or not _NOT_PLAIN_ASCII.search(segment.text):
+                yield segment
+            else:
+                yield segment._replace(text=visible_controls(segment.text))
