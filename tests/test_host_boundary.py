@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -28,6 +28,9 @@ from selftaught.sandbox.child_messages import ChildMisbehaved, ChildReader, Chil
 from selftaught.sandbox.launcher import Launcher
 from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
 from selftaught.sandbox.policy import SandboxPolicy
+from selftaught.sandbox.session import BatchClock
+from selftaught.tasks.base import TEST, VALIDATION, Instance, InstanceScore, Split, Task
+from selftaught.tasks.evaluation import SolutionEvaluator
 
 
 def frame(payload: bytes) -> bytes:
@@ -79,10 +82,7 @@ def test_hostile_messages_are_refused_not_raised(pair: tuple[socket.socket, sock
 @pytest.mark.parametrize(
     "message",
     [
-        {"kind": "output", "index": [1], "timed_out": False},
-        {"kind": "output", "index": 0, "timed_out": "soon"},
-        {"kind": "output", "index": True, "timed_out": False},
-        {"kind": "output", "index": 0, "timed_out": False, "error": 3},
+        {"kind": "outputs", "results": "all of them"},
         {"kind": "call", "id": "1", "method": "utility", "params": {}},
         {"kind": "call", "id": 1, "method": "x" * 1000, "params": {}},
         {"kind": "event", "name": "anything_at_all", "detail": {}},
@@ -94,6 +94,47 @@ def test_hostile_messages_are_refused_not_raised(pair: tuple[socket.socket, sock
 def test_each_kind_of_message_must_have_its_fields(message: dict[str, Any]) -> None:
     with pytest.raises(ChildMisbehaved):
         child_messages.checked(child_messages.parse(json.dumps(message).encode()))
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        {"index": [1], "timed_out": False, "seconds": 0.1},
+        {"index": True, "timed_out": False, "seconds": 0.1},
+        {"index": 1, "timed_out": False, "seconds": 0.1},
+        {"index": 0, "timed_out": "no", "seconds": 0.1},
+        {"index": 0, "timed_out": False, "seconds": "soon"},
+        {"index": 0, "timed_out": False, "seconds": -1.0},
+        {"index": 0, "timed_out": False, "seconds": float("nan")},
+        {"index": 0, "timed_out": False, "seconds": 0.1, "error": 3},
+        "not an object",
+    ],
+)
+def test_forged_outputs_are_refused(result: Any) -> None:
+    with pytest.raises(ChildMisbehaved):
+        BatchClock(0, 100.0, 1.0).judge([result], 100.2)
+
+
+def claims(*seconds: float) -> list[dict[str, Any]]:
+    return [{"index": i, "output": i, "timed_out": False, "seconds": s} for i, s in enumerate(seconds)]
+
+
+def test_claimed_times_must_add_up_to_what_the_kernel_saw() -> None:
+    """Each case is a batch sent 1.0 s after the instances, with the child's claims; limit 2 s."""
+    honest = BatchClock(0, 100.0, 2.0).judge(claims(0.05, 0.94), 101.0)
+    assert [r["timed_out"] for r in honest] == [False, False]
+    # A patched clock: it claims nothing, but a second passed.
+    patched = BatchClock(0, 100.0, 2.0).judge(claims(0.0, 0.0), 101.0)
+    assert [(r["timed_out"], r["late"]) for r in patched] == [(True, True), (True, True)]
+    # More claimed than passed: time borrowed from nowhere.
+    borrowed = BatchClock(0, 100.0, 2.0).judge(claims(0.6, 0.6), 101.0)
+    assert all(r["timed_out"] for r in borrowed)
+    # Time shifted from the first instance to the second: all but the last must fit in a flush interval.
+    shifted = BatchClock(0, 100.0, 2.0).judge(claims(0.5, 0.5), 101.0)
+    assert all(r["timed_out"] for r in shifted)
+    # Over the limit by its own claim.
+    over = BatchClock(0, 100.0, 0.5).judge(claims(0.01, 0.98), 101.0)
+    assert [r["timed_out"] for r in over] == [False, True]
 
 
 def test_a_header_announcing_too_much_is_refused_before_reading_it(pair: tuple[socket.socket, socket.socket]) -> None:
@@ -246,21 +287,42 @@ def test_a_patched_clock_and_a_cancelled_alarm_gain_nothing(launcher: Launcher) 
     """Each instance takes 1.5x its limit; the host's clock, not the child's, decides."""
     honest = "import time\ndef algorithm(index):\n    time.sleep(0.6)\n    return index\n"
     cheat = (
-        "import signal, time\nsleep = time.sleep\n"
+        "import signal, sys, time\nsleep = time.sleep\n"
         "time.perf_counter = time.monotonic = time.time = lambda: 0.0\n"
+        "sys.modules['runner'].__dict__['perf_counter'] = lambda: 0.0\n"
         "def algorithm(index):\n    signal.setitimer(signal.ITIMER_REAL, 0)\n    sleep(0.6)\n    return index\n"
     )
+    task = SlowTask()
+    evaluator = SolutionEvaluator(launcher)
     for source in (honest, cheat):
-        outcome = run(launcher, source, instances=3, time_limit=0.4)
-        assert [output["timed_out"] for output in outcome.instances] == [True] * 3, outcome.instances
+        evaluation = evaluator.evaluate(task, source, VALIDATION, seed=1)
+        assert evaluation.score == 0.0 and evaluation.timeouts == 3, evaluation
     kinds = [violation["kind"] for violation in run(launcher, cheat, instances=1, time_limit=0.4).violations]
-    assert "clock_disagreement" in kinds
+    assert "clock_disagreement" in kinds and "tampering" in kinds, kinds
+
+
+class SlowTask(Task):
+    """Three instances of 0.4 s; an output scores 1 when it is the instance's own number."""
+
+    name: ClassVar[str] = "slow"
+    description: ClassVar[str] = "return the index"
+    seed_solution: ClassVar[str] = "def algorithm(index):\n    return index\n"
+    time_limit_seconds: ClassVar[float] = 0.4
+    splits: ClassVar[dict[str, Split]] = {VALIDATION: Split(VALIDATION, 0, 3), TEST: Split(TEST, 10, 3)}
+
+    def make_instance(self, seed: int) -> Instance:
+        return Instance(seed, (seed,), seed)
+
+    def score(self, instance: Instance, output: Any) -> InstanceScore:
+        return InstanceScore(1.0 if output == instance.answer else 0.0)
 
 
 def test_an_instance_just_under_its_limit_is_not_timed_out(launcher: Launcher) -> None:
-    outcome = run(launcher, "import time\ndef algorithm(index):\n    time.sleep(0.3)\n    return index\n", 3, 0.5)
+    outcome = run(launcher, "import time\ndef algorithm(index):\n    time.sleep(0.4)\n    return index\n", 3, 0.5)
     assert [output["timed_out"] for output in outcome.instances] == [False] * 3
-    assert all(0.29 < output["seconds"] < 0.45 for output in outcome.instances), outcome.instances
+    assert all(0.39 < output["seconds"] < 0.45 for output in outcome.instances), outcome.instances
+    fast = run(launcher, "def algorithm(index):\n    return index\n", 200, 0.1)
+    assert not any(output["timed_out"] for output in fast.instances) and not fast.violations
 
 
 def test_a_child_past_an_instance_limit_is_stopped_there(launcher: Launcher) -> None:

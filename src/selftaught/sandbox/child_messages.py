@@ -14,11 +14,9 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import select
 import socket
 import struct
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,11 +79,8 @@ class ChildReader:
         self.bytes = 0
         self.values = 0
 
-    def receive(self, deadline: float, pump: Callable[[], bool] | None = None) -> Received:
-        """The next whole message; raises ChildSilent, ChildGone or ChildMisbehaved.
-
-        `pump`, while it says it has more to send, is called whenever the child's socket can take more.
-        """
+    def receive(self, deadline: float) -> Received:
+        """The next whole message; raises ChildSilent, ChildGone or ChildMisbehaved."""
         while True:
             received = self._take()
             if received is not None:
@@ -94,22 +89,28 @@ class ChildReader:
             limit = deadline if self._partial_since is None else min(deadline, self._partial_since + MESSAGE_SECONDS)
             if now >= limit:
                 raise ChildSilent("no message" if self._partial_since is None else "a message arrived too slowly")
-            if pump is not None and pump():
-                readable, writable, _ = select.select([self._sock], [self._sock], [], limit - now)
-                if writable and not readable:
-                    continue
-            self._sock.settimeout(max(limit - time.monotonic(), 0.0))
+            self._sock.settimeout(limit - now)
             try:
                 data, ancillary, flags, _ = self._sock.recvmsg(RECEIVE_BYTES, _ANCILLARY_BYTES)
             except TimeoutError:
                 continue
             except ConnectionResetError as error:
-                raise ChildGone(str(error), reset=True) from None
+                # The child left without reading all it was sent; what it sent before is still there.
+                data, ancillary, flags = self._after_reset(error)
             if not data:
                 raise ChildGone("the child closed the channel")
             if flags & socket.MSG_TRUNC:
                 raise ChildMisbehaved(f"a packet larger than {RECEIVE_BYTES} bytes")
             self._arrived(data, ancillary)
+
+    def _after_reset(self, error: OSError) -> tuple[bytes, list[tuple[int, int, bytes]], int]:
+        try:
+            data, ancillary, flags, _ = self._sock.recvmsg(RECEIVE_BYTES, _ANCILLARY_BYTES, socket.MSG_DONTWAIT)
+        except OSError:
+            data = b""
+        if not data:
+            raise ChildGone(str(error), reset=True) from None
+        return data, ancillary, flags
 
     def _arrived(self, data: bytes, ancillary: list[tuple[int, int, bytes]]) -> None:
         arrival = time.monotonic()
@@ -154,7 +155,11 @@ class ChildReader:
 
 
 def parse(payload: bytes) -> dict[str, Any]:
-    """A message from its JSON bytes, or ChildMisbehaved; strings come back encodable, nesting bounded."""
+    """A message from its JSON bytes, or ChildMisbehaved; strings come back encodable, nesting bounded.
+
+    The parser itself stops at Python's recursion limit; a message other than outputs must also
+    nest no deeper than MAX_DEPTH, since the host keeps or answers it with recursive code.
+    """
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
@@ -167,8 +172,10 @@ def parse(payload: bytes) -> dict[str, Any]:
         raise ChildMisbehaved(f"a malformed message: {str(error)[:200]}") from None
     if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
         raise ChildMisbehaved("a message that is not an object with a string 'kind'")
+    # Outputs are judged by code that bounds its own nesting; anything else kept or answered is bounded here.
+    deep = message["kind"] != protocol.OUTPUTS and payload.count(b"[") + payload.count(b"{") > MAX_DEPTH
     surrogates = _SURROGATE_ESCAPE.search(text) is not None
-    if surrogates or payload.count(b"[") + payload.count(b"{") > MAX_DEPTH:
+    if surrogates or deep:
         message = _bounded(message, surrogates)
     return message
 
@@ -225,11 +232,8 @@ def checked(message: dict[str, Any]) -> dict[str, Any]:
         _require(message, "detail", dict)
         if message["name"] not in EVENT_NAMES:
             raise ChildMisbehaved(f"an event of unknown name {message['name'][:50]!r}")
-    elif kind == protocol.OUTPUT:
-        _require(message, "index", int)
-        _require(message, "timed_out", bool)
-        if message.get("error") is not None:
-            _require(message, "error", str)
+    elif kind == protocol.OUTPUTS:
+        _require(message, "results", list)
     elif kind == protocol.FAILURE:
         _require(message, "error", str)
     elif kind == protocol.RESULT and "value" not in message:

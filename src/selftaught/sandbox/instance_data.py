@@ -1,16 +1,15 @@
-"""Task instances in the form a child receives them: one message per instance, whose arrays travel as raw bytes.
+"""Task instances in the form a child receives them: JSON arguments whose arrays travel as raw bytes.
 
-Encoded once per task and split on the host. A child gets its instances only once its solution
-has loaded, and reads each one when it starts it, so the instances it has not reached yet are in
-no memory of its process. Arrays are narrowed on the wire to the smallest integer type that holds
-their values (a parity matrix of int64 zeros and ones travels as bytes) and restored to their own
-dtype in the child.
+Encoded once per task and split on the host, and sent to a child only once its solution has loaded.
+Arrays are narrowed on the wire to the smallest integer type that holds their values (a parity
+matrix of int64 zeros and ones travels as bytes) and restored to their own dtype in the child,
+which decodes each instance only when it starts it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,23 +26,43 @@ class UnsupportedArgument(TypeError):
 
 @dataclass(frozen=True)
 class EncodedInstances:
-    """Each instance's `instance` message, framed."""
+    """The arguments of a list of instances, each instance's arrays in its own slice of one byte string."""
 
-    frames: tuple[bytes, ...]
+    arguments: tuple[Any, ...]
+    #: Where each instance's bytes start in `tail`.
+    starts: tuple[int, ...]
+    tail: bytes
+    #: Framed messages by first instance; almost always only the one from 0, made once.
+    _frames: dict[int, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, instances: Sequence[Sequence[Any]]) -> EncodedInstances:
-        frames = []
-        for index, instance in enumerate(instances):
-            tail = bytearray()
-            arguments = [_encode(argument, tail, f"arguments[{i}]") for i, argument in enumerate(instance)]
-            frames.append(
-                protocol.frame({"kind": protocol.INSTANCE, "index": index, "arguments": arguments}, bytes(tail))
-            )
-        return cls(tuple(frames))
+        arguments, starts, tail = [], [], bytearray()
+        for instance in instances:
+            starts.append(len(tail))
+            own = bytearray()
+            arguments.append([_encode(argument, own, f"arguments[{i}]") for i, argument in enumerate(instance)])
+            tail += own
+        return cls(tuple(arguments), tuple(starts), bytes(tail))
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return len(self.arguments)
+
+    def frame(self, first: int) -> bytes:
+        """The `instances` message for instances `first`, `first + 1`, ..., framed."""
+        if first not in self._frames:
+            self._frames[first] = self._framed(first)
+        return self._frames[first]
+
+    def _framed(self, first: int) -> bytes:
+        base = self.starts[first] if first < len(self.starts) else len(self.tail)
+        message = {
+            "kind": protocol.INSTANCES,
+            "first": first,
+            "arguments": list(self.arguments[first:]),
+            "tails": [start - base for start in self.starts[first:]],
+        }
+        return protocol.frame(message, self.tail[base:])
 
 
 def _encode(value: Any, tail: bytearray, path: str) -> Any:
@@ -54,7 +73,13 @@ def _encode(value: Any, tail: bytearray, path: str) -> Any:
         if value.dtype.kind not in "biuf":
             raise UnsupportedArgument(f"{path} is a numpy array of dtype {value.dtype}; only numbers can be sent")
         wire = _narrowest(value)
-        spec = {"dtype": value.dtype.str, "shape": list(value.shape), "wire": wire.dtype.str, "offset": len(tail)}
+        spec = {
+            "dtype": value.dtype.str,
+            "shape": list(value.shape),
+            "wire": wire.dtype.str,
+            "offset": len(tail),
+            "count": int(value.size),
+        }
         tail += wire.tobytes()
         return {protocol.NDARRAY_TAG: spec}
     if isinstance(value, (list, tuple)):

@@ -154,14 +154,12 @@ class Launcher:
         if instances is not None and not isinstance(instances, EncodedInstances):
             instances = EncodedInstances.of(instances)
         first = int(job.get("first_instance", 0))
-        counts = {} if instances is None else {"instance_count": len(instances), "first_instance": first}
         scratch = self._scratch()
         try:  # framed before the child is started, so the host waits on the channel right after starting it
             job_frame = protocol.frame(
                 {
                     "kind": protocol.JOB,
-                    **{key: value for key, value in job.items() if key != "instances"},
-                    **counts,
+                    **{key: value for key, value in job.items() if key not in ("instances", "first_instance")},
                     "limits": limits.rlimits(),
                     "package_paths": self._shim.paths(),
                     "isolation": self._isolation(),

@@ -2,11 +2,12 @@
 
 The host decides when a job is over and how long it took. An improver job ends with its result,
 its failure, a broken rule or the end of its time, which excludes the time the host spends
-answering its calls. An algorithm job runs in steps: the child loads the solution and says so;
-only then does it receive its instances, and it sends each instance's output as soon as that
-instance ends. Each instance's time is the time between two of those messages by the kernel's
-clock, so a child that stops its alarm or rewrites its own clock gains nothing; a child still
-silent well past an instance's limit is stopped there. Events are kept up to a bound, and their
+answering its calls. An algorithm job runs in steps: the child loads the solution and says so,
+then reads its instances (sent with the job) and sends their outputs in batches, at least one per
+flush interval, each with the time the child claims for it. The kernel stamps every batch with
+when it was sent, and the claims must add up to those intervals (BatchClock), so a child that stops
+its alarm or rewrites its own clock gains nothing; a child silent well past an instance's limit is
+stopped there. Events are kept up to a bound, and their
 details cut to size before anything stores them.
 """
 
@@ -14,9 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import time
-from collections.abc import Callable
 from typing import Any
 
 from selftaught.sandbox.child import protocol
@@ -37,10 +36,11 @@ STARTUP_SECONDS = 10.0
 #: ends an honest instance at the limit, unless a long call into native code holds it up.
 MIN_GRACE_SECONDS = 1.0
 REPLY_SEND_SECONDS = 10.0
-#: An instance ran past its limit, by the host's clock, when it took longer than this (the margin covers
-#: the child's own work between two instances and its scheduling).
-TIME_TOLERANCE_FRACTION = 0.05
-TIME_TOLERANCE_SECONDS = 0.02
+#: How far the times a child claims for a batch of instances may exceed the interval the kernel saw.
+CLAIM_TOLERANCE_SECONDS = 0.002
+#: How much of that interval may go unclaimed: the runner's own work between instances, and scheduling.
+UNCLAIMED_SECONDS = 0.02
+UNCLAIMED_SECONDS_PER_INSTANCE = 0.002
 #: Events kept per job; past that only their number.
 MAX_EVENTS = 100
 #: Longest stored event detail, as JSON.
@@ -49,11 +49,6 @@ MAX_EVENT_DETAIL_CHARS = 2000
 
 class CallRefused(Exception):
     """Raised by a service to send an error text back to the child instead of a value."""
-
-
-def allowed_seconds(time_limit: float) -> float:
-    """The longest an instance may take by the host's clock before it counts as timed out."""
-    return time_limit * (1 + TIME_TOLERANCE_FRACTION) + TIME_TOLERANCE_SECONDS
 
 
 def grace_seconds(time_limit: float) -> float:
@@ -82,6 +77,7 @@ class Conversation:
         #: Moves later by the time spent answering calls: the child's time excludes the host's.
         self._deadline = self._started + wall_seconds
         self._serving_seconds = 0.0
+        # Created before anything is sent: the kernel stamps what arrives from then on.
         self._reader = ChildReader(sock, self._started)
         self._events: list[dict[str, Any]] = []
         self._dropped_events = 0
@@ -90,8 +86,10 @@ class Conversation:
     def run(self, first_instance: int = 0) -> dict[str, Any]:
         try:
             # A child gone already may have said why on the channel: read on.
+            # The instances go with the job: waiting for the child to load first would cost a round trip.
+            frames = self._job_frame + (self._instances.frame(first_instance) if self._instances is not None else b"")
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                protocol.send_frames(self._sock, self._job_frame)
+                protocol.send_frames(self._sock, frames)
             if self._instances is None:
                 return self._until_result()
             return self._algorithm(first_instance)
@@ -114,10 +112,10 @@ class Conversation:
         own_seconds = time.monotonic() - self._started - self._serving_seconds
         return {"instances": tuple(self._outputs), "events": tuple(events), "own_seconds": own_seconds, **fields}
 
-    def _next(self, deadline: float, *kinds: str, pump: Callable[[], bool] | None = None) -> Received:
+    def _next(self, deadline: float, *kinds: str) -> Received:
         """The next message of one of `kinds`, answering calls and keeping events on the way."""
         while True:
-            received = self._reader.receive(min(deadline, self._deadline), pump)
+            received = self._reader.receive(min(deadline, self._deadline))
             message = received.message
             kind = message["kind"]
             if kind == protocol.EVENT:
@@ -142,39 +140,24 @@ class Conversation:
         loaded = self._next(self._started + STARTUP_SECONDS + limit + grace, protocol.READY, protocol.FAILURE)
         if loaded.message["kind"] == protocol.FAILURE:
             return self._outcome(failure=loaded.message["error"][:2000])
-        pending = _InstanceSender(self._sock, self._instances.frames[first:], first)
-        pending.send_what_fits()
-        previous = time.monotonic()
-        for index in range(first, len(self._instances)):
+        # The instances' time starts once the solution is loaded, when the kernel saw `ready` sent.
+        clock = BatchClock(first, loaded.sent_at, limit)
+        while clock.expected < len(self._instances):
+            # The next batch is due once the instances after the last one could have filled a flush
+            # interval, plus one whole instance: its limit and the grace the host allows past it.
+            due = clock.last_sent_at + protocol.FLUSH_SECONDS + limit + grace
             try:
-                due = max(previous, pending.sent_at(index)) + limit + grace
-                received = self._next(due, protocol.OUTPUT, pump=pending.send_what_fits)
+                received = self._next(due, protocol.OUTPUTS, protocol.RESULT)
             except ChildSilent:
                 if time.monotonic() >= self._deadline:
                     raise
-                # Stopped at this instance's limit: the instance timed out, by the host's clock.
-                seconds = time.monotonic() - max(previous, pending.sent_at(index))
-                self._outputs.append({"index": index, "timed_out": True, "error": None, "seconds": seconds})
-                return self._outcome(stopped_at=index)
-            pending.send_what_fits()
-            output = received.message
-            if output["index"] != index:
-                raise ChildMisbehaved(f"the output of instance {output['index']} where {index} was due")
-            # The instance's time began when the child had both finished the one before and received it.
-            started = max(previous, pending.sent_at(index))
-            error, seconds = output.get("error"), max(received.sent_at - started, 0.0)
-            late = seconds > allowed_seconds(limit) and not output["timed_out"]
-            self._outputs.append(
-                {
-                    "index": index,
-                    "output": output.get("output"),
-                    "error": error[:2000] if error else None,
-                    "timed_out": output["timed_out"] or late,
-                    "late": late,
-                    "seconds": seconds,
-                }
-            )
-            previous = received.sent_at
+                # Still running past an instance's limit: it timed out, by the host's clock.
+                seconds = time.monotonic() - clock.last_sent_at
+                self._outputs.append({"index": clock.expected, "timed_out": True, "error": None, "seconds": seconds})
+                return self._outcome(stopped_at=clock.expected)
+            if received.message["kind"] == protocol.RESULT:
+                raise ChildMisbehaved(f"done before the output of instance {clock.expected}")
+            self._outputs.extend(clock.judge(received.message["results"], received.sent_at))
         return self._outcome(has_result=True)
 
     def _keep_event(self, message: dict[str, Any]) -> None:
@@ -209,42 +192,57 @@ class Conversation:
             raise ChildMisbehaved("the child stopped reading its replies") from None
 
 
-class _InstanceSender:
-    """Sends instance messages as far as the child's socket takes them without waiting, and when each went out.
+class BatchClock:
+    """Holds a child to the times it claims for its instances, against when the kernel saw each batch sent.
 
-    The host never blocks on a child that does not read: what does not fit now is sent after the
-    child's next output, which it sends just before it reads the next instance.
+    In a batch, the instances ran one after another between the previous batch (or the instances'
+    arrival) and this one, so their claimed times can add up to no more than that interval, and to
+    not much less: the runner's own work between instances is small. All but the last must also fit
+    in one flush interval, since the runner sends what it has as soon as that interval is over. A
+    batch whose claims do not add up has each of its instances judged timed out, as a
+    `clock_disagreement`: a child that stops its alarm and rewrites its clock gains nothing, and one
+    that shifts time between instances can shift at most a flush interval's worth.
     """
 
-    def __init__(self, sock: Any, frames: tuple[bytes, ...], first: int) -> None:
-        self._sock = sock
-        self._first = first
-        self._packets = [
-            (
-                position,
-                memoryview(frame)[start : start + protocol.PACKET_BYTES],
-                start + protocol.PACKET_BYTES >= len(frame),
-            )
-            for position, frame in enumerate(frames)
-            for start in range(0, len(frame), protocol.PACKET_BYTES)
-        ]
-        self._next_packet = 0
-        self._sent_at: list[float] = []
+    def __init__(self, first: int, instances_sent_at: float, limit: float) -> None:
+        self.expected = first
+        self.last_sent_at = instances_sent_at
+        self._limit = limit
 
-    def send_what_fits(self) -> bool:
-        """Sends packets until the socket is full; True while some are left to send."""
-        while self._next_packet < len(self._packets):
-            _, packet, ends_frame = self._packets[self._next_packet]
-            try:
-                self._sock.send(packet, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return True
-            self._next_packet += 1
-            if ends_frame:
-                self._sent_at.append(time.monotonic())
-        return False
+    def judge(self, results: Any, sent_at: float) -> list[dict[str, Any]]:
+        if not isinstance(results, list) or not results:
+            raise ChildMisbehaved("an 'outputs' message without results")
+        judged = [self._checked(result, self.expected + position) for position, result in enumerate(results)]
+        claimed = [result["seconds"] for result in judged]
+        interval = sent_at - self.last_sent_at
+        unaccounted = interval - sum(claimed)
+        adds_up = (
+            -CLAIM_TOLERANCE_SECONDS <= unaccounted <= UNCLAIMED_SECONDS + UNCLAIMED_SECONDS_PER_INSTANCE * len(claimed)
+            and sum(claimed[:-1]) <= protocol.FLUSH_SECONDS + CLAIM_TOLERANCE_SECONDS
+        )
+        for result in judged:
+            late = not adds_up and not result["timed_out"]
+            result["timed_out"] = result["timed_out"] or late or result["seconds"] > self._limit
+            result["late"] = late
+        self.expected += len(judged)
+        self.last_sent_at = sent_at
+        return judged
 
-    def sent_at(self, index: int) -> float:
-        """When instance `index` was whole in the child's socket; the future for one not sent yet."""
-        position = index - self._first
-        return self._sent_at[position] if position < len(self._sent_at) else float("inf")
+    @staticmethod
+    def _checked(result: Any, index: int) -> dict[str, Any]:
+        if not isinstance(result, dict):
+            raise ChildMisbehaved("an output that is not an object")
+        if result.get("index") != index or isinstance(result.get("index"), bool):
+            raise ChildMisbehaved(f"the output of instance {str(result.get('index'))[:20]} where {index} was due")
+        seconds, timed_out, error = result.get("seconds"), result.get("timed_out"), result.get("error")
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 <= seconds < 1e9:
+            raise ChildMisbehaved(f"instance {index}'s time is not a number of seconds")
+        if not isinstance(timed_out, bool) or not (error is None or isinstance(error, str)):
+            raise ChildMisbehaved(f"instance {index}'s output has fields of the wrong type")
+        return {
+            "index": index,
+            "output": result.get("output"),
+            "error": error[:2000] if error else None,
+            "timed_out": timed_out,
+            "seconds": float(seconds),
+        }

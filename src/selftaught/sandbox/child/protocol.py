@@ -5,7 +5,7 @@ as a top-level module without ever seeing host code. Only builtin types cross th
 (numpy arrays travel as tagged dicts), and errors cross as text.
 
 A frame is an 8-byte header (the JSON's length, then the length of a binary tail) followed by
-the JSON and the tail; only the host's `instance` messages have a tail (their arrays as raw bytes). A child's channel is a SOCK_SEQPACKET socket: each packet the child sends carries
+the JSON and the tail; only the host's `instances` message has a tail (the arrays as raw bytes). A child's channel is a SOCK_SEQPACKET socket: each packet the child sends carries
 the kernel's time of sending to the host, so the host times the child without its cooperation.
 A frame longer than one packet is split over several. The fork server's control channel is a
 stream socket and uses the same frames.
@@ -26,6 +26,8 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: Largest message a child may send, and what a whole job may send; the host ends a child that sends more.
 MAX_CHILD_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_CHILD_JOB_BYTES = 32 * 1024 * 1024
+#: How often, at most, a child running instances sends the outputs so far (and at once when its last ends).
+FLUSH_SECONDS = 0.1
 #: Largest packet either side writes; a frame longer than this is split. Fits a socket's send buffer.
 PACKET_BYTES = 64 * 1024
 
@@ -35,8 +37,8 @@ CALL = "call"  # child -> host: a proxy method call (language model, utility, ..
 REPLY = "reply"  # host -> child: the answer to a CALL
 EVENT = "event"  # child -> host: something the host should record (budget tampering, ...)
 READY = "ready"  # child -> host: the solution is loaded; send the instances
-INSTANCE = "instance"  # host -> child: one instance's arguments, with their arrays as a tail
-OUTPUT = "output"  # child -> host: the output of one instance, sent as soon as the instance ends
+INSTANCES = "instances"  # host -> child: the instances' arguments, with their arrays as a tail
+OUTPUTS = "outputs"  # child -> host: the outputs of the instances run since the last such message
 RESULT = "result"  # child -> host: the job's final value
 FAILURE = "failure"  # child -> host: the job raised; text only
 
@@ -55,8 +57,12 @@ class PeerClosed(ProtocolError):
     """The peer closed the channel."""
 
 
+#: One encoder for every message: json.dumps with options builds a new one at each call.
+_encode_json = json.JSONEncoder(allow_nan=True, separators=(",", ":")).encode
+
+
 def frame(message: dict[str, Any], tail: bytes = b"", limit: int = MAX_MESSAGE_BYTES) -> bytes:
-    payload = json.dumps(message, allow_nan=True, separators=(",", ":")).encode("utf-8")
+    payload = _encode_json(message).encode("utf-8")
     if len(payload) + len(tail) > limit:
         raise ProtocolError(f"message of {len(payload) + len(tail)} bytes exceeds the {limit}-byte cap")
     return HEADER.pack(len(payload), len(tail)) + payload + tail
@@ -88,33 +94,48 @@ class FrameReader:
         self._packets = sock.type == socket.SOCK_SEQPACKET
         self._buffer = bytearray()
 
-    def receive(self) -> tuple[dict[str, Any], bytes]:
-        """The next message and its binary tail."""
+    def receive(self, wait: bool = True) -> tuple[dict[str, Any], bytes]:
+        """The next message and its binary tail; without `wait`, BlockingIOError when it is not whole yet."""
+        flags = 0 if wait else socket.MSG_DONTWAIT
+        if not self._buffer and self._packets:
+            # The usual case: one packet holds exactly one message.
+            packet = self._read(flags)
+            if len(packet) >= HEADER.size:
+                json_size, tail_size = HEADER.unpack_from(packet)
+                if HEADER.size + json_size + tail_size == len(packet):
+                    return _parsed(packet[HEADER.size : HEADER.size + json_size]), packet[HEADER.size + json_size :]
+            self._buffer += packet
         while len(self._buffer) < HEADER.size:
-            self._fill()
+            self._buffer += self._read(flags)
         json_size, tail_size = HEADER.unpack_from(self._buffer)
         end = HEADER.size + json_size + tail_size
         if end - HEADER.size > MAX_MESSAGE_BYTES:
             raise ProtocolError(f"message of {end - HEADER.size} bytes exceeds the {MAX_MESSAGE_BYTES}-byte cap")
         while len(self._buffer) < end:
-            self._fill(end - len(self._buffer))
-        payload = bytes(self._buffer[HEADER.size : HEADER.size + json_size])
-        tail = bytes(self._buffer[HEADER.size + json_size : end])
+            self._buffer += self._read(flags, end - len(self._buffer))
+        payload, tail = (
+            bytes(self._buffer[HEADER.size : HEADER.size + json_size]),
+            bytes(self._buffer[HEADER.size + json_size : end]),
+        )
         del self._buffer[:end]
-        try:
-            message = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as error:
-            raise ProtocolError(f"malformed message: {error}") from None
-        if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
-            raise ProtocolError("a message must be an object with a string 'kind'")
-        return message, tail
+        return _parsed(payload), tail
 
-    def _fill(self, wanted: int = HEADER.size) -> None:
+    def _read(self, flags: int, wanted: int = HEADER.size) -> bytes:
         # A packet must be read whole (a short read of a packet loses the rest of it).
-        chunk = self._sock.recv(PACKET_BYTES if self._packets else max(wanted, 1 << 16))
+        chunk = self._sock.recv(PACKET_BYTES if self._packets else max(wanted, 1 << 16), flags)
         if not chunk:
             raise PeerClosed("the peer closed the channel")
-        self._buffer += chunk
+        return chunk
+
+
+def _parsed(payload: bytes) -> dict[str, Any]:
+    try:
+        message = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ProtocolError(f"malformed message: {error}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
+        raise ProtocolError("a message must be an object with a string 'kind'")
+    return message
 
 
 def receive_exactly(sock: socket.socket, size: int) -> bytes:

@@ -19,6 +19,7 @@ import sys
 import threading
 import types
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 #: Reports sent per kind of attempt; after that only a running count at 2x, 4x, 8x ... of it.
@@ -45,8 +46,8 @@ RUNTIME_MODULES = ("watch", "runner", "proxies", "protocol", "isolation", "secco
 WATCHED_NAMES = {
     "watch": ("classify", "install", "REPORTS_PER_KIND", "NETWORK", "PROCESSES", "SIGNALS", "INTROSPECTION", "NATIVE"),
     "runner": (
-        "serve_job", "run_algorithm", "run_improver", "send_output", "finish", "finish_with", "decode_argument",
-        "describe_failure", "seed_generators", "raise_timeout", "yield_to_host", "JOBS",
+        "serve_job", "run_algorithm", "run_improver", "send_outputs", "finish", "finish_with", "decode_argument",
+        "describe_failure", "seed_generators", "raise_timeout", "yield_to_host", "JOBS", "perf_counter", "audit",
     ),
     "proxies": ("Channel", "LanguageModel", "Utility", "BUDGET_ATTRIBUTES"),
     "protocol": ("frame", "send_frames", "send_message", "FrameReader", "encode_value", "HEADER"),
@@ -132,27 +133,55 @@ class _GuardedModule(types.ModuleType):
         super().__delattr__(name)
 
 
-def install(sock: Any, lock: Any, scratch: str, guarded: Iterable[str] = RUNTIME_MODULES) -> None:
+@dataclass(frozen=True)
+class _Shared:
+    """What every child's hook uses and no child changes: built once, in the fork server, before it forks."""
+
+    classify: Callable[[str, tuple[Any, ...], str], tuple[str, str] | None]
+    #: (the module's dict.get, a name, the object it must stay bound to)
+    watched: tuple[tuple[Callable[[str], Any], str, Any], ...]
+    encode: Callable[[Any], str]
+    pack: Callable[..., bytes]
+
+
+_shared: list[_Shared] = []
+
+
+def prepare(guarded: Iterable[str] = RUNTIME_MODULES) -> None:
+    """Builds the hook's shared parts and guards the sandbox's modules; the fork server calls it before forking.
+
+    Done once there, the copies of the builtins and of this module's names are shared by every child
+    instead of being made again (and paid for in copied pages) in each.
+    """
+    if _shared:
+        return
+    modules = [sys.modules[name] for name in guarded if name in sys.modules]
+    # Rebinding a name that bypasses the modules' own __setattr__ (through __dict__) is seen at the next event.
+    watched = tuple(
+        (module.__dict__.get, key, module.__dict__[key])
+        for module in modules
+        for key in WATCHED_NAMES.get(module.__name__, ())
+        if key in module.__dict__
+    )
+    encode = json.JSONEncoder(separators=(",", ":"), default=repr).encode
+    _shared.append(_Shared(_private_classify(), watched, encode, struct.Struct(">II").pack))
+    for module in modules:
+        module.__class__ = _GuardedModule
+
+
+def install(sock: Any, lock: Any, scratch: str) -> None:
     """Reports each attempt as an `event` message on `sock`, whose writes `lock` serializes.
 
     Everything the hook needs is bound here, before generated code runs: the functions below look
     up no module or builtin name when they run, only what this call gave them.
     """
+    prepare()
+    shared = _shared[0]
     send = sock.send
-    encode = json.JSONEncoder(separators=(",", ":"), default=repr).encode
-    pack = struct.Struct(">II").pack
+    private_classify, watched, encode, pack = shared.classify, shared.watched, shared.encode, shared.pack
     owned, acquire, release = lock._is_owned, lock.acquire, lock.release
-    private_classify = _private_classify()
     limit = REPORTS_PER_KIND
     get_attribute, length, failure = getattr, len, Exception
-    modules = {name: sys.modules[name] for name in guarded if name in sys.modules}
-    # Rebinding a name that bypasses the modules' own __setattr__ (through __dict__) is seen at the next event.
-    watched = [
-        (module.__dict__.get, key, module.__dict__[key])
-        for module in modules.values()
-        for key in WATCHED_NAMES.get(module.__name__, ())
-        if key in module.__dict__
-    ]
     state = threading.local()
     sent: dict[str, int] = {}
     tampered: set[str] = set()
@@ -205,6 +234,4 @@ def install(sock: Any, lock: Any, scratch: str, guarded: Iterable[str] = RUNTIME
             emit(*found)
 
     _GuardedModule._report_tampering = staticmethod(report_tampering)
-    for module in modules.values():
-        module.__class__ = _GuardedModule
     sys.addaudithook(lambda event, args: guarded_call(lambda: on_event(event, args)))

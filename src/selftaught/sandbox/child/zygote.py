@@ -25,12 +25,14 @@ import select
 import signal
 import socket
 import sys
+import traceback
 from typing import Any
 
 import isolation
 import protocol
 import runner
 import seccomp
+import watch
 
 MAX_PASSED_FDS = 2
 MAX_DESCRIPTOR = 65536
@@ -61,6 +63,8 @@ def _fork_child(control: socket.socket, request: dict[str, Any], fds: list[int])
             os.closerange(channel_fd + 1, MAX_DESCRIPTOR)
             os.chdir(request["scratch"])
             runner.serve_job(socket.socket(fileno=channel_fd), preloaded=True)
+        except BaseException:
+            traceback.print_exc()  # to the job's output file, where the host shows it
         finally:
             os._exit(1)
     for descriptor in fds:
@@ -156,6 +160,8 @@ def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
     isolation.die_with_parent()
     runner.preload(sys.argv[3:])
+    runner.warm_up()
+    watch.prepare()
     network = "isolated"
     if sys.argv[2] == "unshare":  # inside bubblewrap ("isolated") the namespace is already empty
         try:
