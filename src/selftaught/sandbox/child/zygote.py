@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import gc
 import os
 import select
@@ -34,7 +35,7 @@ import runner
 import seccomp
 import watch
 
-MAX_PASSED_FDS = 2
+MAX_PASSED_FDS = 3
 MAX_DESCRIPTOR = 65536
 #: How many finished jobs the zygote remembers, for a late `kill` or `wait`.
 REMEMBERED_JOBS = 1000
@@ -43,8 +44,11 @@ POLL_SECONDS = 0.02
 
 
 def _fork_child(control: socket.socket, request: dict[str, Any], fds: list[int]) -> int | None:
-    """Forks the job's child; None when the fork failed, which the job's channel then reports."""
-    channel_fd, output_fd = fds
+    """Forks the job's child; None when the fork failed, which the job's channel then reports.
+
+    `fds`: the job's channel, the file for its output and, for an algorithm, its marker channel.
+    """
+    channel_fd, output_fd, *marker_fd = fds
     try:
         pid = os.fork()
     except OSError as error:  # the pids limit, say
@@ -58,11 +62,14 @@ def _fork_child(control: socket.socket, request: dict[str, Any], fds: list[int])
             os.setsid()
             os.dup2(output_fd, 1)
             os.dup2(output_fd, 2)
-            # Nothing of the zygote's stays open in the child: only stdio and the job's channel.
-            os.closerange(3, channel_fd)
-            os.closerange(channel_fd + 1, MAX_DESCRIPTOR)
+            # The job's channels at 3 (and 4); nothing else of the zygote's stays open in the child.
+            kept = [fcntl.fcntl(descriptor, fcntl.F_DUPFD, 10) for descriptor in (channel_fd, *marker_fd)]
+            for number, descriptor in enumerate(kept, start=3):
+                os.dup2(descriptor, number)
+            os.closerange(3 + len(kept), MAX_DESCRIPTOR)
             os.chdir(request["scratch"])
-            runner.serve_job(socket.socket(fileno=channel_fd), preloaded=True)
+            marker = socket.socket(fileno=4) if marker_fd else None
+            runner.serve_job(socket.socket(fileno=3), preloaded=True, marker=marker)
         except BaseException:
             traceback.print_exc()  # to the job's output file, where the host shows it
         finally:
