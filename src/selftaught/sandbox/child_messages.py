@@ -117,8 +117,13 @@ class ChildReader:
         self.bytes += len(data)
         if self.bytes > protocol.MAX_CHILD_JOB_BYTES + MAX_MESSAGES_PER_JOB * protocol.HEADER.size:
             raise ChildMisbehaved(f"more than {protocol.MAX_CHILD_JOB_BYTES} bytes in one job")
+        delay = 0.0
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(value)
+                delay = time.time() - (seconds + nanoseconds / 1e9)
         # The wall clock may have been stepped meanwhile: a delay is never negative nor older than the job.
-        self._last_sent_at = max(arrival - _delay(ancillary, arrival - self._started), self._last_sent_at)
+        self._last_sent_at = max(arrival - min(max(delay, 0.0), arrival - self._started), self._last_sent_at)
         if self._partial_since is None:
             self._partial_since = arrival
         self._buffer += data
@@ -147,42 +152,6 @@ class ChildReader:
                 f"more than {MAX_VALUES_PER_MESSAGE} values in a message or {MAX_VALUES_PER_JOB} in a job"
             )
         return Received(parse(payload), self._last_sent_at)
-
-
-class ReadyMarker:
-    """The channel on which a child running instances says, once, that its solution is loaded.
-
-    The host does not listen to it (a wakeup costs more than the rest of a fast evaluation); it
-    reads it when it needs to know, and takes the kernel's time of sending.
-    """
-
-    def __init__(self, sock: socket.socket, started: float) -> None:
-        self._sock = sock
-        self._started = started
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        self._sent_at: float | None = None
-
-    def ready(self) -> float | None:
-        """When the child said it was ready, on the host's monotonic clock; None if it has not (yet)."""
-        if self._sent_at is None:
-            try:
-                data, ancillary, _, _ = self._sock.recvmsg(64, _ANCILLARY_BYTES, socket.MSG_DONTWAIT)
-            except OSError:
-                return None
-            if data:
-                self._sent_at = time.monotonic() - _delay(ancillary, time.monotonic() - self._started)
-        return self._sent_at
-
-
-def _delay(ancillary: list[tuple[int, int, bytes]], at_most: float) -> float:
-    """How long ago the kernel stamped a packet (0 without a stamp), never negative nor longer than `at_most`."""
-    delay = 0.0
-    for level, kind, value in ancillary:
-        if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
-            seconds, nanoseconds = _TIMESPEC.unpack_from(value)
-            delay = time.time() - (seconds + nanoseconds / 1e9)
-    return min(max(delay, 0.0), at_most)
 
 
 def parse(payload: bytes) -> dict[str, Any]:

@@ -112,8 +112,8 @@ class ForkServer:
         """False once the zygote is known to be gone (it closed its end, or a request could not reach it)."""
         return self._alive
 
-    def spawn(self, channel: socket.socket, output_fd: int, scratch: str, marker: socket.socket | None = None) -> int:
-        """Has the zygote fork a child serving the job on `channel` (and `marker`); returns the job's number.
+    def spawn(self, channel: socket.socket, output_fd: int, scratch: str) -> int:
+        """Has the zygote fork a child serving the job on `channel`; returns the job's number.
 
         The host need not wait for the fork: the child reads its job whenever it is ready.
         Raises ForkServerStopped when the zygote is gone: no child was started.
@@ -121,8 +121,7 @@ class ForkServer:
         with self._send_lock:
             job = next(self._job_numbers)
             frame = protocol.frame({"kind": "spawn", "job": job, "scratch": scratch})
-            descriptors = [channel.fileno(), output_fd, *([marker.fileno()] if marker is not None else [])]
-            self._deliver(lambda: socket.send_fds(self._control, [frame], descriptors))
+            self._deliver(lambda: socket.send_fds(self._control, [frame], [channel.fileno(), output_fd]))
         return job
 
     def _deliver(self, send: Callable[[], object]) -> None:

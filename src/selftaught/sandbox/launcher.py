@@ -118,16 +118,11 @@ class Launcher:
         return scratch
 
     def _start_child(
-        self,
-        server: ForkServer | None,
-        channel: socket.socket,
-        marker: socket.socket | None,
-        scratch: str,
-        output: OutputFile,
+        self, server: ForkServer | None, channel: socket.socket, scratch: str, output: OutputFile
     ) -> ChildProcess:
         if server is not None:
-            return fork_child(server, channel, marker, scratch, output)
-        child = spawn_child(channel, marker, scratch, output, {**CHILD_ENVIRONMENT, "HOME": scratch, "TMPDIR": scratch})
+            return fork_child(server, channel, scratch, output)
+        child = spawn_child(channel, scratch, output, {**CHILD_ENVIRONMENT, "HOME": scratch, "TMPDIR": scratch})
         if self._cgroup is not None and child.host_pid is not None:
             self._cgroup.add(child.host_pid)  # before the job is sent: no generated code has run yet
         return child
@@ -176,47 +171,31 @@ class Launcher:
             return ChildOutcome(violation=f"channel to the child failed: {error}")
         output = OutputFile(scratch)
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        host_marker, child_marker = (
-            socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) if instances is not None else (None, None)
-        )
-        # Before the child starts: the kernel stamps only what arrives once the host asked it to.
-        conversation = Conversation(
-            host_end,
-            job_frame,
-            limits.wall_seconds,
-            serve,
-            instances,
-            float(job.get("time_limit_seconds", 0)),
-            host_marker,
-        )
         try:
-            child = self._start_child(server, child_end, child_marker, scratch, output)
+            child = self._start_child(server, child_end, scratch, output)
         except BaseException:
-            _close(host_end, host_marker)
+            host_end.close()
             output.read(0)
             shutil.rmtree(scratch, ignore_errors=True)
             raise
         finally:
-            _close(child_end, child_marker)
+            child_end.close()
             output.close_writer()
         outcome: dict[str, Any] = {}
         try:
+            conversation = Conversation(
+                host_end, job_frame, limits.wall_seconds, serve, instances, float(job.get("time_limit_seconds", 0))
+            )
             outcome = conversation.run(first)
         finally:
             # The host decides when a job is over: whatever the child does next, its whole process group ends now.
             exit_code = child.end(explain=not ("has_result" in outcome or "failure" in outcome))
-            _close(host_end, host_marker)
+            host_end.close()
             text, truncated = output.read(limits.captured_output_bytes)
             shutil.rmtree(scratch, ignore_errors=True)
         if outcome.pop("job_unread", False) and may_retry:
             raise ForkServerStopped(f"the job's child went away without reading its job: {outcome.get('violation')}")
         return ChildOutcome(**outcome, exit_code=exit_code, output=text, output_truncated=truncated)
-
-
-def _close(*sockets: socket.socket | None) -> None:
-    for sock in sockets:
-        if sock is not None:
-            sock.close()
 
 
 @dataclass(frozen=True)

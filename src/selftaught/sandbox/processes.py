@@ -66,21 +66,14 @@ class ChildProcess:
         return self.wait(EXIT_GRACE_SECONDS) if explain else None
 
 
-def spawn_child(
-    channel: socket.socket,
-    marker: socket.socket | None,
-    scratch: str,
-    output: OutputFile,
-    environment: dict[str, str],
-) -> ChildProcess:
+def spawn_child(channel: socket.socket, scratch: str, output: OutputFile, environment: dict[str, str]) -> ChildProcess:
     """A fresh interpreter running the child runner: slow to start, independent of any fork server."""
-    descriptors = [channel.fileno(), *([marker.fileno()] if marker is not None else [])]
     process = subprocess.Popen(
-        [sys.executable, "-S", "-s", "-B", "-u", str(RUNNER), *map(str, descriptors)],
+        [sys.executable, "-S", "-s", "-B", "-u", str(RUNNER), str(channel.fileno())],
         stdin=subprocess.DEVNULL,
         stdout=output.write_fd,
         stderr=subprocess.STDOUT,
-        pass_fds=descriptors,
+        pass_fds=(channel.fileno(),),
         cwd=scratch,
         env=environment,
         start_new_session=True,
@@ -99,9 +92,7 @@ def spawn_child(
     return ChildProcess(wait, kill, host_pid=process.pid)
 
 
-def fork_child(
-    server: ForkServer, channel: socket.socket, marker: socket.socket | None, scratch: str, output: OutputFile
-) -> ChildProcess:
+def fork_child(server: ForkServer, channel: socket.socket, scratch: str, output: OutputFile) -> ChildProcess:
     """A fork of the zygote: the interpreter and numpy are already loaded."""
-    job = server.spawn(channel, output.write_fd, scratch, marker)
+    job = server.spawn(channel, output.write_fd, scratch)
     return ChildProcess(wait=lambda timeout: server.wait(job, timeout), kill=lambda: server.kill(job))

@@ -2,10 +2,9 @@
 
 The host decides when a job is over and how long it took. An improver job ends with its result,
 its failure, a broken rule or the end of its time, which excludes the time the host spends
-answering its calls. An algorithm job runs in steps: the child loads the solution and says so on
-a marker channel (the host reads it later, and is not woken for it), then reads its instances (sent
-with the job) and sends their outputs in batches, at least one per flush interval, each with the
-time the child claims for it. The kernel stamps every batch with
+answering its calls. An algorithm job runs in steps: the child loads the solution and says so,
+then reads its instances (sent with the job) and sends their outputs in batches, at least one per
+flush interval, each with the time the child claims for it. The kernel stamps every batch with
 when it was sent, and the claims must add up to those intervals (BatchClock), so a child that stops
 its alarm or rewrites its own clock gains nothing; a child silent well past an instance's limit is
 stopped there. Events are kept up to a bound, and their
@@ -25,7 +24,6 @@ from selftaught.sandbox.child_messages import (
     ChildMisbehaved,
     ChildReader,
     ChildSilent,
-    ReadyMarker,
     Received,
     checked,
 )
@@ -34,8 +32,6 @@ from selftaught.sandbox.instance_data import EncodedInstances
 
 #: How long a child may take to start and load its solution, beyond one instance's limit.
 STARTUP_SECONDS = 10.0
-#: While a child loads its solution, how often the host looks whether it has said it is done.
-MARKER_CHECK_SECONDS = 0.25
 #: How long the host waits past an instance's limit before it stops the child: the child's own alarm
 #: ends an honest instance at the limit, unless a long call into native code holds it up.
 MIN_GRACE_SECONDS = 1.0
@@ -71,7 +67,6 @@ class Conversation:
         serve: CallHandler | None,
         instances: EncodedInstances | None = None,
         time_limit: float = 0.0,
-        marker: Any = None,
     ) -> None:
         self._sock = sock
         self._job_frame = job_frame
@@ -84,7 +79,6 @@ class Conversation:
         self._serving_seconds = 0.0
         # Created before anything is sent: the kernel stamps what arrives from then on.
         self._reader = ChildReader(sock, self._started)
-        self._marker = ReadyMarker(marker, self._started) if marker is not None else None
         self._events: list[dict[str, Any]] = []
         self._dropped_events = 0
         self._outputs: list[dict[str, Any]] = []
@@ -143,45 +137,28 @@ class Conversation:
     def _algorithm(self, first: int) -> dict[str, Any]:
         assert self._instances is not None
         limit, grace = self._time_limit, grace_seconds(self._time_limit)
-        clock: BatchClock | None = None  # set once the child has said, on its marker channel, that it loaded
-        loaded_by = self._started + STARTUP_SECONDS + limit + grace
-        while clock is None or clock.expected < len(self._instances):
-            if clock is None:  # loading: a look at the marker now and then, rather than a wakeup for it
-                due = min(loaded_by, time.monotonic() + MARKER_CHECK_SECONDS)
-            else:
-                # A batch is due once the instances after the last one could have filled a flush interval,
-                # plus one whole instance: its limit and the grace the host allows past it.
-                due = clock.last_sent_at + protocol.FLUSH_SECONDS + limit + grace
+        loaded = self._next(self._started + STARTUP_SECONDS + limit + grace, protocol.READY, protocol.FAILURE)
+        if loaded.message["kind"] == protocol.FAILURE:
+            return self._outcome(failure=loaded.message["error"][:2000])
+        # The instances' time starts once the solution is loaded, when the kernel saw `ready` sent.
+        clock = BatchClock(first, loaded.sent_at, limit)
+        while clock.expected < len(self._instances):
+            # The next batch is due once the instances after the last one could have filled a flush
+            # interval, plus one whole instance: its limit and the grace the host allows past it.
+            due = clock.last_sent_at + protocol.FLUSH_SECONDS + limit + grace
             try:
-                message = self._next(due, protocol.OUTPUTS, protocol.RESULT, protocol.FAILURE)
+                received = self._next(due, protocol.OUTPUTS, protocol.RESULT)
             except ChildSilent:
                 if time.monotonic() >= self._deadline:
                     raise
-                if clock is None:
-                    clock = self._loaded(first, limit)
-                    if clock is None and time.monotonic() >= loaded_by:
-                        raise  # the solution did not load in time
-                    continue
                 # Still running past an instance's limit: it timed out, by the host's clock.
                 seconds = time.monotonic() - clock.last_sent_at
                 self._outputs.append({"index": clock.expected, "timed_out": True, "error": None, "seconds": seconds})
                 return self._outcome(stopped_at=clock.expected)
-            kind = message.message["kind"]
-            if kind == protocol.FAILURE:
-                return self._outcome(failure=message.message["error"][:2000])
-            clock = clock or self._loaded(first, limit)
-            if clock is None:
-                raise ChildMisbehaved("outputs before saying the solution was loaded")
-            if kind == protocol.RESULT:
+            if received.message["kind"] == protocol.RESULT:
                 raise ChildMisbehaved(f"done before the output of instance {clock.expected}")
-            self._outputs.extend(clock.judge(message.message["results"], message.sent_at))
+            self._outputs.extend(clock.judge(received.message["results"], received.sent_at))
         return self._outcome(has_result=True)
-
-    def _loaded(self, first: int, limit: float) -> BatchClock | None:
-        """The clock of the instances, from when the kernel saw the child's `ready` sent; None if it never was."""
-        assert self._marker is not None
-        ready = self._marker.ready()
-        return BatchClock(first, ready, limit) if ready is not None else None
 
     def _keep_event(self, message: dict[str, Any]) -> None:
         if len(self._events) >= MAX_EVENTS:

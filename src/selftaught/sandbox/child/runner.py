@@ -1,6 +1,6 @@
 """Entry point of a sandboxed child: limits itself, runs one job of generated code, reports to the host.
 
-Started by the host as `python -S runner.py FD [MARKER_FD]`, or imported by the fork server, which calls
+Started by the host as `python -S runner.py FD`, or imported by the fork server, which calls
 `serve_job` in each forked child. It imports only the standard library and the sibling modules of
 this folder, which it puts on sys.path itself (so generated code can `from helpers import
 extract_code`). Generated code never sees a host object: its language model and utility are
@@ -108,11 +108,10 @@ def raise_timeout(signum: int, frame: Any) -> None:
     raise InstanceTimeout()
 
 
-def run_algorithm(channel: proxies.Channel, job: dict[str, Any], marker: socket.socket | None = None) -> None:
+def run_algorithm(channel: proxies.Channel, job: dict[str, Any]) -> None:
     """Loads the solution, says so, then runs it on each instance the host sends and reports every output.
 
-    The instances are read only once the solution is loaded (they wait in the channel meanwhile), and
-    the child says when that was on its marker channel.
+    The instances are read only once the solution is loaded (they wait in the channel meanwhile).
     Outputs go out in batches, one at least every FLUSH_SECONDS and the last at once: the host times
     each batch by when it was sent, and the times the child claims for its instances must add up to
     that.
@@ -127,9 +126,7 @@ def run_algorithm(channel: proxies.Channel, job: dict[str, Any], marker: socket.
         raise TimeoutError(f"loading the solution took longer than {time_limit:g} s") from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-    # Said on the marker channel, which the host reads later: saying it costs the host no wakeup.
-    if marker is not None:
-        marker.send(b"ready")
+    channel.send({"kind": protocol.READY})
     message, tail = channel.receive()
     if message.get("kind") != protocol.INSTANCES:
         raise protocol.ProtocolError("expected the instances")
@@ -189,7 +186,7 @@ def send_outputs(channel: proxies.Channel, batch: list[dict[str, Any]], last: bo
         yield_to_host()
 
 
-def run_improver(channel: proxies.Channel, job: dict[str, Any], marker: socket.socket | None = None) -> None:
+def run_improver(channel: proxies.Channel, job: dict[str, Any]) -> None:
     function = load_entry_point(job["source"], job["entry_point"])
     utility = proxies.Utility(channel, job["utility"])
     language_model = proxies.LanguageModel(channel, job["language_model"])
@@ -247,7 +244,7 @@ def warm_up() -> None:
         seed_generators(0)
 
 
-def serve_job(sock: socket.socket, preloaded: bool = False, marker: socket.socket | None = None) -> None:
+def serve_job(sock: socket.socket, preloaded: bool = False) -> None:
     """Receives one job, confines this process, runs the job, and exits without returning."""
     channel = proxies.Channel(sock)
     try:
@@ -261,7 +258,7 @@ def serve_job(sock: socket.socket, preloaded: bool = False, marker: socket.socke
             if job["isolation"].get("strict"):
                 raise PermissionError(f"strict sandbox: {'; '.join(missing.values())}")
         watch.install(channel.sock, channel.lock, job["scratch"])
-        JOBS[job["job"]](channel, job, marker)
+        JOBS[job["job"]](channel, job)
     except BaseException as error:
         with contextlib.suppress(OSError, protocol.ProtocolError):
             finish(channel, {"kind": protocol.FAILURE, "error": describe_failure(error)})
@@ -321,8 +318,7 @@ def confine(layers: dict[str, Any], scratch: str) -> dict[str, str]:
 
 
 def main() -> None:
-    marker = socket.socket(fileno=int(sys.argv[2])) if len(sys.argv) > 2 else None
-    serve_job(socket.socket(fileno=int(sys.argv[1])), marker=marker)
+    serve_job(socket.socket(fileno=int(sys.argv[1])))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import fcntl
 import gc
 import os
 import select
@@ -35,7 +34,7 @@ import runner
 import seccomp
 import watch
 
-MAX_PASSED_FDS = 3
+MAX_PASSED_FDS = 2
 MAX_DESCRIPTOR = 65536
 #: How many finished jobs the zygote remembers, for a late `kill` or `wait`.
 REMEMBERED_JOBS = 1000
@@ -44,11 +43,8 @@ POLL_SECONDS = 0.02
 
 
 def _fork_child(control: socket.socket, request: dict[str, Any], fds: list[int]) -> int | None:
-    """Forks the job's child; None when the fork failed, which the job's channel then reports.
-
-    `fds`: the job's channel, the file for its output and, for an algorithm, its marker channel.
-    """
-    channel_fd, output_fd, *marker_fd = fds
+    """Forks the job's child; None when the fork failed, which the job's channel then reports."""
+    channel_fd, output_fd = fds
     try:
         pid = os.fork()
     except OSError as error:  # the pids limit, say
@@ -62,14 +58,11 @@ def _fork_child(control: socket.socket, request: dict[str, Any], fds: list[int])
             os.setsid()
             os.dup2(output_fd, 1)
             os.dup2(output_fd, 2)
-            # The job's channels at 3 (and 4); nothing else of the zygote's stays open in the child.
-            kept = [fcntl.fcntl(descriptor, fcntl.F_DUPFD, 10) for descriptor in (channel_fd, *marker_fd)]
-            for number, descriptor in enumerate(kept, start=3):
-                os.dup2(descriptor, number)
-            os.closerange(3 + len(kept), MAX_DESCRIPTOR)
+            # Nothing of the zygote's stays open in the child: only stdio and the job's channel.
+            os.closerange(3, channel_fd)
+            os.closerange(channel_fd + 1, MAX_DESCRIPTOR)
             os.chdir(request["scratch"])
-            marker = socket.socket(fileno=4) if marker_fd else None
-            runner.serve_job(socket.socket(fileno=3), preloaded=True, marker=marker)
+            runner.serve_job(socket.socket(fileno=channel_fd), preloaded=True)
         except BaseException:
             traceback.print_exc()  # to the job's output file, where the host shows it
         finally:
