@@ -19,6 +19,16 @@ from selftaught.llm.pricing import CostMeter, PriceTable
 BUDGET_EXCEEDED = "Error: You have exceeded your call budget."
 
 
+#: Longest prompt text an improver may send (each message, and the expertise): a long model context, and
+#: a bound on what one call can cost and add to the store.
+MAX_PROMPT_CHARS = 200_000
+
+
+def _check_length(text: str, what: str) -> None:
+    if len(text) > MAX_PROMPT_CHARS:
+        raise LanguageModelRefusal(f"the {what} has {len(text)} characters; at most {MAX_PROMPT_CHARS} per call")
+
+
 class LanguageModelRefusal(Exception):
     """A call the improver may not make (budget, arguments) or that failed; the text goes to the improver."""
 
@@ -82,6 +92,8 @@ class BudgetedLanguageModel:
     def batch_prompt(self, expertise: Any, messages: Any, temperature: Any = 0.7) -> list[str]:
         if not isinstance(messages, list) or not all(isinstance(m, str) for m in messages):
             raise LanguageModelRefusal("batch_prompt takes a list of message strings")
+        for message in messages:
+            _check_length(message, "message")
         if not messages:
             return []
         if len(messages) > self.max_responses_per_call:
@@ -97,6 +109,7 @@ class BudgetedLanguageModel:
     def prompt(self, expertise: Any, message: Any, n_responses: Any = 1, temperature: Any = 0.7) -> list[str]:
         if not isinstance(message, str):
             raise LanguageModelRefusal("prompt takes a message string")
+        _check_length(message, "message")
         if not isinstance(n_responses, int) or isinstance(n_responses, bool) or n_responses < 1:
             raise LanguageModelRefusal("n_responses must be a positive integer")
         if n_responses > self.max_responses_per_call:
@@ -109,6 +122,7 @@ class BudgetedLanguageModel:
     def _charge(self, expertise: Any, temperature: Any) -> None:
         if not isinstance(expertise, str):
             raise LanguageModelRefusal("expertise must be a string")
+        _check_length(expertise, "expertise")
         if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature <= 2:
             raise LanguageModelRefusal("temperature must be a number between 0 and 2")
         if self.calls_used >= self.budget:

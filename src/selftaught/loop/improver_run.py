@@ -22,6 +22,8 @@ from selftaught.sandbox.outcome import SandboxLimits
 
 IMPROVER_ENTRY_POINT = "improve_algorithm"
 IMPROVER_MEMORY_BYTES = 4 * 1024**3
+#: Longest program an improver may return or score; every program is stored, so this bounds the store.
+MAX_PROGRAM_CHARS = 200_000
 
 #: Scores a solution for an improver run (whose store id is given, to link the records).
 ScoreFunction = Callable[[str, int], float]
@@ -125,6 +127,8 @@ class _ImproverServices:
             return 0.0
         self.utility_uses += 1
         self._context.stats.add(utility_calls=1)
+        if len(solution) > MAX_PROGRAM_CHARS:  # scored 0 unrun and unstored: the store must not grow by megabytes
+            return 0.0
         return self._utility.score(solution, self._improver_run_id)
 
 
@@ -199,6 +203,8 @@ def run_improver(
 def _solution_of(value: Any, problem: str | None) -> tuple[str | None, str | None]:
     if problem is not None:
         return None, f"the improver failed: {problem}"
+    if isinstance(value, str) and len(value) > MAX_PROGRAM_CHARS:
+        return None, f"the improver returned {len(value)} characters; a program may have at most {MAX_PROGRAM_CHARS}"
     if isinstance(value, str) and value.strip():
         return value, None
     if value is None:
