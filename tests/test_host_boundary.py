@@ -18,6 +18,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -120,21 +121,33 @@ def claims(*seconds: float) -> list[dict[str, Any]]:
 
 
 def test_claimed_times_must_add_up_to_what_the_kernel_saw() -> None:
-    """Each case is a batch sent 1.0 s after the instances, with the child's claims; limit 2 s."""
+    """Each case is a batch sent 1.0 s after the instances, with the child's claims."""
     honest = BatchClock(0, 100.0, 2.0).judge(claims(0.05, 0.94), 101.0)
-    assert [r["timed_out"] for r in honest] == [False, False]
-    # A patched clock: it claims nothing, but a second passed.
-    patched = BatchClock(0, 100.0, 2.0).judge(claims(0.0, 0.0), 101.0)
+    assert [(r["timed_out"], r["late"]) for r in honest] == [(False, False), (False, False)]
+    # A patched clock: it claims nothing, but a second passed, and each instance may have used it.
+    patched = BatchClock(0, 100.0, 0.5).judge(claims(0.0, 0.0), 101.0)
     assert [(r["timed_out"], r["late"]) for r in patched] == [(True, True), (True, True)]
+    assert [r["seconds"] for r in patched] == [1.0, 1.0]
     # More claimed than passed: time borrowed from nowhere.
     borrowed = BatchClock(0, 100.0, 2.0).judge(claims(0.6, 0.6), 101.0)
-    assert all(r["timed_out"] for r in borrowed)
+    assert all(r["timed_out"] and r["late"] for r in borrowed)
     # Time shifted from the first instance to the second: all but the last must fit in a flush interval.
     shifted = BatchClock(0, 100.0, 2.0).judge(claims(0.5, 0.5), 101.0)
     assert all(r["timed_out"] for r in shifted)
-    # Over the limit by its own claim.
+    # Over the limit by its own claim: timed out, and no disagreement about it.
     over = BatchClock(0, 100.0, 0.5).judge(claims(0.01, 0.98), 101.0)
-    assert [r["timed_out"] for r in over] == [False, True]
+    assert [(r["timed_out"], r["late"]) for r in over] == [(False, False), (True, False)]
+
+
+def test_time_a_loaded_machine_takes_from_an_honest_child_is_charged_not_punished() -> None:
+    """Waiting for a core between instances is unclaimed time: within the limit, nothing is wrong."""
+    clock = BatchClock(0, 100.0, 0.1)
+    first = clock.judge(claims(0.01, 0.02, 0.01), 100.09)  # 50 ms spent waiting, in the runner
+    assert [(r["timed_out"], r["late"]) for r in first] == [(False, False)] * 3
+    assert [round(r["seconds"], 3) for r in first] == [0.06, 0.07, 0.06]
+    # The next batch is timed from this one; 95 ms unclaimed put the instance of 10 ms past its limit.
+    second = clock.judge([{"index": 3, "output": 3, "timed_out": False, "seconds": 0.01}], 100.195)
+    assert [(r["timed_out"], r["late"]) for r in second] == [(True, True)]
 
 
 def test_a_header_announcing_too_much_is_refused_before_reading_it(pair: tuple[socket.socket, socket.socket]) -> None:
@@ -251,8 +264,9 @@ def refused(attempt):
     return isinstance(result, int) and result < 0
 
 def algorithm(index):
-    other = 1
+    other = 2  # each child is pid 1 of a namespace of its own; no other process is even addressable
     return {
+        "alone in its own pid namespace": os.getpid() == 1,
         "prlimit another process": refused(lambda: resource.prlimit(other, resource.RLIMIT_AS, (1, 1))),
         "setpriority of the uid": refused(lambda: os.setpriority(os.PRIO_USER, 0, 19)),
         "setpriority of another": refused(lambda: os.setpriority(os.PRIO_PROCESS, other, 19)),
@@ -344,7 +358,7 @@ def test_the_reporter_cannot_be_silenced(launcher: Launcher) -> None:
         "    watch.REPORTS_PER_KIND = 0\n"
         "    watch.__dict__['SIGNALS'] = set()\n"
         "    for _ in range(6):\n"
-        "        try:\n            os.kill(1, 9)\n        except OSError:\n            pass\n"
+        "        try:\n            os.kill(2, 9)\n        except OSError:\n            pass\n"
         "    return 'done'\n"
     )
     outcome = run(launcher, source)
@@ -353,16 +367,18 @@ def test_the_reporter_cannot_be_silenced(launcher: Launcher) -> None:
     assert "tampering" in kinds
 
 
-def test_a_flood_of_one_kind_hides_no_other(launcher: Launcher) -> None:
+def test_a_flood_of_attempts_stops_the_child_so_no_decoy_hides_an_attempt(launcher: Launcher) -> None:
     source = (
         "import os\ndef algorithm(index):\n"
-        "    for _ in range(5000):\n        try:\n            os.kill(1, 0)\n        except OSError:\n            pass\n"
-        "    open('/proc/1/environ')\n"
+        "    for _ in range(5000):\n        try:\n            os.kill(2, 0)\n        except OSError:\n            pass\n"
+        "    open('/proc/2/environ')\n"
     )
-    violations = run(launcher, source).violations
-    signals = [v for v in violations if v["kind"] == "signal"]
-    assert any(v["kind"] == "secret_read" for v in violations)
-    assert 20 < len(signals) < 40  # the first twenty, then one at each doubling of the count
+    outcome = run(launcher, source)
+    signals = [v for v in outcome.violations if v["kind"] == "signal"]
+    assert len(signals) == 51 and "the child was stopped" in signals[-1]["detail"], (
+        outcome.violations
+    )  # 50 and a last word
+    assert outcome.exit_code == 86 and "stopped by the sandbox" in (outcome.problem or ""), outcome
 
 
 HOST_UNDER_ATTACK = """
@@ -484,7 +500,6 @@ def test_doctor_names_each_promise_that_a_missing_layer_breaks() -> None:
     broken = {promise for promise, state in without.guarantees.items() if state != "holds"}
     assert broken == {
         "no process started, no program executed",
-        "a child signals, limits, reprioritizes or traces only itself",
         "no IPC object shared between candidates or outliving one",
         "children die with the host, even if they try not to",
         "host processes and their /proc files out of reach",
@@ -494,3 +509,92 @@ def test_doctor_names_each_promise_that_a_missing_layer_breaks() -> None:
         "needs die_with_parent + seccomp or bubblewrap"
         in without.guarantees["children die with the host, even if they try not to"]
     )
+
+
+def test_no_instance_is_within_reach_while_the_solution_loads(launcher: Launcher) -> None:
+    """Module-level code that stops its alarm and reads the channel finds nothing: the instances come after `ready`."""
+    source = (
+        "import signal, sys\nsignal.setitimer(signal.ITIMER_REAL, 0)\nframe = sys._getframe(0)\n"
+        "while 'channel' not in frame.f_locals:\n    frame = frame.f_back\n"
+        "PRECOMPUTED = frame.f_locals['channel'].receive()\n"
+        "def algorithm(index):\n    return index\n"
+    )
+    started = time.monotonic()
+    outcome = run(launcher, source, instances=3, time_limit=0.2, wall=60.0)
+    assert not outcome.instances and outcome.problem == "timed out", outcome
+    assert time.monotonic() - started < 20  # the load's own deadline, not the job's
+
+
+def test_no_code_of_the_candidate_runs_inside_the_audit_hook(launcher: Launcher) -> None:
+    """The hook reads no attribute of what generated code hands it: a property there never runs, hooked or not."""
+    source = (
+        "RAN = []\n"
+        "class Meta(type):\n    @property\n    def __module__(cls):\n        RAN.append('inside the hook')\n        return 'x'\n"
+        "class Path(str):\n    def startswith(self, *args):\n        RAN.append('startswith')\n        return False\n"
+        "def algorithm(index):\n    C = Meta('C', (), {})\n    C.x = 1\n"
+        "    try:\n        open(Path('/proc/2/environ'))\n    except OSError:\n        pass\n    return RAN\n"
+    )
+    outcome = run(launcher, source)
+    assert outcome.instances[0]["output"] == [], outcome.instances
+    assert any(v["kind"] == "secret_read" for v in outcome.violations), outcome.violations
+
+
+THREADS = """
+import threading, time
+def capacity():
+    stop, started = threading.Event(), []
+    try:
+        for _ in range(400):
+            thread = threading.Thread(target=stop.wait)
+            thread.start()
+            started.append(thread)
+    except RuntimeError:
+        pass
+    stop.set()
+    for thread in started:
+        thread.join()
+    return len(started)
+"""
+
+
+def test_children_share_no_process_count_and_no_pid_sequence(launcher: Launcher) -> None:
+    """What one child does with threads and pids is invisible to another, at once or after it."""
+    hog = (
+        THREADS
+        + "def algorithm(index):\n    stop = threading.Event()\n"
+        + (
+            "    threads = [threading.Thread(target=stop.wait) for _ in range(200)]\n"
+            "    for thread in threads:\n        thread.start()\n    time.sleep(1.5)\n    stop.set()\n    return 1\n"
+        )
+    )
+    probe = THREADS + "import os\ndef algorithm(index):\n    time.sleep(0.3)\n    return [capacity(), os.getpid()]\n"
+    alone = run(launcher, probe, time_limit=5.0).instances[0]["output"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        hogging = pool.submit(run, launcher, hog, 1, 5.0)
+        beside = pool.submit(run, launcher, probe, 1, 5.0).result().instances[0]["output"]
+        hogging.result()
+    burner = "import threading\ndef algorithm(index):\n    for _ in range(300):\n        t = threading.Thread(target=int)\n        t.start()\n        t.join()\n    return 1\n"
+    run(launcher, burner)
+    after = run(launcher, probe, time_limit=5.0).instances[0]["output"]
+    assert beside[0] == alone[0] == after[0], (alone, beside, after)
+    assert alone[1] == beside[1] == after[1] == 1  # every child is pid 1 of its own namespace
+
+
+def test_an_improver_cannot_grow_the_store_by_megabytes(scripted_model: Any, options_for: Any) -> None:
+    """Huge prompts are refused before any call; huge programs are neither run nor stored."""
+    from selftaught import api
+
+    improver = (
+        "def improve_algorithm(initial_solution, utility, language_model):\n"
+        "    refusals = []\n"
+        "    for _ in range(3):\n"
+        "        try:\n            language_model.prompt('e', 'x' * 3_000_000)\n"
+        "        except Exception as error:\n            refusals.append(str(error))\n"
+        "    score = utility('def algorithm(*a):\\n    return 0\\n# ' + 'y' * 3_000_000)\n"
+        "    assert score == 0.0 and len(refusals) == 3 and 'at most 200000' in refusals[0], refusals[:1]\n"
+        "    return 'z' * 3_000_000\n"
+    )
+    options = options_for(scripted_model("return 'no code'"))
+    result = api.improve(options, improver=improver)
+    assert "a program may have at most 200000" in (result.error or ""), result.error
+    assert options.store.stat().st_size < 2 * 1024 * 1024

@@ -2,9 +2,9 @@
 
 The host decides when a job is over and how long it took. An improver job ends with its result,
 its failure, a broken rule or the end of its time, which excludes the time the host spends
-answering its calls. An algorithm job runs in steps: the child loads the solution and says so,
-then reads its instances (sent with the job) and sends their outputs in batches, at least one per
-flush interval, each with the time the child claims for it. The kernel stamps every batch with
+answering its calls. An algorithm job runs in steps: the child loads the solution and says so;
+only then does the host send the instances, and the child sends their outputs in batches, at least
+one per flush interval, each with the time the child claims for it. The kernel stamps every batch with
 when it was sent, and the claims must add up to those intervals (BatchClock), so a child that stops
 its alarm or rewrites its own clock gains nothing; a child silent well past an instance's limit is
 stopped there. Events are kept up to a bound, and their
@@ -30,17 +30,15 @@ from selftaught.sandbox.child_messages import (
 from selftaught.sandbox.executor import CallHandler
 from selftaught.sandbox.instance_data import EncodedInstances
 
-#: How long a child may take to start and load its solution, beyond one instance's limit.
-STARTUP_SECONDS = 10.0
+#: How long a child may take to start, before its solution loads: a fork of the zygote, or a fresh interpreter.
+FORKED_STARTUP_SECONDS = 2.0
+SPAWNED_STARTUP_SECONDS = 10.0
 #: How long the host waits past an instance's limit before it stops the child: the child's own alarm
 #: ends an honest instance at the limit, unless a long call into native code holds it up.
 MIN_GRACE_SECONDS = 1.0
 REPLY_SEND_SECONDS = 10.0
 #: How far the times a child claims for a batch of instances may exceed the interval the kernel saw.
 CLAIM_TOLERANCE_SECONDS = 0.002
-#: How much of that interval may go unclaimed: the runner's own work between instances, and scheduling.
-UNCLAIMED_SECONDS = 0.02
-UNCLAIMED_SECONDS_PER_INSTANCE = 0.002
 #: Events kept per job; past that only their number.
 MAX_EVENTS = 100
 #: Longest stored event detail, as JSON.
@@ -67,8 +65,10 @@ class Conversation:
         serve: CallHandler | None,
         instances: EncodedInstances | None = None,
         time_limit: float = 0.0,
+        startup_seconds: float = SPAWNED_STARTUP_SECONDS,
     ) -> None:
         self._sock = sock
+        self._startup_seconds = startup_seconds
         self._job_frame = job_frame
         self._serve = serve
         self._instances = instances
@@ -86,10 +86,8 @@ class Conversation:
     def run(self, first_instance: int = 0) -> dict[str, Any]:
         try:
             # A child gone already may have said why on the channel: read on.
-            # The instances go with the job: waiting for the child to load first would cost a round trip.
-            frames = self._job_frame + (self._instances.frame(first_instance) if self._instances is not None else b"")
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                protocol.send_frames(self._sock, frames)
+                protocol.send_frames(self._sock, self._job_frame)
             if self._instances is None:
                 return self._until_result()
             return self._algorithm(first_instance)
@@ -137,11 +135,13 @@ class Conversation:
     def _algorithm(self, first: int) -> dict[str, Any]:
         assert self._instances is not None
         limit, grace = self._time_limit, grace_seconds(self._time_limit)
-        loaded = self._next(self._started + STARTUP_SECONDS + limit + grace, protocol.READY, protocol.FAILURE)
+        loaded = self._next(self._started + self._startup_seconds + limit + grace, protocol.READY, protocol.FAILURE)
         if loaded.message["kind"] == protocol.FAILURE:
             return self._outcome(failure=loaded.message["error"][:2000])
-        # The instances' time starts once the solution is loaded, when the kernel saw `ready` sent.
-        clock = BatchClock(first, loaded.sent_at, limit)
+        # Only now: no instance is anywhere the solution's module-level code could reach while it loads.
+        protocol.send_frames(self._sock, self._instances.frame(first))
+        # The instances' time starts as they leave; the child had nothing to run before.
+        clock = BatchClock(first, time.monotonic(), limit)
         while clock.expected < len(self._instances):
             # The next batch is due once the instances after the last one could have filled a flush
             # interval, plus one whole instance: its limit and the grace the host allows past it.
@@ -196,12 +196,14 @@ class BatchClock:
     """Holds a child to the times it claims for its instances, against when the kernel saw each batch sent.
 
     In a batch, the instances ran one after another between the previous batch (or the instances'
-    arrival) and this one, so their claimed times can add up to no more than that interval, and to
-    not much less: the runner's own work between instances is small. All but the last must also fit
-    in one flush interval, since the runner sends what it has as soon as that interval is over. A
-    batch whose claims do not add up has each of its instances judged timed out, as a
-    `clock_disagreement`: a child that stops its alarm and rewrites its clock gains nothing, and one
-    that shifts time between instances can shift at most a flush interval's worth.
+    arrival) and this one. Time in that interval that the child does not claim (the runner's own
+    work, waiting for a core, or time hidden by a child that stopped its alarm and rewrote its
+    clock) is charged to each instance of the batch, since any of them could have used it; an
+    instance whose claim plus that charge is over the limit timed out. Claims adding up to more than
+    the interval, or, for all but the last instance, to more than one flush interval (the runner
+    sends what it has as soon as that interval is over), cannot come from an honest runner: every
+    instance of such a batch is judged timed out. Either way the host's clock, not the child's,
+    decides; where they disagree on a verdict the instance is marked `late` (a `clock_disagreement`).
     """
 
     def __init__(self, first: int, instances_sent_at: float, limit: float) -> None:
@@ -214,16 +216,16 @@ class BatchClock:
             raise ChildMisbehaved("an 'outputs' message without results")
         judged = [self._checked(result, self.expected + position) for position, result in enumerate(results)]
         claimed = [result["seconds"] for result in judged]
-        interval = sent_at - self.last_sent_at
-        unaccounted = interval - sum(claimed)
-        adds_up = (
-            -CLAIM_TOLERANCE_SECONDS <= unaccounted <= UNCLAIMED_SECONDS + UNCLAIMED_SECONDS_PER_INSTANCE * len(claimed)
-            and sum(claimed[:-1]) <= protocol.FLUSH_SECONDS + CLAIM_TOLERANCE_SECONDS
+        unclaimed = sent_at - self.last_sent_at - sum(claimed)
+        possible = unclaimed >= -CLAIM_TOLERANCE_SECONDS and sum(claimed[:-1]) <= protocol.FLUSH_SECONDS + (
+            CLAIM_TOLERANCE_SECONDS
         )
         for result in judged:
-            late = not adds_up and not result["timed_out"]
-            result["timed_out"] = result["timed_out"] or late or result["seconds"] > self._limit
-            result["late"] = late
+            charged = result["seconds"] + max(unclaimed, 0.0)
+            over = not possible or charged > self._limit
+            result["late"] = over and not result["timed_out"] and result["seconds"] <= self._limit
+            result["timed_out"] = result["timed_out"] or over
+            result["seconds"] = charged
         self.expected += len(judged)
         self.last_sent_at = sent_at
         return judged
