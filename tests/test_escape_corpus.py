@@ -105,11 +105,11 @@ CASES: dict[str, tuple[str, str]] = {
     # The host's side of the boundary: messages written straight to the channel, time, the reporter.
     "n_deeply_nested_message": ("raw_frame(b'[' * 200_000)", "protocol"),
     "o_integer_of_5000_digits": (
-        "raw_frame(b'{{\"kind\":\"event\",\"name\":\"sandbox_violation\",\"detail\":{{\"n\":' + b'9' * 5000 + b'}}}}')",
+        'raw_frame(b\'{{"kind":"event","name":"sandbox_violation","detail":{{"n":\' + b\'9\' * 5000 + b\'}}}}\')',
         "protocol",
     ),
     "p_forged_output": (
-        "raw_frame(b'{{\"kind\":\"output\",\"index\":[1],\"timed_out\":false,\"elapsed_seconds\":\"soon\"}}')",
+        'raw_frame(b\'{{"kind":"output","index":[1],"timed_out":false,"elapsed_seconds":"soon"}}\')',
         "protocol",
     ),
     "q_slow_drip": (
@@ -136,14 +136,31 @@ CASES: dict[str, tuple[str, str]] = {
     ),
     "u_flood_of_15_mib_events": (
         "for _ in range(60):\n"
-        "    raw_frame(b'{{\"kind\":\"event\",\"name\":\"sandbox_violation\",\"detail\":{{\"x\":\"' + b'a' * (15 << 20) + b'\"}}}}')",
+        '    raw_frame(b\'{{"kind":"event","name":"sandbox_violation","detail":{{"x":"\' + b\'a\' * (15 << 20) + b\'"}}}}\')',
         "protocol",
     ),
     "v_millions_of_containers": ("raw_frame(b'[' + b'{{}},' * 1_900_000 + b'{{}}]')", "protocol"),
     "w_silence_the_reporter": (
         "import os, sys\nwatch = sys.modules['watch']\nwatch.classify = lambda *args: None\nwatch.REPORTS_PER_KIND = 0\n"
-        "watch.__dict__['SIGNALS'] = set()\nfor _ in range(6):\n    try:\n        os.kill(1, 9)\n    except OSError:\n        pass",
+        "watch.__dict__['SIGNALS'] = set()\nfor _ in range(6):\n    try:\n        os.kill(2, 9)\n    except OSError:\n        pass",
         "tampering",
+    ),
+    "y_point_the_channels_elsewhere": (
+        "import os, socket, stat\nr, w = os.pipe()\nsaved = {{}}\nfor fd in range(3, 64):\n    try:\n"
+        "        if stat.S_ISSOCK(os.fstat(fd).st_mode):\n            saved[fd] = os.dup(fd)\n            os.dup2(r, fd)\n"
+        "    except OSError:\n        pass\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_STREAM)\nexcept OSError:\n"
+        "    pass\nfor fd, copy in saved.items():\n    os.dup2(copy, fd)",
+        "tampering",
+    ),
+    "z_string_subclass_paths": (
+        "class Path(str):\n    def startswith(self, *args):\n        return False\nopen(Path('/proc/2/environ'))",
+        "secret_read",
+    ),
+    "zz_read_the_instances_while_loading": (
+        "import signal, sys\nsignal.setitimer(signal.ITIMER_REAL, 0)\nframe = sys._getframe(0)\n"
+        "while frame is not None and 'channel' not in frame.f_locals:\n    frame = frame.f_back\n"
+        "if frame is not None:\n    frame.f_locals['channel'].receive()",
+        "time_limit",
     ),
     "x_clear_the_death_signal": (
         "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nif libc.prctl(1, 0, 0, 0, 0) != 0:\n"

@@ -266,3 +266,49 @@ def test_only_the_first_stop_signal_raises_so_the_cleanup_it_starts_runs_to_its_
     )
     completed = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=30)
     assert (completed.returncode, completed.stdout.split("\n")) == (0, ["SIGHUP", "cleaned up", ""]), completed.stderr
+
+
+SLEEPING_IMPROVER = (
+    "import time\n\ndef improve_algorithm(initial_solution, utility, language_model):\n    time.sleep(500)\n"
+)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("command", ["meta-utility", "run"])
+def test_a_stop_ends_improver_runs_under_way_at_once(
+    command: str, stop: signal.Signals, slow_model: tuple[str, Path], tmp_path: Path
+) -> None:
+    """Worker threads waiting on sandboxed improvers must not keep a stopping host waiting (they used to, 500 s)."""
+    model, _ = slow_model
+    improver = tmp_path / "sleeper.py"
+    improver.write_text(SLEEPING_IMPROVER)
+    store = tmp_path / "runs.sqlite"
+    arguments = ["--model", model, "--store", str(store), "--improver", str(improver), *QUICK]
+    arguments += ["--meta-utility-runs", "2", "--workers", "2", *(ITERATIONS if command == "run" else ())]
+    host = subprocess.Popen(
+        [sys.executable, "-m", "selftaught", command, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # until both improver runs are under way
+        time.sleep(0.2)
+        if store.exists() and unfinished_improver_runs(store) >= 2:
+            break
+    else:
+        host.kill()
+        pytest.fail("the improver runs never started")
+    time.sleep(0.5)
+    stopped = time.monotonic()
+    host.send_signal(stop)
+    _, stderr = host.communicate(timeout=60)
+    assert time.monotonic() - stopped < 15, stderr[-2000:]
+    assert host.returncode == 128 + stop, stderr[-2000:]
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT status FROM runs").fetchone()[0] == "interrupted"
+
+
+def unfinished_improver_runs(store: Path) -> int:
+    try:
+        with sqlite3.connect(store) as db:
+            return int(db.execute("SELECT count(*) FROM improver_runs WHERE finished_at IS NULL").fetchone()[0])
+    except sqlite3.OperationalError:  # not created yet, or locked for a moment
+        return 0

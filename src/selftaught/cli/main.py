@@ -23,6 +23,7 @@ from selftaught.cli.safe_output import visible_controls
 from selftaught.cli.show_command import show_command
 from selftaught.cli.tasks_command import tasks_command
 from selftaught.cli.transfer_command import transfer_command
+from selftaught.sandbox.launcher import abort_every_launcher
 from selftaught.stop_signals import stop_on_signals
 
 
@@ -72,5 +73,5 @@ def main() -> None:
     logger.addHandler(_WarningLine(level=logging.WARNING))
     logger.propagate = False
     # Here, not at import: a program using the library decides itself what its signals do.
-    stop_on_signals()
+    stop_on_signals(on_stop=abort_every_launcher)
     cli()

@@ -40,7 +40,9 @@ def bwrap_command(read_only: list[str], read_write: list[str]) -> list[str]:
         "/dev",
     ]
     if os.geteuid() == 0:
-        command += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        # Kept by the fork server only: to give each child a uid and a pid namespace of its own. A child
+        # loses every capability when it drops to its uid, before any generated code runs.
+        command += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SYS_ADMIN"]
     else:
         command += ["--unshare-user"]
     for folder in SYSTEM_FOLDERS:

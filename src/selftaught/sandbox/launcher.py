@@ -31,7 +31,7 @@ from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
 from selftaught.sandbox.packages import PackageShim
 from selftaught.sandbox.policy import CHILD_FOLDER, SandboxPolicy, readable_paths, running_as_root
 from selftaught.sandbox.processes import ChildProcess, OutputFile, fork_child, spawn_child
-from selftaught.sandbox.session import CallRefused, Conversation
+from selftaught.sandbox.session import FORKED_STARTUP_SECONDS, SPAWNED_STARTUP_SECONDS, CallRefused, Conversation
 
 __all__ = ["CHILD_ENVIRONMENT", "CallRefused", "Launcher"]
 
@@ -57,6 +57,11 @@ class Launcher:
         self._shim = PackageShim(allowed_packages)
         self._layers: dict[str, Any] | None = None
         self._layers_lock = threading.Lock()
+        self._children = 0
+        self._aborted = False
+        #: Children started as fresh interpreters (the fork servers' children die with their zygote).
+        self._spawned: set[ChildProcess] = set()
+        _LIVE.add(self)
         self._cgroup: ChildrenCgroup | None = None
         # Every child's scratch directory lives here: one folder to mount into bubblewrap.
         self._scratch_root = tempfile.mkdtemp(prefix="selftaught-scratch-")
@@ -96,6 +101,19 @@ class Launcher:
     def close(self) -> None:
         self._cleanup()
 
+    def abort(self) -> None:
+        """Ends every child now, from any thread: jobs under way end at once, and later ones are refused.
+
+        For a host that is stopping: nothing it waits for may then keep it waiting. A job whose child
+        was ended this way raises SandboxAborted instead of reporting what happened to the child.
+        """
+        self._aborted = True
+        self._fork_servers.close()
+        with self._layers_lock:
+            spawned = list(self._spawned)
+        for child in spawned:
+            child.kill()
+
     def _isolation(self) -> dict[str, Any]:
         with self._layers_lock:
             if self._layers is None:
@@ -111,10 +129,16 @@ class Launcher:
         """True when children get their empty network namespace from the fork server instead of making one."""
         return self.policy.fork_server and self._fork_servers.network_isolated
 
-    def _scratch(self) -> str:
+    def _identity(self) -> int:
+        """The uid of the next child as root: one no child running now has."""
+        with self._layers_lock:
+            self._children += 1
+            return isolation.CHILD_UID_BASE + self._children % isolation.CHILD_UIDS
+
+    def _scratch(self, uid: int) -> str:
         scratch = tempfile.mkdtemp(prefix="selftaught-child-", dir=self._scratch_root)
         if self._isolation()["drop_privileges"]:
-            os.chown(scratch, isolation.UNPRIVILEGED_UID, isolation.UNPRIVILEGED_UID)
+            os.chown(scratch, uid, uid)
         return scratch
 
     def _start_child(
@@ -123,11 +147,15 @@ class Launcher:
         if server is not None:
             return fork_child(server, channel, scratch, output)
         child = spawn_child(channel, scratch, output, {**CHILD_ENVIRONMENT, "HOME": scratch, "TMPDIR": scratch})
+        with self._layers_lock:
+            self._spawned.add(child)
         if self._cgroup is not None and child.host_pid is not None:
             self._cgroup.add(child.host_pid)  # before the job is sent: no generated code has run yet
         return child
 
     def run(self, job: Mapping[str, Any], limits: SandboxLimits, serve: CallHandler | None = None) -> ChildOutcome:
+        if self._aborted:
+            raise SandboxAborted("the sandbox was shut down")
         """Runs one job.
 
         An algorithm job's `instances` (argument lists, or `EncodedInstances`) go to the child once
@@ -154,7 +182,8 @@ class Launcher:
         if instances is not None and not isinstance(instances, EncodedInstances):
             instances = EncodedInstances.of(instances)
         first = int(job.get("first_instance", 0))
-        scratch = self._scratch()
+        uid = self._identity()
+        scratch = self._scratch(uid)
         try:  # framed before the child is started, so the host waits on the channel right after starting it
             job_frame = protocol.frame(
                 {
@@ -162,7 +191,7 @@ class Launcher:
                     **{key: value for key, value in job.items() if key not in ("instances", "first_instance")},
                     "limits": limits.rlimits(),
                     "package_paths": self._shim.paths(),
-                    "isolation": self._isolation(),
+                    "isolation": {**self._isolation(), "uid": uid},
                     "scratch": scratch,
                 }
             )
@@ -184,18 +213,42 @@ class Launcher:
         outcome: dict[str, Any] = {}
         try:
             conversation = Conversation(
-                host_end, job_frame, limits.wall_seconds, serve, instances, float(job.get("time_limit_seconds", 0))
+                host_end,
+                job_frame,
+                limits.wall_seconds,
+                serve,
+                instances,
+                float(job.get("time_limit_seconds", 0)),
+                FORKED_STARTUP_SECONDS if server is not None else SPAWNED_STARTUP_SECONDS,
             )
             outcome = conversation.run(first)
         finally:
             # The host decides when a job is over: whatever the child does next, its whole process group ends now.
             exit_code = child.end(explain=not ("has_result" in outcome or "failure" in outcome))
+            with self._layers_lock:
+                self._spawned.discard(child)
             host_end.close()
             text, truncated = output.read(limits.captured_output_bytes)
             shutil.rmtree(scratch, ignore_errors=True)
+        if self._aborted:  # what happened to the child says nothing about its candidate
+            raise SandboxAborted("the sandbox was shut down while the job ran")
         if outcome.pop("job_unread", False) and may_retry:
             raise ForkServerStopped(f"the job's child went away without reading its job: {outcome.get('violation')}")
         return ChildOutcome(**outcome, exit_code=exit_code, output=text, output_truncated=truncated)
+
+
+class SandboxAborted(SandboxError):
+    """The launcher was aborted (the host is stopping): the job was not run, or its child was ended."""
+
+
+#: Every launcher not yet collected, for `abort_every_launcher`.
+_LIVE: weakref.WeakSet[Launcher] = weakref.WeakSet()
+
+
+def abort_every_launcher() -> None:
+    """Ends every sandboxed child of this process now (the CLI calls it on a thread when asked to stop)."""
+    for launcher in list(_LIVE):
+        launcher.abort()
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
+from selftaught.sandbox.child import protocol
+
 
 @dataclass(frozen=True)
 class SandboxLimits:
@@ -77,8 +79,10 @@ class ChildOutcome:
             found.append({"kind": "wall_time_limit", "detail": "killed at its wall-clock limit"})
         if self.violation:
             found.append({"kind": "protocol", "detail": self.violation})
-        if self.exit_code == -signal.SIGXCPU:
+        if self.exit_code in (-signal.SIGXCPU, protocol.EXIT_CPU_LIMIT):
             found.append({"kind": "cpu_time_limit", "detail": describe_exit(self.exit_code)})
+        elif self.exit_code == protocol.EXIT_STOPPED_BY_WATCH:
+            found.append({"kind": "tampering", "detail": describe_exit(self.exit_code)})
         elif self.exit_code is not None and self.exit_code < 0 and not self.stopped_by_host:
             found.append({"kind": "killed", "detail": describe_exit(self.exit_code)})
         if not (self.has_result or self.failure or self.timed_out or self.violation) and self.exit_code == 0:
@@ -115,6 +119,10 @@ SIGNAL_MEANINGS = {
 def describe_exit(exit_code: int | None) -> str:
     if exit_code is None:
         return "still running when killed"
+    if exit_code == protocol.EXIT_CPU_LIMIT:
+        return "stopped at its CPU time limit"
+    if exit_code == protocol.EXIT_STOPPED_BY_WATCH:
+        return "stopped by the sandbox: it tampered with its reporter or kept trying what the sandbox forbids"
     if exit_code >= 0:
         return f"exit code {exit_code}"
     try:

@@ -13,8 +13,9 @@ CHILD_FOLDER = Path(__file__).parent / "child"
 
 #: Layers in the order children apply them, with what each one stops.
 LAYERS = {
-    "max_processes": "RLIMIT_NPROC on the unprivileged uid (fork bombs)",
-    "drop_privileges": "as root, children run as uid 65534 (nobody)",
+    "pid_namespace": "each child alone in a pid namespace of its own: no pid it uses is seen by another",
+    "max_processes": "RLIMIT_NPROC on the child's own uid (fork and thread bombs)",
+    "drop_privileges": "as root, each child runs as an unprivileged uid of its own",
     "network_namespace": "user + network namespaces: no network, loopback included",
     "die_with_parent": "children die with the host (PR_SET_PDEATHSIG, which seccomp then keeps set)",
     "undumpable": "no other process may read the child's memory or /proc files",
@@ -26,14 +27,15 @@ OPTIONAL_LAYERS = {
     "cgroups": "as root, cgroup v1 hard caps on the children's memory and process count",
     "bubblewrap": "the fork server in bwrap: no host files, processes or network in sight",
 }
-ROOT_ONLY_LAYERS = ("max_processes", "drop_privileges")
+ROOT_ONLY_LAYERS = ("pid_namespace", "max_processes", "drop_privileges")
 #: What the sandbox promises, and the sets of layers that each keep the promise (any one set, whole).
 #: Without bubblewrap every promise but the last rests on Landlock and seccomp.
 GUARANTEES: dict[str, tuple[tuple[str, ...], ...]] = {
     "no network, loopback included": (("network_namespace",), ("bubblewrap",)),
     "no host file read or written outside the allow-list and scratch": (("landlock",),),
     "no process started, no program executed": (("seccomp",),),
-    "a child signals, limits, reprioritizes or traces only itself": (("seccomp",),),
+    "a child signals, limits, reprioritizes or traces only itself": (("seccomp",), ("drop_privileges",)),
+    "nothing one child does with pids or process counts is seen by another": (("pid_namespace", "drop_privileges"),),
     "no IPC object shared between candidates or outliving one": (("seccomp",),),
     "children die with the host, even if they try not to": (("die_with_parent", "seccomp"), ("bubblewrap",)),
     "host processes and their /proc files out of reach": (("landlock", "seccomp", "undumpable"), ("bubblewrap",)),
@@ -86,6 +88,7 @@ class SandboxPolicy:
         return {
             "die_with_parent": True,
             "undumpable": True,
+            "pid_namespace": self.fork_server,
             "max_processes": PROCESS_LIMIT_AS_NOBODY if root else 0,
             "drop_privileges": root,
             "network_namespace": True,

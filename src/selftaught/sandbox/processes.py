@@ -46,7 +46,7 @@ class OutputFile:
         return (text + "\n[output truncated]" if truncated else text), truncated
 
 
-@dataclass
+@dataclass(eq=False)
 class ChildProcess:
     """A started child: how to wait for it and kill its process group, and its output."""
 

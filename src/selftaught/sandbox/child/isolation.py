@@ -23,8 +23,11 @@ PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-UNPRIVILEGED_UID = 65534
+#: Children run as uids from here on as root, each its own (nobody's uid, 65534, is shared by too much).
+CHILD_UID_BASE = 200_000
+CHILD_UIDS = 1 << 16
 
 LANDLOCK_CREATE_RULESET, LANDLOCK_ADD_RULE, LANDLOCK_RESTRICT_SELF = 444, 445, 446
 LANDLOCK_CREATE_RULESET_VERSION = 1
@@ -65,16 +68,42 @@ def limit_processes(count: int) -> None:
     resource.setrlimit(resource.RLIMIT_NPROC, (count, count))
 
 
-def drop_privileges() -> None:
-    """As root: become nobody, so rlimits on processes apply and host files are out of reach."""
+def drop_privileges(uid: int) -> None:
+    """As root: become `uid`, an identity no other running child has, so limits on processes count for it alone.
+
+    The host gives each child its own unprivileged uid: a child then cannot signal, reprioritize or
+    trace another even where seccomp is missing, and the per-user process limit (which counts
+    threads) is not shared, so one child can neither starve nor signal another through it.
+    """
     if os.geteuid() != 0:
         return
     try:
         os.setgroups([])
-        os.setresgid(UNPRIVILEGED_UID, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
-        os.setresuid(UNPRIVILEGED_UID, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
     except OSError as error:
-        raise LayerUnavailable(f"dropping to uid {UNPRIVILEGED_UID} failed: {error}") from None
+        raise LayerUnavailable(f"dropping to uid {uid} failed: {error}") from None
+
+
+def open_own_pid_namespace() -> int:
+    """The fork server's own pid namespace, kept open so that each fork can start from it again."""
+    return os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def new_pid_namespace_for_next_fork(own: int) -> None:
+    """Makes the next child the first process (pid 1) of a namespace of its own (for the fork server).
+
+    No pid a child uses is then seen by any other child: a candidate cannot pass anything to the next
+    through the pids it makes the kernel hand out. Needs CAP_SYS_ADMIN in the fork server's user namespace.
+    """
+    _check(_libc.setns(own, CLONE_NEWPID), "setns(CLONE_NEWPID)")
+    _check(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
+
+
+def check_own_pid_namespace() -> None:
+    """In a child: raises LayerUnavailable unless it is alone in a pid namespace of its own."""
+    if os.getpid() != 1:
+        raise LayerUnavailable("the fork server could not give this child a pid namespace of its own")
 
 
 def isolate_network() -> None:

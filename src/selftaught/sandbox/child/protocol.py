@@ -42,6 +42,11 @@ OUTPUTS = "outputs"  # child -> host: the outputs of the instances run since the
 RESULT = "result"  # child -> host: the job's final value
 FAILURE = "failure"  # child -> host: the job raised; text only
 
+#: The exit code of a child its audit hook stopped: its reporter was tampered with, or it kept trying.
+EXIT_STOPPED_BY_WATCH = 86
+#: The exit code of a child past its CPU-time limit (the first process of a pid namespace ignores SIGXCPU).
+EXIT_CPU_LIMIT = 87
+
 #: Longest list or largest array an output may hold; bigger ones are refused before encoding costs time.
 MAX_OUTPUT_ITEMS = 1_000_000
 

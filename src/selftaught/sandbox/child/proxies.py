@@ -30,9 +30,9 @@ class Channel:
         self.lock = threading.RLock()
         self._next_id = 0
 
-    def receive(self) -> tuple[dict[str, Any], bytes]:
-        """The host's next message and its binary tail."""
-        return self._reader.receive()
+    def receive(self, wait: bool = True) -> tuple[dict[str, Any], bytes]:
+        """The host's next message and its binary tail; without `wait`, BlockingIOError when it is not there yet."""
+        return self._reader.receive(wait)
 
     def call(self, method: str, params: dict[str, Any]) -> Any:
         with self.lock:

@@ -45,6 +45,8 @@ RLIMITS = {
 }
 
 
+#: How long a child looks for an answer the host sends at once before it sleeps until it comes.
+ANSWER_POLL_SECONDS = 0.002
 #: The job's last messages up to this size fit a local socket's buffer (208 KiB by default on Linux).
 BUFFERED_BYTES = 64 * 1024
 
@@ -56,11 +58,18 @@ class InstanceTimeout(BaseException):
     """
 
 
+def leave_at_cpu_limit(signum: int, frame: Any) -> None:
+    os._exit(protocol.EXIT_CPU_LIMIT)
+
+
 def apply_limits(limits: dict[str, int]) -> None:
     for name, value in limits.items():
         # The CPU limit's hard value is a second later, so the soft one ends the child with SIGXCPU, a clear cause.
         hard = value + 1 if name == "cpu_seconds" else value
         resource.setrlimit(RLIMITS[name], (value, hard))
+    # Alone in its pid namespace, a child is its first process, which ignores signals it has no handler
+    # for: without this one, SIGXCPU would be ignored until the hard limit's SIGKILL.
+    signal.signal(signal.SIGXCPU, leave_at_cpu_limit)
 
 
 def describe_failure(error: BaseException) -> str:
@@ -111,7 +120,7 @@ def raise_timeout(signum: int, frame: Any) -> None:
 def run_algorithm(channel: proxies.Channel, job: dict[str, Any]) -> None:
     """Loads the solution, says so, then runs it on each instance the host sends and reports every output.
 
-    The instances are read only once the solution is loaded (they wait in the channel meanwhile).
+    The host sends the instances only once the solution is loaded.
     Outputs go out in batches, one at least every FLUSH_SECONDS and the last at once: the host times
     each batch by when it was sent, and the times the child claims for its instances must add up to
     that.
@@ -127,7 +136,7 @@ def run_algorithm(channel: proxies.Channel, job: dict[str, Any]) -> None:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     channel.send({"kind": protocol.READY})
-    message, tail = channel.receive()
+    message, tail = receive_soon(channel)
     if message.get("kind") != protocol.INSTANCES:
         raise protocol.ProtocolError("expected the instances")
     first, arguments = int(message["first"]), message["arguments"]
@@ -160,6 +169,20 @@ def run_algorithm(channel: proxies.Channel, job: dict[str, Any]) -> None:
             send_outputs(channel, batch)
             batch, last_flush = [], perf_counter()
     send_outputs(channel, batch, last=True)
+
+
+def receive_soon(channel: proxies.Channel) -> tuple[dict[str, Any], bytes]:
+    """The host's answer to a message it answers at once: polled for a moment before sleeping on it.
+
+    A process that sleeps this briefly pays more to wake up than to look a few hundred times.
+    """
+    deadline = perf_counter() + ANSWER_POLL_SECONDS
+    while perf_counter() < deadline:
+        try:
+            return channel.receive(wait=False)
+        except BlockingIOError:
+            continue
+    return channel.receive()
 
 
 def send_outputs(channel: proxies.Channel, batch: list[dict[str, Any]], last: bool = False) -> None:
@@ -299,8 +322,9 @@ def confine(layers: dict[str, Any], scratch: str) -> dict[str, str]:
     # The death signal and the dumpable flag are reset whenever a process's credentials change: both come
     # after dropping privileges and entering new namespaces, or a child would outlive its host.
     steps = [
+        ("pid_namespace", isolation.check_own_pid_namespace),
         ("max_processes", lambda: isolation.limit_processes(int(layers["max_processes"]))),
-        ("drop_privileges", isolation.drop_privileges),
+        ("drop_privileges", lambda: isolation.drop_privileges(int(layers["uid"]))),
         ("network_namespace", isolation.isolate_network),
         ("die_with_parent", isolation.die_with_parent),
         ("undumpable", isolation.make_undumpable),

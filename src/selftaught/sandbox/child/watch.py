@@ -1,12 +1,19 @@
 """Reports what generated code attempts against the sandbox, through a Python audit hook.
 
-The kernel layers (isolation.py) are what stop an attempt; this hook only tells the host that it
-happened, so each attempt is recorded against the candidate that made it. Audit hooks cannot be
-removed from Python code, and generated code cannot reach what this one uses: everything is bound
-when it is installed (its own copy of this module's globals, the socket's own send method, a
-ready-made JSON encoder), so rebinding names in this module, the runner or the proxies changes
-nothing. Rebinding them is reported as `tampering`, as is reaching for the frames or the code of
-the sandbox's own functions; a flood of one kind of attempt cannot hide the others.
+The kernel layers (isolation.py, seccomp.py) are what stop an attempt; this hook only tells the
+host that it happened, so each attempt is recorded against the candidate that made it. Audit
+hooks cannot be removed from Python code, and generated code cannot reach what this one uses:
+
+- everything is bound when it is installed: its own copies of this module's names, of `os` and of
+  the builtins, and its own descriptor of the channel, checked before every report to still be
+  that channel (a child that points it elsewhere, to silence it, is stopped on the spot);
+- it calls no method and reads no attribute of the objects generated code hands to an audited
+  call: strings, bytes and numbers are copied as their exact built-in types first, and sandbox
+  objects are recognised by identity, so no code of the candidate ever runs inside the hook;
+- rebinding a name of the sandbox's modules, or the code of its functions, is reported as
+  `tampering`;
+- each kind of attempt is reported up to REPORTS_PER_KIND times; one more stops the child, so a
+  flood of decoys can hide nothing behind it.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import socket
 import struct
 import sys
 import threading
@@ -22,8 +30,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-#: Reports sent per kind of attempt; after that only a running count at 2x, 4x, 8x ... of it.
-REPORTS_PER_KIND = 20
+import protocol
+
+#: Attempts of one kind reported; the next one stops the child.
+REPORTS_PER_KIND = 50
 
 NETWORK = {"socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo", "socket.sendto"}
 PROCESSES = {"os.fork", "os.forkpty", "os.exec", "os.posix_spawn", "os.spawn", "os.system", "subprocess.Popen"}
@@ -40,6 +50,8 @@ INTROSPECTION = {
 FRAME_ATTRIBUTES = {"tb_frame", "gi_frame", "cr_frame", "ag_frame"}
 NATIVE = {"ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "mmap.__new__"}
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+#: The file name of generated code (runner.load_entry_point compiles it so).
+GENERATED = "<generated>"
 #: The sandbox's own modules in the child: rebinding anything in them, or their functions' code, is tampering.
 RUNTIME_MODULES = ("watch", "runner", "proxies", "protocol", "isolation", "seccomp", "helpers")
 #: The names the runtime calls while generated code runs; rebinding one through a module's __dict__ is seen too.
@@ -54,38 +66,61 @@ WATCHED_NAMES = {
 }  # fmt: skip
 
 
-def classify(event: str, args: tuple[Any, ...], scratch: str) -> tuple[str, str] | None:
-    """(kind, detail) for an event that attempts to leave the sandbox or to reach into it, or None."""
+def classify(event: str, args: tuple[Any, ...], scratch: str, sandbox_ids: frozenset[int]) -> tuple[str, str] | None:
+    """(kind, detail) for an event that attempts to leave the sandbox or to reach into it, or None.
+
+    `args` come from generated code: only their exact built-in copies (`_plain`) are looked at.
+    """
     if event in NETWORK:
         return "network", f"{event}{_short(args)}"
     if event in PROCESSES:
         return "process_spawn", f"{event}{_short(args)}"
-    if event in SIGNALS and not (args and args[0] == os.getpid()):
+    if event in SIGNALS and not (args and _plain(args[0]) == os.getpid()):
         return "signal", f"{event}{_short(args)}"
-    if event == "resource.prlimit" and args and args[0] not in (0, os.getpid()):
+    if event == "resource.prlimit" and args and _plain(args[0]) not in (0, os.getpid()):
         return "process_control", f"{event}{_short(args)}"
     if event in INTROSPECTION:
         return "introspection", event
-    if event == "object.__getattr__" and len(args) > 1 and args[1] in FRAME_ATTRIBUTES:
-        return "introspection", f"reads {args[1]}"
-    if event == "object.__setattr__" and len(args) > 1 and getattr(args[0], "__module__", None) in RUNTIME_MODULES:
-        return "tampering", f"sets {args[1]} of the sandbox's {getattr(args[0], '__qualname__', '?')}"
+    if event == "object.__setattr__" and len(args) > 1 and id(args[0]) in sandbox_ids:
+        return "tampering", f"sets {_short(args[1:2])} of one of the sandbox's own objects"
     if event in NATIVE:
         return "native_code", f"{event}{_short(args)}"
-    if event == "open" and args and isinstance(args[0], (str, bytes)):
-        path = args[0] if isinstance(args[0], str) else args[0].decode("utf-8", "surrogateescape")
-        mode, flags = (args[1] if len(args) > 1 else None), (args[2] if len(args) > 2 else 0)
+    if event == "open" and args:
+        path = _plain(args[0])
+        if type(path) is bytes:
+            path = path.decode("utf-8", "surrogateescape")
+        if type(path) is not str:
+            return None
+        mode = _plain(args[1]) if len(args) > 1 else None
+        flags = _plain(args[2]) if len(args) > 2 else 0
         if path.startswith("/proc/") and not path.startswith(("/proc/self/", "/proc/thread-self/")):
-            return "secret_read", f"open {path}"
-        writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or bool((flags or 0) & WRITE_FLAGS)
+            return "secret_read", f"open {path[:200]}"
+        writes = (type(mode) is str and any(c in mode for c in "wax+")) or (
+            type(flags) is int and bool(flags & WRITE_FLAGS)
+        )
         absolute = _absolute(path)
         if writes and not (absolute == scratch or absolute.startswith(scratch + "/")):
-            return "file_write", f"open {path} for writing"
+            return "file_write", f"open {path[:200]} for writing"
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """An exact built-in copy of a string, bytes or integer (whatever subclass carries it); anything else as None."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(memoryview(value))
+    if isinstance(value, int):
+        return int.__int__(value)
     return None
 
 
 def _short(args: tuple[Any, ...]) -> str:
-    return repr(args)[:150]
+    shown = []
+    for value in args[:4]:
+        plain = _plain(value)
+        shown.append(repr(plain)[:60] if plain is not None else "<object>" if value is not None else "None")
+    return "(" + ", ".join(shown) + ")"
 
 
 def _absolute(path: str) -> str:
@@ -100,23 +135,22 @@ def _absolute(path: str) -> str:
     return "/" + "/".join(parts)
 
 
-def _private_classify() -> Callable[[str, tuple[Any, ...], str], tuple[str, str] | None]:
-    """`classify` bound to private copies of everything it looks up: this module's names, os, the builtins.
+def _private(functions: Iterable[Callable[..., Any]]) -> dict[str, Any]:
+    """The functions bound to private copies of everything they look up: this module's names, os, the builtins.
 
     Generated code shares this module, os and builtins with the hook; rebinding a name in any of
     them (`watch.SIGNALS = set()`, `os.getpid = ...`, `builtins.isinstance = ...`) must change nothing here.
     """
-    snapshot = types.SimpleNamespace(getpid=os.getpid, getcwd=os.getcwd, fsdecode=os.fsdecode, O_WRONLY=os.O_WRONLY)
     namespace: dict[str, Any] = {
         name: frozenset(value) if isinstance(value, (set, frozenset, tuple)) else value
         for name, value in globals().items()
         if name.isupper()
     }
-    namespace["os"] = snapshot
+    namespace["os"] = types.SimpleNamespace(getpid=os.getpid, getcwd=os.getcwd)
     namespace["__builtins__"] = dict(builtins.__dict__)
-    for function in (classify, _short, _absolute):
+    for function in functions:
         namespace[function.__name__] = types.FunctionType(function.__code__, namespace, function.__name__)
-    return namespace["classify"]  # type: ignore[no-any-return]
+    return namespace
 
 
 class _GuardedModule(types.ModuleType):
@@ -137,9 +171,11 @@ class _GuardedModule(types.ModuleType):
 class _Shared:
     """What every child's hook uses and no child changes: built once, in the fork server, before it forks."""
 
-    classify: Callable[[str, tuple[Any, ...], str], tuple[str, str] | None]
+    classify: Callable[[str, tuple[Any, ...], str, frozenset[int]], tuple[str, str] | None]
     #: (the module's dict.get, a name, the object it must stay bound to)
     watched: tuple[tuple[Callable[[str], Any], str, Any], ...]
+    #: Identities of the sandbox's own functions, classes and modules.
+    sandbox_ids: frozenset[int]
     encode: Callable[[Any], str]
     pack: Callable[..., bytes]
 
@@ -147,7 +183,7 @@ class _Shared:
 _shared: list[_Shared] = []
 
 
-def prepare(guarded: Iterable[str] = RUNTIME_MODULES) -> None:
+def prepare(guarded: tuple[str, ...] = RUNTIME_MODULES) -> None:
     """Builds the hook's shared parts and guards the sandbox's modules; the fork server calls it before forking.
 
     Done once there, the copies of the builtins and of this module's names are shared by every child
@@ -156,56 +192,83 @@ def prepare(guarded: Iterable[str] = RUNTIME_MODULES) -> None:
     if _shared:
         return
     modules = [sys.modules[name] for name in guarded if name in sys.modules]
-    # Rebinding a name that bypasses the modules' own __setattr__ (through __dict__) is seen at the next event.
     watched = tuple(
         (module.__dict__.get, key, module.__dict__[key])
         for module in modules
         for key in WATCHED_NAMES.get(module.__name__, ())
         if key in module.__dict__
     )
+    sandbox_ids = frozenset(
+        {id(module) for module in modules}
+        | {
+            id(value)
+            for module in modules
+            for value in vars(module).values()
+            if isinstance(value, (types.FunctionType, type)) and getattr(value, "__module__", None) in guarded
+        }
+    )
     encode = json.JSONEncoder(separators=(",", ":"), default=repr).encode
-    _shared.append(_Shared(_private_classify(), watched, encode, struct.Struct(">II").pack))
+    private = _private((classify, _plain, _short, _absolute))
+    _shared.append(_Shared(private["classify"], watched, sandbox_ids, encode, struct.Struct(">II").pack))
     for module in modules:
         module.__class__ = _GuardedModule
 
 
-def install(sock: Any, lock: Any, scratch: str) -> None:
-    """Reports each attempt as an `event` message on `sock`, whose writes `lock` serializes.
+def install(sock: socket.socket, lock: Any, scratch: str) -> None:
+    """Reports each attempt as an `event` message on the channel `sock`, whose writes `lock` serializes.
 
     Everything the hook needs is bound here, before generated code runs: the functions below look
     up no module or builtin name when they run, only what this call gave them.
     """
     prepare()
     shared = _shared[0]
-    send = sock.send
-    private_classify, watched, encode, pack = shared.classify, shared.watched, shared.encode, shared.pack
+    # A descriptor of the channel of the hook's own: generated code that rebinds the runner's one to a
+    # pipe, or closes it, does not reach this one, and one that reaches it too is caught by the check.
+    reporter = socket.socket(fileno=os.dup(sock.fileno()))
+    send, descriptor, stat, stop = reporter.send, reporter.fileno(), os.fstat, os._exit
+    identity = (stat(descriptor).st_dev, stat(descriptor).st_ino)
+    classify_event, watched, sandbox_ids = shared.classify, shared.watched, shared.sandbox_ids
+    encode, pack = shared.encode, shared.pack
     owned, acquire, release = lock._is_owned, lock.acquire, lock.release
-    limit = REPORTS_PER_KIND
-    get_attribute, length, failure = getattr, len, Exception
+    limit, stopped_code = REPORTS_PER_KIND, protocol.EXIT_STOPPED_BY_WATCH
+    get_frame, generated, own_file = sys._getframe, GENERATED, __file__
+    get_attribute, length, failure = getattr, len, BaseException
     state = threading.local()
     sent: dict[str, int] = {}
     tampered: set[str] = set()
     pending: list[bytes] = []
 
+    def flush() -> None:
+        """Sends what is pending, on the hook's own descriptor, checked to still be the channel first."""
+        acquire()
+        try:
+            current = stat(descriptor)
+            if (current.st_dev, current.st_ino) != identity:
+                stop(stopped_code)  # its channel was pointed elsewhere: nothing it does could be reported
+            while pending:
+                send(pending[0])
+                pending.pop(0)
+        except failure:
+            stop(stopped_code)
+        finally:
+            release()
+
+    def report(kind: str, detail: str, last: bool = False) -> None:
+        body = {"kind": "event", "name": "sandbox_violation", "detail": {"kind": kind, "detail": detail[:300]}}
+        payload = encode(body).encode("utf-8", "replace")
+        pending.append(pack(length(payload), 0) + payload)
+        if not owned():  # never between the packets of a message this thread is sending: sent at the next event
+            flush()
+        if last:
+            stop(stopped_code)
+
     def emit(kind: str, detail: str) -> None:
         count = sent.get(kind, 0) + 1
         sent[kind] = count
-        # Past the first reports of a kind, only its running count at each doubling: bounded, and never hidden.
-        if count <= limit or (count & (count - 1)) == 0:
-            body = {
-                "kind": "event",
-                "name": "sandbox_violation",
-                "detail": {"kind": kind, "detail": detail[:300], "count": count},
-            }
-            payload = encode(body).encode("utf-8", "replace")
-            pending.append(pack(length(payload), 0) + payload)
-        if pending and not owned():  # never between the packets of a message this thread is sending
-            acquire()
-            try:
-                while pending:
-                    send(pending.pop(0))
-            finally:
-                release()
+        if count <= limit:
+            report(kind, detail)
+        else:  # a flood of attempts, decoys or not: the child goes, so none of them hides another
+            report(kind, f"more than {limit} attempts of this kind; the child was stopped", last=True)
 
     def check_bindings() -> None:
         for get, key, original in watched:
@@ -213,25 +276,43 @@ def install(sock: Any, lock: Any, scratch: str) -> None:
                 tampered.add(key)
                 emit("tampering", f"rebinds {key} in the sandbox's modules")
 
-    def guarded_call(report: Callable[[], None]) -> None:
+    def from_generated_code() -> bool:
+        """Whether the code that raised the event is the candidate's own (the standard library reads frames too)."""
+        frame: types.FrameType | None = get_frame(3)
+        while frame is not None and frame.f_code.co_filename == own_file:
+            frame = frame.f_back
+        return frame is not None and frame.f_code.co_filename == generated
+
+    def on_event(event: str, args: tuple[Any, ...]) -> None:
+        check_bindings()
+        if event == "object.__getattr__":
+            if length(args) > 1 and args[1] in FRAME_ATTRIBUTES and from_generated_code():
+                emit("introspection", f"reads {args[1]}")
+            return
+        found = classify_event(event, args, scratch, sandbox_ids)
+        if found is not None:
+            emit(*found)
+
+    def guarded_call(event: str, args: tuple[Any, ...]) -> None:
         if get_attribute(state, "busy", False):
             return
         state.busy = True
         try:
-            report()
+            if pending and not owned():  # reports deferred while this thread was sending a message
+                flush()
+            on_event(event, args)
         except failure:  # a reporting failure must never change what generated code sees
             pass
         finally:
             state.busy = False
 
     def report_tampering(detail: str) -> None:
-        guarded_call(lambda: emit("tampering", detail))
-
-    def on_event(event: str, args: tuple[Any, ...]) -> None:
-        check_bindings()
-        found = private_classify(event, args, scratch)
-        if found is not None:
-            emit(*found)
+        if not get_attribute(state, "busy", False):
+            state.busy = True
+            try:
+                emit("tampering", detail)
+            finally:
+                state.busy = False
 
     _GuardedModule._report_tampering = staticmethod(report_tampering)
-    sys.addaudithook(lambda event, args: guarded_call(lambda: on_event(event, args)))
+    sys.addaudithook(guarded_call)

@@ -40,11 +40,16 @@ MAX_DESCRIPTOR = 65536
 REMEMBERED_JOBS = 1000
 #: How often exits are polled for where pidfds are unavailable.
 POLL_SECONDS = 0.02
+#: The fork server's own pid namespace, which every fork starts from again (None where it cannot be opened).
+PID_NAMESPACE: int | None = None
 
 
 def _fork_child(control: socket.socket, request: dict[str, Any], fds: list[int]) -> int | None:
     """Forks the job's child; None when the fork failed, which the job's channel then reports."""
     channel_fd, output_fd = fds
+    if PID_NAMESPACE is not None:  # each child the first of its own (it checks, and reports when it is not)
+        with contextlib.suppress(isolation.LayerUnavailable):
+            isolation.new_pid_namespace_for_next_fork(PID_NAMESPACE)
     try:
         pid = os.fork()
     except OSError as error:  # the pids limit, say
@@ -88,8 +93,13 @@ class Jobs:
             self.running[job] = pid
 
     def kill(self, job: int) -> None:
-        pid = self.running.get(job) or self._finished.get(job, (0, None))[0]
-        if pid:  # the group may outlive its leader
+        """Kills a job's process group while its leader is not reaped yet; afterwards its pid may be another's.
+
+        Nothing of a reaped child is left to kill: it was alone in its pid namespace (whose processes all
+        die with their first), and could not fork where seccomp holds.
+        """
+        pid = self.running.get(job)
+        if pid:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
 
@@ -169,6 +179,9 @@ def main() -> None:
         except isolation.LayerUnavailable as error:
             network = str(error)
     isolation.die_with_parent()  # again: entering a user namespace resets it
+    global PID_NAMESPACE
+    with contextlib.suppress(OSError):
+        PID_NAMESPACE = isolation.open_own_pid_namespace()
     seccomp.prepare()
     # Preloaded objects move to a permanent generation: a collection in a child then never walks (and
     # copies, page by page) the memory it shares with the zygote.
