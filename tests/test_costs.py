@@ -16,6 +16,7 @@ from selftaught.api import RunOptions
 from selftaught.errors import SelftaughtError, UnknownModelSpec
 from selftaught.llm.model_spec import ModelSpec
 from selftaught.llm.pricing import PriceTable
+from selftaught.loop.seed_improver import SEED_IMPROVER
 
 
 def test_prices_by_spec_or_model_name_local_models_free_unknown_ones_unpriced() -> None:
@@ -111,3 +112,16 @@ def test_a_cost_limit_on_a_model_without_a_price_is_refused_before_anything_star
     # Local models are free without saying so.
     PriceTable.load().check_limit("llamacpp:smollm2?threads=1", 0.5)
     PriceTable.load().check_limit("scripted:/any/file.py", 0.5)
+
+
+def test_transfer_shares_one_cost_limit_across_its_tasks(
+    tmp_path: Path, options_for: Callable[..., RunOptions]
+) -> None:
+    config = tmp_path / "selftaught.toml"
+    config.write_text('[prices."openai:pricey"]\ninput = 1000\noutput = 1000\n')
+    answer = fenced(ZERO_LPN_SOLUTION)
+    with fake_server(FakeServer(lambda body: [answer] * body["n"])) as fake:
+        options = replace(options_for(f"openai:pricey@{fake.base_url}"), max_cost_usd=0.01, config=config, workers=1)
+        api.transfer(options, SEED_IMPROVER, ["parity_noise", "parity_noiseless"], repeats=1)
+    # The first call ($0.025) reaches the limit: nothing more is asked, on this task or the next.
+    assert len(fake.requests) == 1
