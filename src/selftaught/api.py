@@ -208,9 +208,13 @@ def transfer(
     for name in tasks:
         get_task(name)  # refuse an unknown task before anything is paid for
     rows = []
+    spent = 0.0
     for name in tasks:
-        with _recorded_run("transfer", replace(options, task=name), improver, stats) as context:
+        # One limit for the whole command: each task's run may spend only what the tasks before it left.
+        limit = None if options.max_cost_usd is None else max(0.0, options.max_cost_usd - spent)
+        with _recorded_run("transfer", replace(options, task=name, max_cost_usd=limit), improver, stats) as context:
             row = transfer_on_task(context, improver, repeats)
+            spent += context.meter.spent_usd
             _finish(
                 context,
                 "finished",

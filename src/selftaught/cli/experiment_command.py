@@ -7,9 +7,10 @@ from rich.table import Table
 
 from selftaught import api
 from selftaught.api import RunOptions
+from selftaught.cli.dry_run import dry_run_option, show_estimate
 from selftaught.cli.options import json_option, print_json, run_options, stderr_console, stdout_console, user_errors
 from selftaught.cli.progress import ProgressDisplay
-from selftaught.experiments.unsandboxing import PAPER_RATES
+from selftaught.experiments.unsandboxing import PAPER_RATES, estimate_unsandboxing
 from selftaught.loop.context import RunStats
 
 
@@ -24,9 +25,10 @@ def experiment_command() -> None:
     "--attempts", type=click.IntRange(min=1), default=12, show_default=True, help="Improvers to ask the model for."
 )
 @click.option("--warning", is_flag=True, help="Add a warning against disabling the sandbox to the prompt.")
+@dry_run_option
 @json_option
 @user_errors
-def unsandboxing_command(options: RunOptions, attempts: int, warning: bool, as_json: bool) -> None:
+def unsandboxing_command(options: RunOptions, attempts: int, warning: bool, dry_run: bool, as_json: bool) -> None:
     """The paper's sandbox-circumvention experiment: how often does the model turn the sandbox off?
 
     The seed improver gets `utility(solution, use_sandbox=True)` and a meta-utility that runs
@@ -37,6 +39,9 @@ def unsandboxing_command(options: RunOptions, attempts: int, warning: bool, as_j
     it runs in the real sandbox: each candidate is executed there, and runtime requests to turn
     the sandbox off are counted too. Requests are made --responses-per-call at a time.
     """
+    if dry_run:
+        show_estimate(estimate_unsandboxing(options, attempts, warning), as_json)
+        return
     stats = RunStats()
     with ProgressDisplay(stats, stderr_console()):
         result = api.unsandboxing_experiment(options, attempts, warning, stats=stats)

@@ -10,6 +10,7 @@ from rich.syntax import Syntax
 
 from selftaught import api
 from selftaught.api import RunOptions
+from selftaught.cli.dry_run import dry_run_option, show_estimate
 from selftaught.cli.options import (
     EXIT_NOTHING_PRODUCED,
     improver_option,
@@ -24,6 +25,7 @@ from selftaught.cli.options import (
 from selftaught.cli.progress import ProgressDisplay
 from selftaught.cli.safe_output import visible_controls
 from selftaught.loop.context import RunStats
+from selftaught.loop.estimate import estimate_improve
 from selftaught.tasks.registry import get_task
 
 
@@ -37,9 +39,12 @@ from selftaught.tasks.registry import get_task
     default=None,
     help="Start from this solution instead of the task's seed solution.",
 )
+@dry_run_option
 @json_option
 @user_errors
-def improve_command(options: RunOptions, improver_file: Path | None, solution_file: Path | None, as_json: bool) -> None:
+def improve_command(
+    options: RunOptions, improver_file: Path | None, solution_file: Path | None, dry_run: bool, as_json: bool
+) -> None:
     """Run an improver once on a task: it gets the task's solution, the utility and the language model.
 
     Prints the improved solution with its validation and test utility. Exits 1 when the
@@ -48,6 +53,9 @@ def improve_command(options: RunOptions, improver_file: Path | None, solution_fi
     task = get_task(options.task)
     improver = read_improver(improver_file)
     solution = api.read_program(solution_file, task.entry_point) if solution_file else None
+    if dry_run:
+        show_estimate(estimate_improve(options, improver, solution), as_json)
+        return
     stats = RunStats()
     with ProgressDisplay(stats, stderr_console()):
         result = api.improve(options, improver=improver, initial_solution=solution, stats=stats)

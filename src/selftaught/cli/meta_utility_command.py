@@ -10,6 +10,7 @@ from rich.table import Table
 
 from selftaught import api
 from selftaught.api import RunOptions
+from selftaught.cli.dry_run import dry_run_option, show_estimate
 from selftaught.cli.options import (
     EXIT_NOTHING_PRODUCED,
     improver_option,
@@ -23,14 +24,16 @@ from selftaught.cli.options import (
 )
 from selftaught.cli.progress import ProgressDisplay
 from selftaught.loop.context import RunStats
+from selftaught.loop.estimate import estimate_meta_utility
 
 
 @click.command("meta-utility")
 @run_options
 @improver_option
+@dry_run_option
 @json_option
 @user_errors
-def meta_utility_command(options: RunOptions, improver_file: Path | None, as_json: bool) -> None:
+def meta_utility_command(options: RunOptions, improver_file: Path | None, dry_run: bool, as_json: bool) -> None:
     """Compute the meta-utility of an improver: its mean utility over several fresh runs on the task.
 
     Each run starts from the task's seed solution with fresh budgets; the validation utility of
@@ -38,6 +41,9 @@ def meta_utility_command(options: RunOptions, improver_file: Path | None, as_jso
     Exits 1 when every run failed.
     """
     improver = read_improver(improver_file)
+    if dry_run:
+        show_estimate(estimate_meta_utility(options, improver), as_json)
+        return
     stats = RunStats()
     with ProgressDisplay(stats, stderr_console()):
         report = api.meta_utility(options, improver=improver, stats=stats)

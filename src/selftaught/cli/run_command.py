@@ -10,6 +10,7 @@ from rich.table import Table
 
 from selftaught import api
 from selftaught.api import RunOptions, RunReport
+from selftaught.cli.dry_run import dry_run_option, show_estimate
 from selftaught.cli.options import (
     exit_interrupted,
     improver_option,
@@ -24,6 +25,7 @@ from selftaught.cli.options import (
 from selftaught.cli.progress import ProgressDisplay
 from selftaught.errors import SelftaughtError
 from selftaught.loop.context import RunStats
+from selftaught.loop.estimate import estimate_run
 
 #: What --resume and --replay take from the command line; everything else comes from the recorded run.
 _CONTINUATION_OPTIONS = {
@@ -56,10 +58,16 @@ _CONTINUATION_OPTIONS = {
     help="Run again with a recorded run's options, answered only from its recorded responses (no live "
     "call at all); evaluations run anew. With the same code the iterations equal the recorded ones.",
 )
+@dry_run_option
 @json_option
 @user_errors
 def run_command(
-    options: RunOptions, improver_file: Path | None, resume: str | None, replay: str | None, as_json: bool
+    options: RunOptions,
+    improver_file: Path | None,
+    resume: str | None,
+    replay: str | None,
+    dry_run: bool,
+    as_json: bool,
 ) -> None:
     """Run STOP: the improver improves itself for T iterations, scored by the meta-utility.
 
@@ -70,6 +78,13 @@ def run_command(
     Ctrl-C, SIGTERM or SIGHUP stop cleanly and print the command that resumes the run.
     """
     _refuse_options_a_continuation_ignores(resume, replay)
+    if resume is None and replay is None:
+        # The first line of progress: what the run can cost at most, before it costs anything.
+        estimate = estimate_run(options, read_improver(improver_file))
+        if dry_run:
+            show_estimate(estimate, as_json)
+            return
+        stderr_console().print(estimate.summary(), soft_wrap=True)
     stats = RunStats()
     try:
         with ProgressDisplay(stats, stderr_console()):
@@ -142,6 +157,7 @@ def _print_report(report: RunReport, stats: RunStats, as_json: bool) -> None:
                 "lm_calls": stats.lm_calls,
                 "lm_responses": stats.lm_responses,
                 "cost_usd": report.cost_usd,
+                "max_cost_usd": options.max_cost_usd,
                 "unpriced_calls": report.unpriced_calls,
                 "stopped": report.stopped,
             }
@@ -167,9 +183,10 @@ def _print_report(report: RunReport, stats: RunStats, as_json: bool) -> None:
         if it.error:
             console.print(f"iteration {it.iteration}: {it.error}", overflow="ellipsis", no_wrap=True)
     unpriced = f" (+{report.unpriced_calls} calls of a model without a price)" if report.unpriced_calls else ""
+    cap = "" if options.max_cost_usd is None else f" of the ${options.max_cost_usd:g} cap"
     console.print(
         f"{stats.lm_calls} language-model calls ({stats.lm_responses} responses), {stats.evaluations} evaluations, "
-        f"${report.cost_usd:.4f}{unpriced}, {stats.elapsed_seconds:.0f} s; records in {options.store}"
+        f"${report.cost_usd:.4f}{cap} spent{unpriced}, {stats.elapsed_seconds:.0f} s; records in {options.store}"
     )
     if report.stopped:
         console.print(f"stopped early: {report.stopped} (--max-cost {options.max_cost_usd:g})")

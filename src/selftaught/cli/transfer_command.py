@@ -9,6 +9,7 @@ from rich.table import Table
 
 from selftaught import api
 from selftaught.api import RunOptions
+from selftaught.cli.dry_run import dry_run_option, show_estimate
 from selftaught.cli.options import (
     json_option,
     print_json,
@@ -20,6 +21,7 @@ from selftaught.cli.options import (
 from selftaught.cli.progress import ProgressDisplay
 from selftaught.errors import InvalidProgram
 from selftaught.loop.context import RunStats
+from selftaught.loop.estimate import estimate_transfer
 from selftaught.loop.transfer import Estimate
 from selftaught.store.run_store import RunStore
 
@@ -58,9 +60,12 @@ def interval(estimate: Estimate) -> str:
     help="Comma-separated tasks to transfer to.",
 )
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Repeats per estimate.")
+@dry_run_option
 @json_option
 @user_errors
-def transfer_command(options: RunOptions, reference: str, task_list: str, repeats: int, as_json: bool) -> None:
+def transfer_command(
+    options: RunOptions, reference: str, task_list: str, repeats: int, dry_run: bool, as_json: bool
+) -> None:
     """Apply an improver, unchanged, to other tasks: the paper's Table 1.
 
     For each task: the test utility of the task's seed solution, of what the paper's seed improver
@@ -69,6 +74,9 @@ def transfer_command(options: RunOptions, reference: str, task_list: str, repeat
     """
     improver = load_improver(reference, options.store)
     tasks = [name.strip() for name in task_list.split(",") if name.strip()]
+    if dry_run:
+        show_estimate(estimate_transfer(options, improver, tasks, repeats), as_json)
+        return
     stats = RunStats()
     with ProgressDisplay(stats, stderr_console()):
         rows = api.transfer(options, improver, tasks, repeats, stats=stats)

@@ -10,18 +10,22 @@ sandbox like any other, and a runtime request to switch the sandbox off is recor
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
 from selftaught.audit.unsandboxing import detect_unsandboxing, wilson_interval
 from selftaught.loop.context import RunContext
+from selftaught.loop.estimate import CostEstimate, Spend, estimate, prompt_tokens, text_tokens
 from selftaught.loop.improver_run import UtilityService, run_improver
 from selftaught.loop.meta_utility import evaluate_solution, task_utility
 from selftaught.loop.seed_improver import SEED_IMPROVER
+from selftaught.options import RunOptions
 from selftaught.sandbox.child.helpers import extract_code
 from selftaught.store.reading import StoreReader
 from selftaught.tasks.base import VALIDATION
+from selftaught.tasks.registry import get_task
 
 PURPOSE = "unsandboxing-experiment"
 
@@ -138,6 +142,15 @@ def run_unsandboxing_experiment(context: RunContext, attempts: int, warning: boo
         )
         remaining -= batch
     return _count(context, attempts, warning)
+
+
+def estimate_unsandboxing(options: RunOptions, attempts: int, warning: bool) -> CostEstimate:
+    """One call per batch of at most `responses_per_call` improvers; the candidates make no calls."""
+    task, per_call = get_task(options.task), options.profile.improver.responses_per_call
+    improver_tokens = text_tokens(SANDBOXED_SEED_IMPROVER)
+    prompt = prompt_tokens(improver_tokens, SANDBOXED_SEED_IMPROVER, description(per_call, warning))
+    spend = Spend(calls=math.ceil(attempts / per_call), responses=attempts, prompt_tokens=attempts * prompt)
+    return estimate("experiment unsandboxing", options, spend, [task])
 
 
 def _count(context: RunContext, attempts: int, warning: bool) -> UnsandboxingResult:

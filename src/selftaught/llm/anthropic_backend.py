@@ -11,6 +11,7 @@ from typing import Any
 
 from selftaught.errors import ModelUnavailable
 from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.model_spec import ModelSpec
 from selftaught.llm.options import MAX_CONCURRENT_REQUESTS, RateLimiter, parse_http_spec
 from selftaught.llm.registry import register_backend
 from selftaught.llm.retry import RetryPolicy
@@ -86,10 +87,10 @@ class AnthropicBackend(Backend):
     "Anthropic's Claude models; key from ANTHROPIC_API_KEY; options ?concurrency=N&rps=N",
     "anthropic:MODEL[@URL]",
 )
-def create_anthropic_backend(spec: str, argument: str) -> Backend:
-    parsed = parse_http_spec(spec, argument, "anthropic:claude-sonnet-4-5")
+def create_anthropic_backend(spec: ModelSpec) -> Backend:
+    parsed = parse_http_spec(spec, "anthropic:claude-sonnet-4-5")
     return AnthropicBackend(
-        spec,
+        spec.text,
         parsed.model,
         parsed.base_url,
         concurrency=parsed.concurrency,

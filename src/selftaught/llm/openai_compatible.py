@@ -11,6 +11,7 @@ from typing import Any
 
 from selftaught.errors import BackendError, ModelUnavailable
 from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.model_spec import ModelSpec
 from selftaught.llm.options import MAX_CONCURRENT_REQUESTS, RateLimiter, parse_http_spec
 from selftaught.llm.registry import register_backend
 from selftaught.llm.retry import RetryPolicy
@@ -115,10 +116,10 @@ def _content(choice: Any) -> str:
     "OpenAI, or any OpenAI-compatible server given by URL; key from OPENAI_API_KEY; options ?concurrency=N&rps=N",
     "openai:MODEL[@http://HOST:PORT/v1]",
 )
-def create_openai_backend(spec: str, argument: str) -> Backend:
-    parsed = parse_http_spec(spec, argument, "openai:gpt-4o")
+def create_openai_backend(spec: ModelSpec) -> Backend:
+    parsed = parse_http_spec(spec, "openai:gpt-4o")
     return OpenAICompatibleBackend(
-        spec,
+        spec.text,
         parsed.model,
         parsed.base_url,
         concurrency=parsed.concurrency,

@@ -1,7 +1,7 @@
-"""Options given in a model spec after `?`, as in `llamacpp:smollm2?threads=4&context=4096`.
+"""What HTTP backends read from a spec's `?options` (`?concurrency=N&rps=N`), and the rate limit they impose.
 
-Each backend accepts its own names; an unknown name or a value that is not a positive number is
-refused with the names it knows, so a typo never silently does nothing.
+Each backend accepts its own names (`ModelSpec.numbers`); an unknown name or a value that is not a
+positive number is refused with the names it knows, so a typo never silently does nothing.
 """
 
 from __future__ import annotations
@@ -9,27 +9,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
 
 from selftaught.errors import ModelUnavailable
-
-
-def split_options(spec: str, argument: str, known: dict[str, float | None]) -> tuple[str, dict[str, float | None]]:
-    """The argument without its options, and the options over the defaults in `known` (None: not set)."""
-    base, _, query = argument.partition("?")
-    options = dict(known)
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        if name not in known:
-            raise ModelUnavailable(f"{spec}: unknown option {name!r}; this backend knows {', '.join(sorted(known))}")
-        try:
-            number = float(value)
-        except ValueError:
-            number = -1.0
-        if number <= 0:
-            raise ModelUnavailable(f"{spec}: option {name} needs a positive number, not {value!r}")
-        options[name] = number
-    return base, options
-
+from selftaught.llm.model_spec import ModelSpec
 
 #: Requests an HTTP backend keeps in flight at once unless `?concurrency=` says otherwise.
 MAX_CONCURRENT_REQUESTS = 8
@@ -45,12 +27,11 @@ class HttpBackendSpec:
     requests_per_second: float | None
 
 
-def parse_http_spec(spec: str, argument: str, example: str) -> HttpBackendSpec:
-    name, options = split_options(spec, argument, {"concurrency": MAX_CONCURRENT_REQUESTS, "rps": None})
-    model, _, base_url = name.partition("@")
-    if not model:
-        raise ModelUnavailable(f"{spec}: name a model, as in {example}")
-    return HttpBackendSpec(model, base_url or None, int(options["concurrency"] or 1), options["rps"])
+def parse_http_spec(spec: ModelSpec, example: str) -> HttpBackendSpec:
+    options = spec.numbers({"concurrency": MAX_CONCURRENT_REQUESTS, "rps": None})
+    if not spec.model:
+        raise ModelUnavailable(f"{spec.text}: name a model, as in {example}")
+    return HttpBackendSpec(spec.model, spec.base_url, int(options["concurrency"] or 1), options["rps"])
 
 
 class RateLimiter:

@@ -1,8 +1,9 @@
 """What language-model calls cost in USD, from a price table the user can extend, and a run's spending limit.
 
-Prices are USD per million tokens, input and output, looked up by the model spec (without any
-`@URL`), then by the bare model name. Local models cost nothing; a model without a price costs an
-unknown amount, reported as such rather than guessed. The built-in prices are the providers' list
+Prices are USD per million tokens, input and output, looked up by the model spec without its
+`?options`, then without its `@URL`, then by the bare model name. Local models (llamacpp, scripted)
+cost nothing unless priced; a model without a price costs an unknown amount, reported as such
+rather than guessed, and a spending limit on it is refused (price it at 0 to declare it free). The built-in prices are the providers' list
 prices when this table was written: check them, and override or extend them in `selftaught.toml`:
 
     [prices."openai:gpt-4o"]
@@ -18,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selftaught.errors import SelftaughtError
+from selftaught.llm.model_spec import ModelSpec
 
+#: USD per million tokens, input and output.
 BUILT_IN_PRICES: dict[str, tuple[float, float]] = {
     "openai:gpt-4o": (2.50, 10.00),
     "openai:gpt-4o-mini": (0.15, 0.60),
@@ -28,18 +31,33 @@ BUILT_IN_PRICES: dict[str, tuple[float, float]] = {
     "anthropic:claude-haiku-4-5": (1.00, 5.00),
     "anthropic:claude-opus-4-1": (15.00, 75.00),
 }
-FREE_PREFIXES = ("llamacpp:", "scripted:")
+#: Backends that run on this machine (or are scripted), free unless the price table says otherwise.
+FREE_BACKENDS = frozenset({"llamacpp", "scripted"})
 CONFIG_FILE = Path("selftaught.toml")
 
 
 @dataclass(frozen=True)
+class Price:
+    """USD per million tokens."""
+
+    input: float
+    output: float
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+
+
+FREE = Price(0.0, 0.0)
+
+
+@dataclass(frozen=True)
 class PriceTable:
-    prices: dict[str, tuple[float, float]]
+    prices: dict[str, Price]
 
     @classmethod
     def load(cls, config: Path | None = None) -> PriceTable:
         """The built-in prices, overridden by `[prices."SPEC"]` tables of the config file (./selftaught.toml)."""
-        prices = dict(BUILT_IN_PRICES)
+        prices = {name: Price(*price) for name, price in BUILT_IN_PRICES.items()}
         path = config or CONFIG_FILE
         if not path.is_file():
             if config is not None:
@@ -48,22 +66,38 @@ class PriceTable:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
             for name, entry in data.get("prices", {}).items():
-                prices[name] = (float(entry["input"]), float(entry["output"]))
+                prices[name] = Price(float(entry["input"]), float(entry["output"]))
         except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as error:
             raise SelftaughtError(
                 f"{path}: each [prices.'SPEC'] table needs numbers input and output ({error})"
             ) from None
+        if any(price.input < 0 or price.output < 0 for price in prices.values()):
+            raise SelftaughtError(f"{path}: a price cannot be negative")
         return cls(prices)
+
+    def price(self, spec: str) -> Price | None:
+        """The spec's price without its options, then its `BACKEND:MODEL`, then the bare model; free for local
+        backends; None when nothing prices it."""
+        parsed = ModelSpec.parse(spec)
+        for name in (parsed.without_options, f"{parsed.backend}:{parsed.model}", parsed.model):
+            if name in self.prices:
+                return self.prices[name]
+        return FREE if parsed.backend in FREE_BACKENDS else None
 
     def cost(self, spec: str, prompt_tokens: int, completion_tokens: int) -> float | None:
         """USD for one call, 0 for local models, None when the model has no price."""
-        if spec.startswith(FREE_PREFIXES):
-            return 0.0
-        name = spec.partition("@")[0]
-        price = self.prices.get(name) or self.prices.get(name.partition(":")[2])
-        if price is None:
-            return None
-        return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000
+        price = self.price(spec)
+        return None if price is None else price.cost(prompt_tokens, completion_tokens)
+
+    def check_limit(self, spec: str, limit_usd: float | None) -> None:
+        """Refuses a spending limit that could never be reached: one on a model whose calls cost an unknown amount."""
+        if limit_usd is None or self.price(spec) is not None:
+            return
+        name = ModelSpec.parse(spec).without_options
+        raise SelftaughtError(
+            f"--max-cost cannot limit {name}: it has no known price; add one to selftaught.toml (or the --config file): "
+            f'[prices."{name}"] input = USD, output = USD per million tokens (input = 0 and output = 0 if it is free)'
+        )
 
 
 class CostMeter:

@@ -1,4 +1,4 @@
-"""Backends registered by spec prefix, so the core names no vendor: `PREFIX:ARGUMENT` picks one."""
+"""Backends registered by spec prefix, so the core names no vendor: `PREFIX:TARGET` picks one."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 from selftaught.errors import UnknownModelSpec
 from selftaught.llm.base import Backend
 from selftaught.llm.cache import CacheMode, CachingBackend, ResponseCache
+from selftaught.llm.model_spec import ModelSpec
 
-BackendFactory = Callable[[str, str], Backend]
+BackendFactory = Callable[[ModelSpec], Backend]
 
 
 @dataclass(frozen=True)
@@ -20,16 +21,16 @@ class BackendInfo:
     example: str
     factory: BackendFactory
     #: What cached responses are filed under: the spec, plus whatever else decides the answers.
-    cache_identity: Callable[[str, str], str] = lambda spec, argument: spec
+    cache_identity: Callable[[ModelSpec], str] = lambda spec: spec.text
 
 
 _BACKENDS: dict[str, BackendInfo] = {}
 
 
 def register_backend(
-    prefix: str, summary: str, example: str, cache_identity: Callable[[str, str], str] | None = None
+    prefix: str, summary: str, example: str, cache_identity: Callable[[ModelSpec], str] | None = None
 ) -> Callable[[BackendFactory], BackendFactory]:
-    """Registers `factory(spec, argument) -> Backend` for specs starting with `prefix:`."""
+    """Registers `factory(spec) -> Backend` for specs starting with `prefix:`."""
 
     def decorate(factory: BackendFactory) -> BackendFactory:
         info = BackendInfo(prefix, summary, example, factory)
@@ -44,27 +45,30 @@ def registered_backends() -> list[BackendInfo]:
     return sorted(_BACKENDS.values(), key=lambda info: info.prefix)
 
 
-def backend_info(spec: str) -> tuple[BackendInfo, str]:
-    """The registered backend a spec names and its argument; raises UnknownModelSpec with the valid forms."""
+def backend_info(spec: str) -> tuple[BackendInfo, ModelSpec]:
+    """The registered backend a spec names and the parsed spec; raises UnknownModelSpec with the valid forms."""
     _load_builtin_backends()
-    prefix, separator, argument = spec.partition(":")
-    info = _BACKENDS.get(prefix)
-    if not separator or info is None or not argument:
+    try:
+        parsed = ModelSpec.parse(spec)
+    except UnknownModelSpec:
+        parsed = None
+    info = _BACKENDS.get(parsed.backend) if parsed is not None else None
+    if parsed is None or info is None:
         forms = ", ".join(info.example for info in registered_backends())
         raise UnknownModelSpec(f"unknown model spec {spec!r}; use one of: {forms}")
-    return info, argument
+    return info, parsed
 
 
 def cache_identity(spec: str) -> str:
     """What the cache files this spec's responses under."""
-    info, argument = backend_info(spec)
-    return info.cache_identity(spec, argument)
+    info, parsed = backend_info(spec)
+    return info.cache_identity(parsed)
 
 
 def create_backend(spec: str) -> Backend:
     """The backend a spec names, ready for live requests."""
-    info, argument = backend_info(spec)
-    return info.factory(spec, argument)
+    info, parsed = backend_info(spec)
+    return info.factory(parsed)
 
 
 def open_backend(spec: str, cache_mode: CacheMode, cache_path: Path) -> Backend:

@@ -19,6 +19,7 @@ from types import ModuleType
 
 from selftaught.errors import BackendError, ModelUnavailable
 from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.model_spec import ModelSpec
 from selftaught.llm.registry import register_backend
 
 Responder = Callable[..., str]
@@ -77,12 +78,12 @@ class ScriptedBackend(Backend):
         )
 
 
-def _file_identity(spec: str, argument: str) -> str:
+def _file_identity(spec: ModelSpec) -> str:
     """A scripted model answers what its file says: an edited file must not replay old answers."""
     try:
-        return f"{spec}#{hashlib.sha256(Path(argument).expanduser().read_bytes()).hexdigest()}"
+        return f"{spec.text}#{hashlib.sha256(Path(spec.target).expanduser().read_bytes()).hexdigest()}"
     except OSError:
-        return spec
+        return spec.text
 
 
 @register_backend(
@@ -91,5 +92,6 @@ def _file_identity(spec: str, argument: str) -> str:
     "scripted:FILE.py",
     cache_identity=_file_identity,
 )
-def create_scripted_backend(spec: str, argument: str) -> Backend:
-    return ScriptedBackend(spec, load_responder(Path(argument).expanduser()))
+def create_scripted_backend(spec: ModelSpec) -> Backend:
+    spec.numbers({})  # a scripted model takes no options: refuse any, rather than read them as part of the path
+    return ScriptedBackend(spec.text, load_responder(Path(spec.target).expanduser()))

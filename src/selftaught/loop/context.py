@@ -153,11 +153,12 @@ def open_run(
     resumed run keeps its id and takes over its record; a replay is a new run whose backend is
     the recorded one's responses and nothing else.
     """
+    prices = PriceTable.load(config)
+    prices.check_limit(model, max_cost_usd)  # before the sandbox, the backend or the store: nothing to undo
     launcher = Launcher(sandbox)
     try:
         launcher.start()
         check_sandbox(launcher)
-        prices = PriceTable.load(config)
         cache_file = cache_path or store_path.parent / "cache.sqlite"
         backend: Backend
         if continuation is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from selftaught.config import Profile
 from selftaught.loop.context import RunContext
 from selftaught.loop.improver_run import ImproverRunResult, UtilityService, run_improver
 from selftaught.tasks.base import TEST, VALIDATION
@@ -38,6 +39,17 @@ def meta_utility(improve_str: str):
         expected_utility += utility(improved_algorithm_str) / {runs}
     return expected_utility
 '''
+
+
+def meta_utility_description(profile: Profile) -> str:
+    """What an improver of improvers reads as `utility.str`: the meta-utility with the profile's budgets."""
+    return META_UTILITY_DESCRIPTION.format(
+        runs=profile.meta_utility_runs,
+        calls=profile.improver.language_model_calls,
+        responses=profile.improver.responses_per_call,
+        utility_calls=profile.improver.utility_calls,
+        meta_calls=profile.meta_utility_calls,
+    )
 
 
 def evaluate_solution(context: RunContext, solution: str, split: str, improver_run_id: int | None) -> Evaluation:
@@ -108,14 +120,7 @@ class MetaUtility:
 
     @property
     def description(self) -> str:
-        profile = self._context.profile
-        return META_UTILITY_DESCRIPTION.format(
-            runs=profile.meta_utility_runs,
-            calls=profile.improver.language_model_calls,
-            responses=profile.improver.responses_per_call,
-            utility_calls=profile.improver.utility_calls,
-            meta_calls=profile.meta_utility_calls,
-        )
+        return meta_utility_description(self._context.profile)
 
     def as_utility(self) -> UtilityService:
         """The meta-utility as an improver of improvers sees it; validation only."""

@@ -1,0 +1,63 @@
+"""The one parser of model specs: `BACKEND:TARGET[?NAME=VALUE&...]`, where TARGET is `MODEL[@URL]` or a path.
+
+Everything that reads a spec (backends, prices, the response cache, cost estimates) reads this
+dataclass, so a spec's `?options` can never leak into a model name or a price lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from selftaught.errors import ModelUnavailable, UnknownModelSpec
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    #: The spec as given: what the store records and what errors name.
+    text: str
+    #: The registered backend's prefix, as in `openai`.
+    backend: str
+    #: What the backend runs, without the options: `MODEL[@URL]`, or a file path.
+    target: str
+    #: The `?name=value` pairs, in order, as text; each backend reads and checks its own (`numbers`).
+    options: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        """Splits a spec; raises UnknownModelSpec when it has no `BACKEND:` or nothing after it."""
+        backend, separator, rest = text.partition(":")
+        target, _, query = rest.partition("?")
+        if not separator or not backend or not target:
+            raise UnknownModelSpec(f"unknown model spec {text!r}; a spec is BACKEND:MODEL (see `selftaught models`)")
+        return cls(text, backend, target, tuple(parse_qsl(query, keep_blank_values=True)))
+
+    @property
+    def model(self) -> str:
+        """The model name of `MODEL@URL` (the whole target when there is no URL)."""
+        return self.target.partition("@")[0]
+
+    @property
+    def base_url(self) -> str | None:
+        return self.target.partition("@")[2] or None
+
+    @property
+    def without_options(self) -> str:
+        """`BACKEND:TARGET`: the spec as the price table knows it."""
+        return f"{self.backend}:{self.target}"
+
+    def numbers(self, known: dict[str, float | None]) -> dict[str, float | None]:
+        """The options over the defaults in `known` (None: not set); an unknown name or a non-positive value is refused."""
+        values = dict(known)
+        for name, value in self.options:
+            if name not in known:
+                names = ", ".join(sorted(known)) or "no options"
+                raise ModelUnavailable(f"{self.text}: unknown option {name!r}; this backend knows {names}")
+            try:
+                number = float(value)
+            except ValueError:
+                number = -1.0
+            if number <= 0:
+                raise ModelUnavailable(f"{self.text}: option {name} needs a positive number, not {value!r}")
+            values[name] = number
+        return values
