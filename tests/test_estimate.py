@@ -102,6 +102,14 @@ def test_the_estimate_bounds_what_a_scripted_run_spends(
     assert 0 < prompt <= estimate["prompt_tokens"] and 0 < completion <= estimate["completion_tokens"]
     assert 0 < actual["cost_usd"] <= estimate["usd"] and actual["max_cost_usd"] == 100
     assert actual["cost_usd"] == pytest.approx((prompt * 3.0 + completion * 15.0) / 1e6)
+    # Transferring the run's improver, dry: it is read from the store, which stays as it was.
+    before = store.read_bytes()
+    transfer = invoke(
+        "transfer", "--improver", actual["run_id"], "--tasks", "maxcut", "--model", model, "--store", str(store),
+        "--dry-run", "--json",
+    )  # fmt: skip
+    assert transfer.exit_code == 0, transfer.stderr + transfer.stdout
+    assert json.loads(transfer.stdout)["lm_calls"] > 0 and store.read_bytes() == before
 
 
 #: Asks for as many calls as its budget allows, then returns the solution unchanged.

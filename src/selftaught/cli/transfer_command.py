@@ -23,7 +23,7 @@ from selftaught.errors import InvalidProgram
 from selftaught.loop.context import RunStats
 from selftaught.loop.estimate import estimate_transfer
 from selftaught.loop.transfer import Estimate
-from selftaught.store.run_store import RunStore
+from selftaught.store.reading import StoreReader
 
 TRANSFER_TASKS = ("str_grid_dist", "modified_quadratic_assignment", "three_sat", "maxcut", "parity_noiseless")
 
@@ -35,11 +35,8 @@ def load_improver(reference: str, store: Path) -> str:
         return api.read_program(path, "improve_algorithm")
     if not store.is_file():
         raise InvalidProgram(f"{reference} is neither an improver file nor a run in {store}")
-    recorded = RunStore(store)
-    try:
+    with StoreReader(store) as recorded:  # read-only: a dry run records nothing
         source = recorded.final_improver(reference)
-    finally:
-        recorded.close()
     if source is None:
         raise InvalidProgram(f"{reference} is neither an improver file nor a run in {store}")
     return source

@@ -94,6 +94,15 @@ class StoreReader:
         )
         return [_decoded_run(row) for row in rows]
 
+    def final_improver(self, run_id: str) -> str | None:
+        """The improver a `run` ended with, or None when there is no such run."""
+        rows = self._rows(
+            "SELECT programs.source FROM iterations JOIN programs ON programs.hash = iterations.improver_hash"
+            " WHERE iterations.run_id = ? ORDER BY iterations.iteration DESC LIMIT 1",
+            (run_id,),
+        )
+        return str(rows[0]["source"]) if rows else None
+
     def has_run(self, run_id: str) -> bool:
         return bool(self._rows("SELECT 1 FROM runs WHERE id = ?", (run_id,)))
 

@@ -191,16 +191,6 @@ class RunStore:
             (solution_hash, error, lm_calls, lm_responses, utility_calls, seconds, now(), improver_run_id),
         )
 
-    def final_improver(self, run_id: str) -> str | None:
-        """The improver a `run` ended with, or None when there is no such run."""
-        with self._lock:
-            row = self._connection.execute(
-                "SELECT programs.source FROM iterations JOIN programs ON programs.hash = iterations.improver_hash"
-                " WHERE iterations.run_id = ? ORDER BY iterations.iteration DESC LIMIT 1",
-                (run_id,),
-            ).fetchone()
-        return None if row is None else str(row[0])
-
     # --- what improver runs produce -------------------------------------------------------
 
     def record_evaluation(
