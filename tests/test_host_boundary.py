@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from selftaught.sandbox import child_messages
+from selftaught.sandbox import child_messages, session
 from selftaught.sandbox.child_messages import ChildMisbehaved, ChildReader, ChildSilent
 from selftaught.sandbox.launcher import Launcher
 from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
@@ -337,6 +337,23 @@ def test_an_instance_just_under_its_limit_is_not_timed_out(launcher: Launcher) -
     assert all(0.39 < output["seconds"] < 0.45 for output in outcome.instances), outcome.instances
     fast = run(launcher, "def algorithm(index):\n    return index\n", 200, 0.1)
     assert not any(output["timed_out"] for output in fast.instances) and not fast.violations
+
+
+def test_a_host_held_up_after_sending_the_instances_does_not_blame_the_child(
+    launcher: Launcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a busy machine the host may lose its core right after sending: the child's outputs are then
+    stamped before the host looks at its clock again, which must not read as time borrowed from nowhere."""
+    send_frames = session.protocol.send_frames
+
+    def send_then_lose_the_core(sock: socket.socket, frames: bytes) -> None:
+        send_frames(sock, frames)
+        if b'"instances"' in frames[:200]:
+            time.sleep(0.2)
+
+    monkeypatch.setattr(session.protocol, "send_frames", send_then_lose_the_core)
+    outcome = run(launcher, "def algorithm(index):\n    return index\n", 20, 0.1)
+    assert not any(output["timed_out"] for output in outcome.instances) and not outcome.violations, outcome
 
 
 def test_a_child_past_an_instance_limit_is_stopped_there(launcher: Launcher) -> None:

@@ -139,9 +139,11 @@ class Conversation:
         if loaded.message["kind"] == protocol.FAILURE:
             return self._outcome(failure=loaded.message["error"][:2000])
         # Only now: no instance is anywhere the solution's module-level code could reach while it loads.
-        protocol.send_frames(self._sock, self._instances.frame(first))
-        # The instances' time starts as they leave; the child had nothing to run before.
+        # Their time starts before they leave: a host that loses its core right after sending must not
+        # date them later than the child's first outputs.
+        frames = self._instances.frame(first)
         clock = BatchClock(first, time.monotonic(), limit)
+        protocol.send_frames(self._sock, frames)
         while clock.expected < len(self._instances):
             # The next batch is due once the instances after the last one could have filled a flush
             # interval, plus one whole instance: its limit and the grace the host allows past it.
