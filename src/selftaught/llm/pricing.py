@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selftaught.errors import SelftaughtError
+from selftaught.llm.canned import CANNED_PREFIX
 
 BUILT_IN_PRICES: dict[str, tuple[float, float]] = {
     "openai:gpt-4o": (2.50, 10.00),
@@ -28,7 +29,7 @@ BUILT_IN_PRICES: dict[str, tuple[float, float]] = {
     "anthropic:claude-haiku-4-5": (1.00, 5.00),
     "anthropic:claude-opus-4-1": (15.00, 75.00),
 }
-FREE_PREFIXES = ("llamacpp:", "scripted:")
+FREE_PREFIXES = ("llamacpp:", "scripted:", CANNED_PREFIX)
 CONFIG_FILE = Path("selftaught.toml")
 
 
