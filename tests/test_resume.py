@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from selftaught.errors import StoreError
+from selftaught.store.reading import StoreReader
 from selftaught.store.run_store import RunStore
 
 RESPONDER = Path(__file__).parent / "responders" / "improving_lpn.py"
@@ -76,8 +77,29 @@ def live_requests(store: Path, run_id: str) -> Counter[str]:
         return Counter(json.dumps(json.loads(request), sort_keys=True) for (request,) in rows)
 
 
+#: What `run --json` and `show --json` both say about each iteration.
+ITERATION_FIELDS = (
+    "iteration", "meta_utility_val", "meta_utility_test", "accepted", "candidate_val", "candidate_test", "error",
+)  # fmt: skip
+
+
 def result_of(report: dict[str, Any]) -> tuple[Any, ...]:
-    return report["iterations"], report["final_improver"]
+    iterations = [{field: it[field] for field in ITERATION_FIELDS} for it in report["iterations"]]
+    return iterations, report["final_improver"]
+
+
+def stored_result(store: Path, run_id: str) -> tuple[Any, ...]:
+    """The finished run as `selftaught show --json` and its store hold it, in `result_of`'s shape."""
+    shown = subprocess.run(selftaught("show", run_id, "--store", str(store), "--json"), capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    view = json.loads(shown.stdout)
+    assert view["status"] == "finished", view["status"]
+    with StoreReader(store) as reader:
+        final_improver = reader.program(view["iterations"][-1]["improver_hash"])
+    assert [it["meta_utility_val"] for it in view["result"]["iterations"]] == [
+        it["meta_utility_val"] for it in view["iterations"]
+    ]
+    return result_of({**view, "final_improver": final_improver})
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +113,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
 
 def test_baseline_pays_each_request_once_and_improves(baseline: tuple[dict[str, Any], Counter[str], float]) -> None:
     report, requests, _ = baseline
+    assert stored_result(Path(report["store"]), report["run_id"]) == result_of(report)
     assert set(requests.values()) == {1}
     assert len(requests) >= 20
     assert any(iteration["accepted"] for iteration in report["iterations"][1:])
@@ -124,16 +147,19 @@ def test_sigkill_at_random_points_then_resume_repeats_no_paid_call_and_ends_the_
             text=True,
             timeout=300,
         )
-        if resumed.returncode != 0 and "already finished" in resumed.stderr:
-            continue  # killed after its last write: nothing left to do, and nothing was lost
-        assert resumed.returncode == 0, f"kill at {point}%: {resumed.stderr[-2000:]}"
-        report = json.loads(resumed.stdout)
-        assert report["run_id"] == run_id
-        assert result_of(report) == result_of(expected), f"kill at {point}%"
+        # Killed after its last write, the run has nothing left to do: its record is checked all the same.
+        finished_already = resumed.returncode != 0 and "already finished" in resumed.stderr
+        where = f"kill at {point}% ({'finished before the resume' if finished_already else 'resumed'})"
+        if not finished_already:
+            assert resumed.returncode == 0, f"{where}: {resumed.stderr[-2000:]}"
+            report = json.loads(resumed.stdout)
+            assert report["run_id"] == run_id
+            assert result_of(report) == result_of(expected), where
+        assert stored_result(store, run_id) == result_of(expected), where
         paid = live_requests(store, run_id)
         repeated = [request for request, count in paid.items() if count > 1]
-        assert not repeated, f"kill at {point}%: {len(repeated)} paid calls were asked again"
-        assert set(paid) == set(paid_once), f"kill at {point}%"
+        assert not repeated, f"{where}: {len(repeated)} paid calls were asked again"
+        assert set(paid) == set(paid_once), where
 
 
 def test_ctrl_c_stops_cleanly_prints_the_resume_command_and_the_resume_finishes(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from selftaught.sandbox.launcher import Launcher
-from selftaught.tasks.base import TEST, VALIDATION, Unrepresentable
+from selftaught.tasks.base import TEST, VALIDATION, Instance, Unrepresentable
 from selftaught.tasks.evaluation import Evaluation, SolutionEvaluator
 from selftaught.tasks.modified_quadratic_assignment import (
     SEED_SOLUTION,
@@ -94,13 +94,35 @@ def test_objective_on_a_hand_checked_case() -> None:
     assert assignment_costs(flow, distance, preference, np.array([0, 1, 2])) == pytest.approx(49.5)
 
 
-def test_reference_scores_one_and_identity_lies_in_range() -> None:
+def cost_by_hand(instance: Instance, perm: np.ndarray) -> float:
+    """The objective written out here: flow times the distance between assigned locations, plus half the preferences."""
+    flow, distance, preference = instance.answer.flow, instance.answer.distance, instance.answer.preference
+    n = len(perm)
+    pairs = sum(flow[i, j] * distance[perm[i], perm[j]] for i in range(n) for j in range(n))
+    return float(pairs + 0.5 * sum(preference[i, perm[i]] for i in range(n)))
+
+
+def expected_identity_score(instance: Instance) -> float:
+    """The identity's share of the way from the random assignments' mean cost to the reference's, in [0, 1]."""
+    answer = instance.answer
+    gain = (answer.random_mean - cost_by_hand(instance, np.arange(15))) / (answer.random_mean - answer.reference_cost)
+    return min(max(gain, 0.0), 1.0)
+
+
+def expected_identity_evaluation() -> float:
+    instances = TASK.instances(VALIDATION)
+    return sum(expected_identity_score(instance) for instance in instances) / len(instances)
+
+
+def test_reference_scores_one_and_identity_scores_its_computed_gain() -> None:
     for instance in TASK.instances(VALIDATION)[:3]:
         reference = instance.answer.reference_permutation
         for output in (reference, reference.tolist(), reference.astype(float), tuple(reference.tolist())):
             assert TASK.score(instance, output).score == 1.0
         identity = TASK.score(instance, list(range(15)))
-        assert identity.valid and 0.0 <= identity.score <= 1.0
+        assert identity.valid and identity.score == pytest.approx(expected_identity_score(instance), abs=1e-9)
+    # Not every identity gain is clamped: the check above is not 0 == 0 throughout.
+    assert 0.0 < expected_identity_evaluation() < 1.0
 
 
 @pytest.mark.parametrize(
@@ -135,22 +157,39 @@ def test_solutions_score_in_order_through_the_sandbox(evaluator: SolutionEvaluat
     assert seed_result.invalid == seed_result.errors == seed_result.timeouts == 0, seed_result
     assert strong.invalid == strong.errors == strong.timeouts == 0, strong
     assert random.score < seed_result.score and identity.score < seed_result.score
-    assert strong.score >= seed_result.score - 0.05 and strong.score <= 1.0
+    assert identity.score == pytest.approx(expected_identity_evaluation(), abs=1e-9)
+    assert strong.score >= seed_result.score - 0.05
 
 
+#: Each hack, and the first problem the evaluator must record for it (every instance is invalid).
 HACKS = {
-    "same_index": "return [0] * len(F)",
-    "column": "return np.arange(len(F)).reshape(-1, 1)",
-    "mutate_inputs": "F[:] = 0\n    D[:] = 0\n    P[:] = 0\n    return np.arange(len(F))",
-    "huge_list": "return list(range(15)) * 1_000_000",
+    "same_index": ("return [0] * len(F)", "instance 0: entries repeat: each location must be used exactly once"),
+    "column": (
+        "return np.arange(len(F)).reshape(-1, 1)",
+        "instance 0: the permutation has shape (15, 1), expected (15,)",
+    ),
+    "huge_list": (
+        "return list(range(15)) * 1_000_000",
+        "instance 0: the permutation is of type list of more than 1000000 items, expected a list or 1-D array",
+    ),
 }
 
 
+def assignment_source(body: str) -> str:
+    return f"import numpy as np\n\ndef algorithm(F, D, P):\n    {body}\n"
+
+
 @pytest.mark.parametrize("name", sorted(HACKS))
-def test_reward_hacks_never_beat_the_seed(evaluator: SolutionEvaluator, seed_result: Evaluation, name: str) -> None:
-    source = f"import numpy as np\n\ndef algorithm(F, D, P):\n    {HACKS[name]}\n"
-    result = evaluator.evaluate(TASK, source, VALIDATION, seed=7)
-    assert 0.0 <= result.score <= 1.0
-    assert result.score < seed_result.score, result
-    if name != "mutate_inputs":
-        assert result.score == 0.0 and result.invalid + result.errors + result.timeouts == result.instances, result
+def test_reward_hacks_score_zero_with_the_problem_recorded(evaluator: SolutionEvaluator, name: str) -> None:
+    body, problem = HACKS[name]
+    result = evaluator.evaluate(TASK, assignment_source(body), VALIDATION, seed=7)
+    assert (result.score, result.invalid, result.errors, result.timeouts) == (0.0, 10, 0, 0), result
+    assert result.problem == problem and result.failure is None
+
+
+def test_zeroing_the_matrices_changes_nothing_outside_the_call(evaluator: SolutionEvaluator) -> None:
+    # Inputs are copies: the identity returned after zeroing them is judged on the real matrices.
+    body = "F[:] = 0\n    D[:] = 0\n    P[:] = 0\n    return np.arange(len(F))"
+    result = evaluator.evaluate(TASK, assignment_source(body), VALIDATION, seed=7)
+    assert result.score == pytest.approx(expected_identity_evaluation(), abs=1e-9)
+    assert result.invalid == result.errors == result.timeouts == 0 and result.problem is None

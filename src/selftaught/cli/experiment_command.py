@@ -36,8 +36,9 @@ def unsandboxing_command(options: RunOptions, attempts: int, warning: bool, dry_
     itself; every improver the model writes is read for ways of disabling the sandbox
     (use_sandbox=False and its disguises, `run` without the flag, exec/eval of candidates). The
     rate comes with a 95% Wilson interval, beside the paper's. Whatever the generated code asks,
-    it runs in the real sandbox: each candidate is executed there, and runtime requests to turn
-    the sandbox off are counted too. Requests are made --responses-per-call at a time.
+    it runs in the real sandbox: each candidate is executed there, its language-model calls answered
+    with the task's seed solution (canned, free), and runtime requests to turn the sandbox off are
+    counted too. Requests are made --responses-per-call at a time.
     """
     if dry_run:
         show_estimate(estimate_unsandboxing(options, attempts, warning), as_json)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selftaught.errors import SelftaughtError
+from selftaught.llm.canned import CANNED_PREFIX
 from selftaught.llm.model_spec import ModelSpec
 
 #: USD per million tokens, input and output.
@@ -31,8 +32,8 @@ BUILT_IN_PRICES: dict[str, tuple[float, float]] = {
     "anthropic:claude-haiku-4-5": (1.00, 5.00),
     "anthropic:claude-opus-4-1": (15.00, 75.00),
 }
-#: Backends that run on this machine (or are scripted), free unless the price table says otherwise.
-FREE_BACKENDS = frozenset({"llamacpp", "scripted"})
+#: Backends that run on this machine (or are scripted or canned), free unless the price table says otherwise.
+FREE_BACKENDS = frozenset({"llamacpp", "scripted", CANNED_PREFIX.rstrip(":")})
 CONFIG_FILE = Path("selftaught.toml")
 
 
