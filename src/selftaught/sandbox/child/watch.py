@@ -218,7 +218,9 @@ def install(sock: socket.socket, lock: Any, scratch: str) -> None:
     """Reports each attempt as an `event` message on the channel `sock`, whose writes `lock` serializes.
 
     Everything the hook needs is bound here, before generated code runs: the functions below look
-    up no module or builtin name when they run, only what this call gave them.
+    up no module or builtin name when they run, only what this call gave them. That is why they are
+    closures of one long function: as module-level functions they would be names generated code
+    can rebind.
     """
     prepare()
     shared = _shared[0]
