@@ -15,6 +15,7 @@ from selftaught import api
 from selftaught.api import RunOptions
 from selftaught.llm.base import ChatMessage, CompletionRequest
 from selftaught.llm.cache import CacheMode, ResponseCache, response_key
+from selftaught.llm.pricing import CostMeter
 from selftaught.llm.registry import open_backend
 
 # Answers depend on the request order (index) and the temperature: a replay must reproduce both exactly.
@@ -55,7 +56,7 @@ def test_a_replay_of_something_never_asked_fails_clearly_and_the_run_goes_on(
 def test_a_replay_needs_no_api_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    backend = open_backend("openai:gpt-4o", CacheMode.READ, tmp_path / "cache.sqlite")
+    backend = open_backend("openai:gpt-4o", CacheMode.READ, tmp_path / "cache.sqlite", CostMeter(None))
     request = CompletionRequest((ChatMessage("user", "hi"),), n=1, temperature=0.0, max_tokens=8, seed=1)
     with pytest.raises(Exception, match="not in the cache"):
         backend.complete(request)
@@ -67,7 +68,9 @@ def test_an_edited_scripted_model_does_not_replay_old_answers(tmp_path: Path) ->
     answers = []
     for answer in ("first", "second"):
         responder.write_text(f"def respond(system, user, temperature, index):\n    return {answer!r}\n")
-        backend = open_backend(f"scripted:{responder}", CacheMode.READ_WRITE, tmp_path / "cache.sqlite")
+        backend = open_backend(
+            f"scripted:{responder}", CacheMode.READ_WRITE, tmp_path / "cache.sqlite", CostMeter(None)
+        )
         answers.append(backend.complete(request).texts[0])
         backend.close()
     assert answers == ["first", "second"]

@@ -145,7 +145,10 @@ def test_the_cost_limit_is_overshot_at_most_by_the_calls_in_flight(
         )
         report = api.meta_utility(options, improver=GREEDY_IMPROVER)
     with sqlite3.connect(options.store) as db:
-        costs = [row[0] for row in db.execute("SELECT cost_usd FROM lm_calls WHERE run_id = ?", (report.run_id,))]
+        rows = db.execute("SELECT cost_usd, error FROM lm_calls WHERE run_id = ?", (report.run_id,)).fetchall()
+    costs = [cost for cost, error in rows if error is None]
+    # Calls past the limit are recorded, as refused before any request was made.
+    assert all("cost limit" in error and cost == 0 for cost, error in rows if error is not None)
     one_call = max(costs)  # (11 prompt + 2 x 7 completion tokens) x $0.001 = $0.025
     overshoot = report.cost_usd - cap
     print(f"cap ${cap}, spent ${report.cost_usd:.3f} in {len(costs)} calls; overshoot ${overshoot:.3f}")

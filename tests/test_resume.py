@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -311,3 +312,43 @@ def test_a_pid_reused_by_another_process_does_not_keep_a_killed_run_running(tmp_
     with StoreReader(tmp_path / "runs.sqlite") as reader:
         assert reader.run(run_id)["status"] == "killed"
     store.close()
+
+
+def spent(store: Path) -> float:
+    with contextlib.suppress(sqlite3.OperationalError), sqlite3.connect(store) as connection:
+        return float(
+            connection.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM lm_calls WHERE replayed = 0").fetchone()[0]
+        )
+    return 0.0
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_crossing_its_cost_limit_resumes_to_the_same_end(tmp_path: Path) -> None:
+    """What the run paid before it was killed is replayed, not refused: the limit applies to live calls."""
+    prices = tmp_path / "prices.toml"
+    prices.write_text(f'[prices."scripted:{RESPONDER}"]\ninput = 1000\noutput = 1000\n')
+    capped = ("--config", str(prices), "--max-cost", "6")  # crossed in iteration 1 of 2
+    expected = finish(start_run(tmp_path / "whole.sqlite", f"scripted:{RESPONDER}", *capped))
+    assert expected["stopped"] == "cost limit reached" and len(expected["iterations"]) == 2
+    for delay in (0.0, 0.15):
+        store = tmp_path / f"killed-{delay}" / "runs.sqlite"
+        process = start_run(store, f"scripted:{RESPONDER}", *capped)
+        run_id = wait_for_run(store, process)
+        while spent(store) < 6 and process.poll() is None:
+            time.sleep(0.005)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        resumed = subprocess.run(
+            selftaught("run", "--resume", run_id, "--store", str(store), "--json"),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if "already finished" in resumed.stderr:
+            assert stored_result(store, run_id) == result_of(expected), f"killed {delay} s after the limit"
+            continue
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        report = json.loads(resumed.stdout)
+        assert (result_of(report), report["stopped"]) == (result_of(expected), expected["stopped"]), delay
+        assert report["cost_usd"] == pytest.approx(expected["cost_usd"]), delay

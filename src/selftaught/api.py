@@ -263,10 +263,16 @@ def resume(
             max_cost_usd=max_cost_usd if max_cost_usd is not None else options.max_cost_usd,
         )
         improver = reader.program(options_data["initial_improver_hash"])
-        completed = tuple(_iteration_of(row, reader) for row in reader.iterations(run_id))
+        rows = reader.iterations(run_id)
+        completed = tuple(_iteration_of(row, reader) for row in rows)
         record = RunRecord.load(reader, run_id)
+        spent = rows[-1]["spent_usd"] if rows else 0.0
+        if spent is None:  # recorded by a version that did not note it: all the run spent, to be safe
+            spent = reader.counts(run_id)["cost_usd"]
     seen_status = "running" if recorded["status"] == KILLED else recorded["status"]
-    continuation = Continuation(record, resume=True, seen_status=seen_status, seen_pid=recorded["pid"])
+    continuation = Continuation(
+        record, resume=True, seen_status=seen_status, seen_pid=recorded["pid"], spent_usd=float(spent)
+    )
     with _recorded_run("run", options, improver, stats, continuation) as context:
         return _self_improvement_run(context, options, improver, completed)
 

@@ -48,6 +48,8 @@ class Completion:
     cached: bool = False
     #: True when the responses came from the run's own record (resuming or replaying it).
     replayed: bool = False
+    #: For replayed responses: what they cost when the run paid for them (0 for a cache hit, None unpriced).
+    recorded_cost_usd: float | None = 0.0
 
 
 class Backend(ABC):

@@ -127,8 +127,6 @@ class BudgetedLanguageModel:
             raise LanguageModelRefusal("temperature must be a number between 0 and 2")
         if self.calls_used >= self.budget:
             raise LanguageModelRefusal(BUDGET_EXCEEDED)
-        if self._meter.exhausted:
-            raise LanguageModelRefusal(f"the run's cost limit of ${self._meter.limit_usd:g} is reached")
         self.calls_used += 1
 
     def _request(self, expertise: str, message: str, n: int, temperature: float) -> list[str]:
@@ -153,7 +151,12 @@ class BudgetedLanguageModel:
                 completion.completion_tokens,
             )
             cached, replayed = completion.cached, completion.replayed
-            cost = 0.0 if cached else self._prices.cost(self._backend.spec, prompt_tokens, completion_tokens)
+            if replayed:
+                # Paid for before the run was resumed: it counts toward the limit again, in the order
+                # the run meets it, so the resumed run stops where the first one would have.
+                cost = completion.recorded_cost_usd
+            else:
+                cost = 0.0 if cached else self._prices.cost(self._backend.spec, prompt_tokens, completion_tokens)
             self._meter.add(cost)
             if len(texts) < n:
                 error = f"{self._backend.spec}: asked for {n} responses, got {len(texts)}"

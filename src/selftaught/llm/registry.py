@@ -9,7 +9,9 @@ from pathlib import Path
 from selftaught.errors import UnknownModelSpec
 from selftaught.llm.base import Backend
 from selftaught.llm.cache import CacheMode, CachingBackend, ResponseCache
+from selftaught.llm.cost_limit import CostLimitedBackend
 from selftaught.llm.model_spec import ModelSpec
+from selftaught.llm.pricing import CostMeter
 
 BackendFactory = Callable[[ModelSpec], Backend]
 
@@ -71,16 +73,16 @@ def create_backend(spec: str) -> Backend:
     return info.factory(parsed)
 
 
-def open_backend(spec: str, cache_mode: CacheMode, cache_path: Path) -> Backend:
-    """The backend for a run: behind the response cache unless it is off.
+def open_backend(spec: str, cache_mode: CacheMode, cache_path: Path, meter: CostMeter) -> Backend:
+    """The backend for a run: behind the run's cost limit, and behind the response cache unless it is off.
 
     A replay (`read`) never creates the real backend, so it needs neither its key nor its model
     file; otherwise the backend is created at once, so a missing key is reported before anything runs.
     """
     if cache_mode is CacheMode.OFF:
-        return create_backend(spec)
+        return CostLimitedBackend(create_backend(spec), meter)
     identity = cache_identity(spec)
-    live = None if cache_mode is CacheMode.READ else create_backend(spec)
+    live = None if cache_mode is CacheMode.READ else CostLimitedBackend(create_backend(spec), meter)
     return CachingBackend(spec, live, ResponseCache(cache_path), cache_mode, identity)
 
 

@@ -109,6 +109,9 @@ class Continuation:
     #: The run's status and process as last seen; taking it over fails if another process changed them.
     seen_status: str = ""
     seen_pid: int | None = None
+    #: What the run had spent when its last complete iteration was recorded. What it spent after that
+    #: is counted as the record replays it, so the resumed run reaches its cost limit where the first did.
+    spent_usd: float = 0.0
 
 
 def check_sandbox(launcher: Launcher) -> SandboxReport:
@@ -156,21 +159,22 @@ def open_run(
     prices = PriceTable.load(config)
     prices.check_limit(model, max_cost_usd)  # before the sandbox, the backend or the store: nothing to undo
     launcher = Launcher(sandbox)
+    # Counts what the run spends, live or replayed from its record (what it paid before it was resumed).
+    meter = CostMeter(max_cost_usd)
     try:
         launcher.start()
         check_sandbox(launcher)
         cache_file = cache_path or store_path.parent / "cache.sqlite"
         backend: Backend
         if continuation is None:
-            backend = open_backend(model, cache_mode, cache_file)
+            backend = open_backend(model, cache_mode, cache_file, meter)
         else:
-            live = open_backend(model, cache_mode, cache_file) if continuation.resume else None
+            live = open_backend(model, cache_mode, cache_file, meter) if continuation.resume else None
             backend = ReplayingBackend(continuation.record, live, model)
     except BaseException:
         launcher.close()
         raise
     evaluator: Evaluator = SolutionEvaluator(launcher)
-    meter = CostMeter(max_cost_usd)
     store: RunStore | None = None
     try:
         store = RunStore(store_path)
@@ -179,7 +183,7 @@ def open_run(
             if not store.claim_run(run_id, continuation.seen_status, continuation.seen_pid):
                 raise StoreError(f"run {run_id} was taken over by another process; not resuming it twice")
             evaluator = ReplayingEvaluator(continuation.record, evaluator)
-            meter.add(continuation.record.spent_usd)
+            meter.add(continuation.spent_usd)
         else:
             run_id = store.create_run(
                 command=command,

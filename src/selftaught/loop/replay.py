@@ -38,20 +38,16 @@ def request_key(system: str, message: str, n: int, temperature: float, max_token
 
 @dataclass(frozen=True)
 class RunRecord:
-    """A run's successful language-model calls by request, its evaluations by program and split, its spending."""
+    """A run's successful language-model calls by request, and its evaluations by program and split."""
 
     run_id: str
     responses: dict[str, list[Completion]]
     evaluations: dict[tuple[str, str], Evaluation]
-    spent_usd: float
 
     @classmethod
     def load(cls, reader: StoreReader, run_id: str) -> RunRecord:
         responses: dict[str, list[Completion]] = {}
-        spent = 0.0
         for call in reader.lm_calls(run_id):
-            if not call["replayed"]:
-                spent += call["cost_usd"] or 0.0
             if not reader.answered_in_full(call):
                 continue  # nothing usable came back: asking again is not paying twice
             key = request_key(**call["request"])
@@ -59,10 +55,11 @@ class RunRecord:
                 texts=tuple(call["responses"]),
                 prompt_tokens=call["prompt_tokens"],
                 completion_tokens=call["completion_tokens"],
+                recorded_cost_usd=0.0 if call["replayed"] or call["cache_hit"] else call["cost_usd"],
             )
             responses.setdefault(key, []).append(completion)
         evaluations = {(row["solution_hash"], row["split"]): _evaluation_of(row) for row in reader.evaluations(run_id)}
-        return cls(run_id, responses, evaluations, spent)
+        return cls(run_id, responses, evaluations)
 
 
 def _evaluation_of(row: dict[str, Any]) -> Evaluation:

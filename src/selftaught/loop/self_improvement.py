@@ -130,5 +130,8 @@ def _report(context: RunContext, result: IterationResult, on_iteration: Callable
     context.stats.meta_utility_val = result.meta_utility_val
     context.stats.meta_utility_test = result.meta_utility_test
     context.store.save_program(result.improver, "improver")
-    context.store.record_iteration(context.run_id, {**result.as_row(), "improver_run_id": result.improver_run_id})
+    context.store.record_iteration(
+        context.run_id,
+        {**result.as_row(), "improver_run_id": result.improver_run_id, "spent_usd": context.meter.spent_usd},
+    )
     on_iteration(result)

@@ -257,8 +257,8 @@ class RunStore:
     def record_iteration(self, run_id: str, row: dict[str, Any]) -> None:
         self._write(
             "INSERT INTO iterations (run_id, iteration, improver_hash, meta_utility_val, meta_utility_test,"
-            " candidate_hash, candidate_val, candidate_test, accepted, error, improver_run_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " candidate_hash, candidate_val, candidate_test, accepted, error, improver_run_id, spent_usd)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 row["iteration"],
@@ -271,5 +271,6 @@ class RunStore:
                 int(row["accepted"]),
                 row.get("error"),
                 row.get("improver_run_id"),
+                row.get("spent_usd"),
             ),
         )

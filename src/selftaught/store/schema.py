@@ -133,4 +133,11 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE runs ADD COLUMN process TEXT;
         """,
     ),
+    (
+        # What the run had spent when the iteration was recorded: a resumed run's cost limit starts there.
+        "0007_iteration_spending",
+        """
+        ALTER TABLE iterations ADD COLUMN spent_usd REAL;
+        """,
+    ),
 )
