@@ -12,13 +12,18 @@ times the child without asking it.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import re
 import socket
 import struct
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from selftaught.sandbox.child import protocol
 
@@ -88,6 +93,9 @@ class ChildReader:
             now = time.monotonic()
             limit = deadline if self._partial_since is None else min(deadline, self._partial_since + MESSAGE_SECONDS)
             if now >= limit:
+                late = self._sent_by(limit)
+                if late is not None:
+                    return late
                 raise ChildSilent("no message" if self._partial_since is None else "a message arrived too slowly")
             self._sock.settimeout(limit - now)
             try:
@@ -102,6 +110,27 @@ class ChildReader:
             if flags & socket.MSG_TRUNC:
                 raise ChildMisbehaved(f"a packet larger than {RECEIVE_BYTES} bytes")
             self._arrived(data, ancillary)
+
+    def _sent_by(self, limit: float) -> Received | None:
+        """The next message, if the child had sent it by `limit` and only the host was late to look.
+
+        A host held up (by other children's messages, or waiting for a core) must not blame a child
+        whose message lies unread in the channel: the kernel's time of sending decides.
+        """
+        self._sock.settimeout(0.0)
+        while True:
+            try:
+                data, ancillary, flags, _ = self._sock.recvmsg(RECEIVE_BYTES, _ANCILLARY_BYTES)
+            except (BlockingIOError, InterruptedError, ConnectionResetError):
+                return None
+            if not data:
+                return None
+            if flags & socket.MSG_TRUNC:
+                raise ChildMisbehaved(f"a packet larger than {RECEIVE_BYTES} bytes")
+            self._arrived(data, ancillary)
+            received = self._take()
+            if received is not None:
+                return received if received.sent_at <= limit else None
 
     def _after_reset(self, error: OSError) -> tuple[bytes, list[tuple[int, int, bytes]], int]:
         try:
@@ -145,7 +174,8 @@ class ChildReader:
         self.messages += 1
         if self.messages > MAX_MESSAGES_PER_JOB:
             raise ChildMisbehaved(f"more than {MAX_MESSAGES_PER_JOB} messages")
-        values = payload.count(b",") + payload.count(b":") + 1
+        # Every array and object is a value too: nesting alone would otherwise cost memory uncounted.
+        values = payload.count(b",") + payload.count(b":") + payload.count(b"[") + payload.count(b"{") + 1
         self.values += values
         if values > MAX_VALUES_PER_MESSAGE or self.values > MAX_VALUES_PER_JOB:
             raise ChildMisbehaved(
@@ -157,53 +187,94 @@ class ChildReader:
 def parse(payload: bytes) -> dict[str, Any]:
     """A message from its JSON bytes, or ChildMisbehaved; strings come back encodable, nesting bounded.
 
-    The parser itself stops at Python's recursion limit; a message other than outputs must also
-    nest no deeper than MAX_DEPTH, since the host keeps or answers it with recursive code.
+    The nesting is measured on the bytes, before anything is built: a message nested deeper than
+    MAX_DEPTH is refused unparsed. The parse runs with the garbage collector paused, which would
+    otherwise walk everything the host holds again and again while a large message is built.
     """
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         raise ChildMisbehaved("a message that is not UTF-8") from None
+    if nesting(payload) > MAX_DEPTH:
+        raise ChildMisbehaved(f"a message nested deeper than {MAX_DEPTH} levels")
     try:
-        message = json.loads(text)
+        with _collector_paused():
+            message = json.loads(text)
     except RecursionError:
         raise ChildMisbehaved(f"a message nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as error:  # malformed JSON, or an integer too long to convert
         raise ChildMisbehaved(f"a malformed message: {str(error)[:200]}") from None
     if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
         raise ChildMisbehaved("a message that is not an object with a string 'kind'")
-    # Outputs are judged by code that bounds its own nesting; anything else kept or answered is bounded here.
-    deep = message["kind"] != protocol.OUTPUTS and payload.count(b"[") + payload.count(b"{") > MAX_DEPTH
-    surrogates = _SURROGATE_ESCAPE.search(text) is not None
-    if surrogates or deep:
-        message = _bounded(message, surrogates)
+    if _SURROGATE_ESCAPE.search(text) is not None:
+        message = _repaired(message)
     return message
 
 
-def _bounded(value: Any, repair_strings: bool) -> Any:
-    """Checks the nesting depth; with `repair_strings`, replaces lone surrogates (which no file or terminal takes)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+#: Possessive: no backtracking, so a string of megabytes costs no memory to skip.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"')
+_STEPS = np.zeros(256, dtype=np.int8)
+_STEPS[[ord("["), ord("{")]] = 1
+_STEPS[[ord("]"), ord("}")]] = -1
+
+
+def nesting(payload: bytes) -> int:
+    """How deeply the arrays and objects of a JSON text nest (brackets within strings do not count)."""
+    brackets = re.sub(rb"[^\[\]{}]", b"", _JSON_STRING.sub(b"", payload))
+    if not brackets:
+        return 0
+    return int(np.cumsum(_STEPS[np.frombuffer(brackets, dtype=np.uint8)], dtype=np.int64).max())
+
+
+class _CollectorPause:
+    """Pauses the garbage collector while any thread parses; counted, so the last parse to finish resumes it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._parses = 0
+        self._resume = False
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            self._parses += 1
+            if self._parses == 1:
+                self._resume = gc.isenabled()
+                gc.disable()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._parses -= 1
+                if self._parses == 0 and self._resume:
+                    gc.enable()
+
+
+_collector_paused = _CollectorPause()
+
+
+def _repaired(value: Any) -> Any:
+    """Replaces lone surrogates (which no file or terminal takes) in every string and key."""
+    stack: list[Any] = [value]
     while stack:
-        item, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise ChildMisbehaved(f"a message nested deeper than {MAX_DEPTH} levels")
+        item = stack.pop()
         if isinstance(item, list):
             for position, child in enumerate(item):
-                if repair_strings and isinstance(child, str):
+                if isinstance(child, str):
                     item[position] = _encodable(child)
                 elif isinstance(child, (list, dict)):
-                    stack.append((child, depth + 1))
+                    stack.append(child)
         elif isinstance(item, dict):
             for key in list(item):
                 child = item[key]
-                if repair_strings and isinstance(key, str) and _encodable(key) != key:
+                if isinstance(key, str) and _encodable(key) != key:
                     del item[key]
                     key = _encodable(key)
                     item[key] = child
-                if repair_strings and isinstance(child, str):
+                if isinstance(child, str):
                     item[key] = _encodable(child)
                 elif isinstance(child, (list, dict)):
-                    stack.append((child, depth + 1))
+                    stack.append(child)
     return value
 
 

@@ -39,6 +39,10 @@ MIN_GRACE_SECONDS = 1.0
 REPLY_SEND_SECONDS = 10.0
 #: How far the times a child claims for a batch of instances may exceed the interval the kernel saw.
 CLAIM_TOLERANCE_SECONDS = 0.002
+#: Unclaimed time in a batch not charged to its instances: the runner's own work (decoding arguments,
+#: encoding outputs), which an honest instance just under its limit must not be blamed for.
+RUNNER_SECONDS = 0.005
+RUNNER_SECONDS_PER_INSTANCE = 0.001
 #: Events kept per job; past that only their number.
 MAX_EVENTS = 100
 #: Longest stored event detail, as JSON.
@@ -198,10 +202,10 @@ class BatchClock:
     """Holds a child to the times it claims for its instances, against when the kernel saw each batch sent.
 
     In a batch, the instances ran one after another between the previous batch (or the instances'
-    arrival) and this one. Time in that interval that the child does not claim (the runner's own
-    work, waiting for a core, or time hidden by a child that stopped its alarm and rewrote its
-    clock) is charged to each instance of the batch, since any of them could have used it; an
-    instance whose claim plus that charge is over the limit timed out. Claims adding up to more than
+    arrival) and this one. Time in that interval that the child does not claim (waiting for a core,
+    or time hidden by a child that stopped its alarm and rewrote its clock), beyond a small
+    allowance for the runner's own work, is charged to each instance of the batch, since any of
+    them could have used it; an instance whose claim plus that charge is over the limit timed out. Claims adding up to more than
     the interval, or, for all but the last instance, to more than one flush interval (the runner
     sends what it has as soon as that interval is over), cannot come from an honest runner: every
     instance of such a batch is judged timed out. Either way the host's clock, not the child's,
@@ -222,8 +226,9 @@ class BatchClock:
         possible = unclaimed >= -CLAIM_TOLERANCE_SECONDS and sum(claimed[:-1]) <= protocol.FLUSH_SECONDS + (
             CLAIM_TOLERANCE_SECONDS
         )
+        charge = max(unclaimed - RUNNER_SECONDS - RUNNER_SECONDS_PER_INSTANCE * len(judged), 0.0)
         for result in judged:
-            charged = result["seconds"] + max(unclaimed, 0.0)
+            charged = result["seconds"] + charge
             over = not possible or charged > self._limit
             result["late"] = over and not result["timed_out"] and result["seconds"] <= self._limit
             result["timed_out"] = result["timed_out"] or over
