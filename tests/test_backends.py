@@ -208,7 +208,12 @@ def test_spec_options_limit_concurrency_and_rate() -> None:
     [
         ("llamacpp:smollm2?thread=2", "unknown option 'thread'"),
         ("openai:m@http://127.0.0.1:9/v1?rps=fast", "needs a positive number"),
-        ("anthropic:claude?concurrency=0", "needs a positive number"),
+        ("anthropic:claude?concurrency=0", "concurrency needs a whole number of at least 1, not '0'"),
+        ("openai:m@http://127.0.0.1:9/v1?concurrency=0.5", "concurrency needs a whole number of at least 1, not '0.5'"),
+        ("anthropic:claude?concurrency=2.5", "concurrency needs a whole number"),
+        ("llamacpp:smollm2?threads=1.5", "threads needs a whole number"),
+        ("openai:m@http://127.0.0.1:9/v1?rps=nan", "needs a positive number"),
+        ("openai:m@http://127.0.0.1:9/v1?rps=inf", "needs a positive number"),
     ],
 )
 def test_bad_spec_options_are_refused(spec: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
