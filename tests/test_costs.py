@@ -9,11 +9,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from conftest import TEST_PROFILE, ZERO_LPN_SOLUTION, fenced
 from fake_servers import FakeServer, fake_server
 from selftaught import api
 from selftaught.api import RunOptions
+from selftaught.cli.main import cli
 from selftaught.errors import BackendError, SelftaughtError, UnknownModelSpec
 from selftaught.llm.base import Backend, Completion, CompletionRequest
 from selftaught.llm.budgeted import BudgetedLanguageModel, LanguageModelCall, LanguageModelRefusal
@@ -197,3 +199,19 @@ def test_a_price_must_be_a_finite_number_of_at_least_zero(tmp_path: Path, value:
     config.write_text(f'[prices."openai:x"]\ninput = {value}\noutput = 1\n')
     with pytest.raises(SelftaughtError, match=r"a price must be a finite number of USD \(at least 0\)"):
         PriceTable.load(config)
+
+
+@pytest.mark.parametrize("limit", [math.nan, math.inf, -1.0])
+def test_a_cost_limit_must_be_a_finite_number_of_at_least_zero(limit: float) -> None:
+    with pytest.raises(SelftaughtError, match=r"max_cost_usd must be a finite number of USD \(at least 0\)"):
+        RunOptions(max_cost_usd=limit)
+
+
+@pytest.mark.parametrize("limit", ["nan", "inf"])
+def test_max_cost_refuses_what_is_not_a_finite_number(limit: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["improve", "--model", "openai:gpt-4o@http://127.0.0.1:9/v1", "--max-cost", limit, "--dry-run"]
+    )
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if "Error" in line or "error" in line]
+    assert len(errors) == 1 and "--max-cost" in errors[0] and "finite" in errors[0], result.stderr
