@@ -14,15 +14,31 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-FAULTS = ("429", "503", "500", "malformed_json", "invalid_utf8", "no_choices", "hang")
+FAULTS = (
+    "ok",
+    "429",
+    "503",
+    "500",
+    "400",
+    "malformed_json",
+    "invalid_utf8",
+    "no_choices",
+    "hang",
+    "no_usage",
+    "negative_usage",
+)
+#: Faults that serve the normal answer with its usage changed: left out, or a negative prompt count.
+USAGE_FAULTS = ("no_usage", "negative_usage")
 
 
 @dataclass
 class FakeServer:
     """`answer(request) -> list of texts`; `status` other than 200 makes every request fail with it.
 
-    `faults` are served first, one per request, in order: an HTTP 429 with Retry-After, a 503 or
-    500, a body that is not JSON, invalid UTF-8, a completion without choices, or no answer at all.
+    `faults` are served first, one per request, in order: the normal answer (`ok`, to place a fault
+    later), an HTTP 429 with Retry-After, a 503 or 500, a 400 (never retried), a body that is not
+    JSON, invalid UTF-8, a completion without choices (its prompt billed), no answer at all, or the
+    normal answer without usage or with a negative prompt count.
     """
 
     answer: Callable[[dict[str, Any]], list[str]]
@@ -36,6 +52,16 @@ class FakeServer:
     delay_seconds: float = 0.0
 
 
+def _usage(fault: str, usage: dict[str, int]) -> dict[str, Any]:
+    """The answer's usage field as the fault has it: as given, left out, or with a negative first count."""
+    if fault == "no_usage":
+        return {}
+    if fault == "negative_usage":
+        first = next(iter(usage))
+        return {"usage": {**usage, first: -(10**9)}}
+    return {"usage": usage}
+
+
 @contextmanager
 def fake_server(fake: FakeServer) -> Iterator[FakeServer]:
     class Handler(BaseHTTPRequestHandler):
@@ -46,8 +72,9 @@ def fake_server(fake: FakeServer) -> Iterator[FakeServer]:
             if self.path not in ("/v1/chat/completions", "/v1/messages") or fake.status != 200:
                 self._send(fake.status if fake.status != 200 else 404, {"error": {"message": "simulated failure"}})
                 return
-            if fake.faults:
-                self._fault(fake.faults.pop(0))
+            fault = fake.faults.pop(0) if fake.faults else "ok"
+            if fault != "ok" and fault not in USAGE_FAULTS:
+                self._fault(fault)
                 return
             time.sleep(fake.delay_seconds)
             if self.path == "/v1/messages":
@@ -61,7 +88,7 @@ def fake_server(fake: FakeServer) -> Iterator[FakeServer]:
                         "content": [{"type": "text", "text": fake.answer({**body, "n": 1})[0]}],
                         "stop_reason": "end_turn",
                         "stop_sequence": None,
-                        "usage": {"input_tokens": 11, "output_tokens": 7},
+                        **_usage(fault, {"input_tokens": 11, "output_tokens": 7}),
                     },
                 )
                 return
@@ -77,23 +104,26 @@ def fake_server(fake: FakeServer) -> Iterator[FakeServer]:
                         {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
                         for i, t in enumerate(texts)
                     ],
-                    "usage": {
-                        "prompt_tokens": 11,
-                        "completion_tokens": 7 * len(texts),
-                        "total_tokens": 11 + 7 * len(texts),
-                    },
+                    **_usage(
+                        fault,
+                        {"prompt_tokens": 11, "completion_tokens": 7 * len(texts), "total_tokens": 11 + 7 * len(texts)},
+                    ),
                 },
             )
 
         def _fault(self, fault: str) -> None:
-            if fault in ("429", "503", "500"):
+            if fault in ("429", "503", "500", "400"):
                 self._send(int(fault), {"error": {"message": f"simulated {fault}"}}, {"Retry-After": "0.2"})
             elif fault == "malformed_json":
                 self._send_raw(b'{"choices": [ this is not json')
             elif fault == "invalid_utf8":
                 self._send_raw(b'{"choices": [{"message": {"content": "\xff\xfe"}}]}')
             elif fault == "no_choices":
-                self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": []})
+                usage = {"prompt_tokens": 11, "completion_tokens": 0, "total_tokens": 11}
+                self._send(
+                    200,
+                    {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [], "usage": usage},
+                )
             elif fault == "hang":
                 time.sleep(fake.hang_seconds)
 

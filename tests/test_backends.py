@@ -208,7 +208,12 @@ def test_spec_options_limit_concurrency_and_rate() -> None:
     [
         ("llamacpp:smollm2?thread=2", "unknown option 'thread'"),
         ("openai:m@http://127.0.0.1:9/v1?rps=fast", "needs a positive number"),
-        ("anthropic:claude?concurrency=0", "needs a positive number"),
+        ("anthropic:claude?concurrency=0", "concurrency needs a whole number of at least 1, not '0'"),
+        ("openai:m@http://127.0.0.1:9/v1?concurrency=0.5", "concurrency needs a whole number of at least 1, not '0.5'"),
+        ("anthropic:claude?concurrency=2.5", "concurrency needs a whole number"),
+        ("llamacpp:smollm2?threads=1.5", "threads needs a whole number"),
+        ("openai:m@http://127.0.0.1:9/v1?rps=nan", "needs a positive number"),
+        ("openai:m@http://127.0.0.1:9/v1?rps=inf", "needs a positive number"),
     ],
 )
 def test_bad_spec_options_are_refused(spec: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,3 +242,58 @@ def test_anthropic_faults_are_one_line_errors(fault: str, monkeypatch: pytest.Mo
         backend.close()
     message = str(raised.value)
     assert message.startswith("anthropic:m") and "\n" not in message and "sk-ant-never-in-errors" not in message
+
+
+def test_anthropic_bills_the_answers_that_came_back_when_another_request_of_the_call_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-local-test")
+    with fake_server(FakeServer(lambda body: ["paid for"], faults=["400"])) as served:
+        backend = AnthropicBackend("anthropic:m", "m", served.base_url.removesuffix("/v1"), FAST_RETRIES)
+        with pytest.raises(BackendError, match="HTTP 400") as raised:
+            backend.complete(REQUEST)
+        backend.close()
+    # One of the three requests failed; the other two were answered, each billed 11 + 7 tokens.
+    assert len(served.requests) == 3
+    assert (raised.value.prompt_tokens, raised.value.completion_tokens) == (22, 14)
+
+
+def test_openai_bills_the_first_answer_when_the_requests_for_the_rest_fail() -> None:
+    fake = FakeServer(lambda body: ["only one"], faults=["ok", "400", "400"])  # ignores n
+    with fake_server(fake) as served, pytest.raises(BackendError, match="HTTP 400") as raised:
+        fast_backend(served.base_url).complete(REQUEST)
+    assert [body["n"] for body in served.requests] == [3, 1, 1]
+    assert (raised.value.prompt_tokens, raised.value.completion_tokens) == (11, 7)
+
+
+def test_an_answer_without_choices_still_bills_its_prompt() -> None:
+    fake = FakeServer(lambda body: ["unused"], faults=["no_choices"])
+    with fake_server(fake) as served, pytest.raises(BackendError, match="no choices") as raised:
+        fast_backend(served.base_url).complete(replace(REQUEST, n=1))
+    assert (raised.value.prompt_tokens, raised.value.completion_tokens) == (11, 0)
+
+
+#: What a request's tokens are taken to be when the server does not say: its UTF-8 bytes ("be brief",
+#: "hello"), plus 16 tokens per message for the chat template's role markers.
+PROMPT_BOUND = 8 + 5 + 2 * 16
+#: "naïve answer" is 12 characters, 13 bytes; one more token for the end of the text.
+ANSWER, COMPLETION_BOUND = "naïve answer", 13 + 1
+
+
+@pytest.mark.parametrize("backend", ["openai", "anthropic"])
+@pytest.mark.parametrize(
+    ("fault", "tokens"), [("no_usage", (PROMPT_BOUND, COMPLETION_BOUND)), ("negative_usage", (PROMPT_BOUND, 7))]
+)
+def test_usage_missing_or_negative_is_charged_at_an_upper_bound(
+    backend: str, fault: str, tokens: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-local-test")
+    with fake_server(FakeServer(lambda body: [ANSWER], faults=[fault])) as served:
+        if backend == "openai":
+            completion = fast_backend(served.base_url).complete(replace(REQUEST, n=1))
+        else:
+            anthropic = AnthropicBackend("anthropic:m", "m", served.base_url.removesuffix("/v1"), FAST_RETRIES)
+            completion = anthropic.complete(replace(REQUEST, n=1))
+            anthropic.close()
+    assert completion.texts == (ANSWER,)
+    assert (completion.prompt_tokens, completion.completion_tokens) == tokens

@@ -80,6 +80,7 @@ def write(tmp_path: Path, name: str, text: str) -> str:
         ("missing_scripted_file", 2, "scripted model file not found"),
         ("unknown_task", 2, "unknown task 'no_such_task'"),
         ("openai_without_key", 2, "OPENAI_API_KEY is not set"),
+        ("fractional_concurrency", 2, "option concurrency needs a whole number of at least 1, not '0.5'"),
     ],
 )
 def test_bad_input_gives_one_clear_line(
@@ -110,6 +111,7 @@ def test_bad_input_gives_one_clear_line(
         "missing_scripted_file": ["--model", f"scripted:{tmp_path / 'nothere.py'}"],
         "unknown_task": ["--task", "no_such_task"],
         "openai_without_key": ["--model", "openai:gpt-4o"],
+        "fractional_concurrency": ["--model", "openai:fake@http://127.0.0.1:9/v1?concurrency=0.5"],
     }[case]
     if "--model" not in arguments:
         arguments += ["--model", prose]

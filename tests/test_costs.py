@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from conftest import TEST_PROFILE, ZERO_LPN_SOLUTION, fenced
 from fake_servers import FakeServer, fake_server
 from selftaught import api
 from selftaught.api import RunOptions
-from selftaught.errors import SelftaughtError, UnknownModelSpec
+from selftaught.cli.main import cli
+from selftaught.errors import BackendError, SelftaughtError, UnknownModelSpec
+from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.budgeted import BudgetedLanguageModel, LanguageModelCall, LanguageModelRefusal
 from selftaught.llm.model_spec import ModelSpec
-from selftaught.llm.pricing import PriceTable
+from selftaught.llm.pricing import CostMeter, Price, PriceTable
 from selftaught.loop.seed_improver import SEED_IMPROVER
 
 
@@ -125,3 +130,88 @@ def test_transfer_shares_one_cost_limit_across_its_tasks(
         api.transfer(options, SEED_IMPROVER, ["parity_noise", "parity_noiseless"], repeats=1)
     # The first call ($0.025) reaches the limit: nothing more is asked, on this task or the next.
     assert len(fake.requests) == 1
+
+
+class PaidThenFailed(Backend):
+    """A call of which some requests were answered, and billed, before another failed."""
+
+    spec = "openai:pricey"
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        raise BackendError("openai:pricey: HTTP 400: one request failed", prompt_tokens=1000, completion_tokens=500)
+
+
+def test_a_failed_call_is_charged_for_the_responses_that_came_back() -> None:
+    meter = CostMeter(limit_usd=1.0)
+    calls: list[LanguageModelCall] = []
+    model = BudgetedLanguageModel(
+        PaidThenFailed(),
+        budget=5,
+        max_responses_per_call=3,
+        max_tokens=32,
+        next_seed=lambda: 0,
+        on_call=calls.append,
+        prices=PriceTable({"openai:pricey": Price(1000.0, 1000.0)}),
+        meter=meter,
+    )
+    with pytest.raises(LanguageModelRefusal, match="HTTP 400"):
+        model.prompt("expert", "improve this", n_responses=3)
+    # (1000 + 500 tokens) x $0.001: past the $1 limit, so no further live call is made.
+    assert meter.spent_usd == pytest.approx(1.5) and meter.exhausted
+    (call,) = calls
+    assert call.error is not None and "HTTP 400" in call.error and call.responses == ()
+    assert (call.prompt_tokens, call.completion_tokens, call.cost_usd) == (1000, 500, pytest.approx(1.5))
+
+
+def test_a_failed_anthropic_call_counts_against_the_runs_cost_limit(
+    tmp_path: Path, options_for: Callable[..., RunOptions], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-local-test")
+    config = tmp_path / "selftaught.toml"
+    config.write_text('[prices."anthropic:pricey"]\ninput = 1000\noutput = 1000\n')
+    # The seed improver's call asks for two responses: two requests, one answered and one refused.
+    fake = FakeServer(lambda body: [fenced(ZERO_LPN_SOLUTION)], faults=["ok", "400"] * 20)
+    with fake_server(fake) as served:
+        options = replace(
+            options_for(f"anthropic:pricey@{served.base_url.removesuffix('/v1')}"),
+            max_cost_usd=0.01,
+            config=config,
+            workers=1,
+        )
+        result = api.improve(options)
+    # The call failed, but its answered request (11 + 7 tokens at $0.001) was paid for, and counts.
+    assert len(served.requests) == 2 and "HTTP 400" in (result.error or "")
+    assert result.cost_usd == pytest.approx(0.018)
+
+
+@pytest.mark.parametrize("cost", [-1.0, math.nan, math.inf])
+def test_the_meter_refuses_a_cost_that_would_lower_or_blur_the_spending(cost: float) -> None:
+    meter = CostMeter(limit_usd=1.0)
+    meter.add(0.25)
+    with pytest.raises(ValueError, match="finite"):
+        meter.add(cost)
+    assert meter.spent_usd == 0.25
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1"])
+def test_a_price_must_be_a_finite_number_of_at_least_zero(tmp_path: Path, value: str) -> None:
+    config = tmp_path / "selftaught.toml"
+    config.write_text(f'[prices."openai:x"]\ninput = {value}\noutput = 1\n')
+    with pytest.raises(SelftaughtError, match=r"a price must be a finite number of USD \(at least 0\)"):
+        PriceTable.load(config)
+
+
+@pytest.mark.parametrize("limit", [math.nan, math.inf, -1.0])
+def test_a_cost_limit_must_be_a_finite_number_of_at_least_zero(limit: float) -> None:
+    with pytest.raises(SelftaughtError, match=r"max_cost_usd must be a finite number of USD \(at least 0\)"):
+        RunOptions(max_cost_usd=limit)
+
+
+@pytest.mark.parametrize("limit", ["nan", "inf"])
+def test_max_cost_refuses_what_is_not_a_finite_number(limit: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["improve", "--model", "openai:gpt-4o@http://127.0.0.1:9/v1", "--max-cost", limit, "--dry-run"]
+    )
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if "Error" in line or "error" in line]
+    assert len(errors) == 1 and "--max-cost" in errors[0] and "finite" in errors[0], result.stderr

@@ -16,7 +16,17 @@ class ModelUnavailable(SelftaughtError):
 
 
 class BackendError(SelftaughtError):
-    """A language-model request failed."""
+    """A language-model request failed.
+
+    A call of several requests may fail after some were answered: those were billed, and the error
+    carries their tokens so that the cost limit counts them. A request that failed without an
+    answer (an error status, a timeout, a dropped connection) is taken as unbilled.
+    """
+
+    def __init__(self, message: str, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        super().__init__(message)
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
 
 
 class UnknownTask(SelftaughtError):

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from selftaught.config import PROFILES, Profile
-from selftaught.errors import StoreError
+from selftaught.errors import SelftaughtError, StoreError
 from selftaught.llm.cache import CacheMode
+from selftaught.llm.pricing import is_usd_amount
 from selftaught.llm.registry import cache_identity
 from selftaught.sandbox.policy import SandboxPolicy
 from selftaught.store.run_store import DEFAULT_STORE, program_hash
@@ -40,6 +41,12 @@ class RunOptions:
     cache_file: Path | None = None
     #: Independent evaluations run at once (the D runs of a meta-utility, candidates being scored).
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+    def __post_init__(self) -> None:
+        if self.max_cost_usd is not None and not is_usd_amount(self.max_cost_usd):
+            raise SelftaughtError(
+                f"max_cost_usd must be a finite number of USD (at least 0), not {self.max_cost_usd!r}"
+            )
 
 
 def options_record(options: RunOptions, improver: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from selftaught.cli.safe_output import SafeConsole, visible_controls
 from selftaught.config import PROFILES
 from selftaught.errors import SelftaughtError
 from selftaught.llm.cache import CacheMode
+from selftaught.llm.pricing import is_usd_amount
 from selftaught.loop.seed_improver import SEED_IMPROVER
 from selftaught.options import DEFAULT_MODEL
 from selftaught.sandbox.policy import SandboxPolicy
@@ -103,6 +104,7 @@ def _with_run_options(function: Callable[..., Any], with_task: bool) -> Callable
         "--max-cost",
         type=click.FloatRange(min=0),
         default=None,
+        callback=_finite_usd,
         help="End the run cleanly once live language-model calls have cost this many USD.",
     )(wrapper)
     wrapper = click.option(
@@ -165,6 +167,13 @@ def _with_run_options(function: Callable[..., Any], with_task: bool) -> Callable
     if with_task:
         wrapper = click.option("--task", default="parity_noise", show_default=True, help="Downstream task.")(wrapper)
     return wrapper
+
+
+def _finite_usd(context: click.Context, parameter: click.Parameter, value: float | None) -> float | None:
+    """FloatRange lets NaN and infinity through, and either would switch the cost limit off."""
+    if value is not None and not is_usd_amount(value):
+        raise click.BadParameter(f"{value} is not a finite number of USD")
+    return value
 
 
 def store_option(function: Callable[..., Any]) -> Callable[..., Any]:

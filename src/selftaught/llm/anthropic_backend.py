@@ -1,6 +1,6 @@
 """`anthropic:MODEL[@BASE_URL]` — Anthropic's messages API through the `anthropic` SDK; the key from ANTHROPIC_API_KEY.
 
-The API returns one response per request, so n responses are n concurrent requests.
+The API returns one response per request, so n responses are n concurrent requests, each billed on its own.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 
 from selftaught.errors import ModelUnavailable
 from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.billing import Answer, billed_answer, completion_of, gather
 from selftaught.llm.model_spec import ModelSpec
 from selftaught.llm.options import MAX_CONCURRENT_REQUESTS, RateLimiter, parse_http_spec
 from selftaught.llm.registry import register_backend
@@ -56,16 +57,14 @@ class AnthropicBackend(Backend):
         }
         if request.system:
             arguments["system"] = request.system
-        responses = list(self._pool.map(lambda _: self._retry.call(lambda: self._create(arguments)), range(request.n)))
-        texts = tuple(
-            "".join(getattr(block, "text", "") for block in (getattr(response, "content", None) or []))
-            for response in responses
-        )
-        usage = [getattr(response, "usage", None) for response in responses]
-        return Completion(
-            texts=texts,
-            prompt_tokens=sum(int(getattr(u, "input_tokens", 0) or 0) for u in usage),
-            completion_tokens=sum(int(getattr(u, "output_tokens", 0) or 0) for u in usage),
+        requests = [lambda: self._answer(request, self._retry.call(lambda: self._create(arguments)))] * request.n
+        return completion_of(gather(self._pool, requests), request.n)
+
+    def _answer(self, request: CompletionRequest, response: Any) -> Answer:
+        text = "".join(getattr(block, "text", "") for block in (getattr(response, "content", None) or []))
+        usage = getattr(response, "usage", None)
+        return billed_answer(
+            request.messages, (text,), getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None)
         )
 
     def _create(self, arguments: dict[str, Any]) -> Any:

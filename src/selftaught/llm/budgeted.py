@@ -162,6 +162,11 @@ class BudgetedLanguageModel:
                 error = f"{self._backend.spec}: asked for {n} responses, got {len(texts)}"
         except (BackendError, ModelUnavailable) as failure:
             error = str(failure)
+            if isinstance(failure, BackendError) and (failure.prompt_tokens or failure.completion_tokens):
+                # Requests of the call that were answered before another failed were paid for: they count.
+                prompt_tokens, completion_tokens = failure.prompt_tokens, failure.completion_tokens
+                cost = self._prices.cost(self._backend.spec, prompt_tokens, completion_tokens)
+                self._meter.add(cost)
         self.responses_received += len(texts)
         self._on_call(
             LanguageModelCall(

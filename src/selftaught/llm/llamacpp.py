@@ -135,7 +135,9 @@ class LlamaCppBackend(Backend):
     "llamacpp:smollm2|/path/model.gguf",
 )
 def create_llamacpp_backend(spec: ModelSpec) -> Backend:
-    options = spec.numbers({"threads": float(os.cpu_count() or 1), "context": CONTEXT_TOKENS})
+    options = spec.numbers(
+        {"threads": float(os.cpu_count() or 1), "context": CONTEXT_TOKENS}, counts={"threads", "context"}
+    )
     threads, context = int(options["threads"] or 1), int(options["context"] or CONTEXT_TOKENS)
     if spec.target in EMBEDDED_MODELS:
         return LlamaCppBackend(spec.text, embedded_model_path(spec.target), threads, context)

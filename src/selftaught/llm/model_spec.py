@@ -6,6 +6,8 @@ dataclass, so a spec's `?options` can never leak into a model name or a price lo
 
 from __future__ import annotations
 
+import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -46,18 +48,36 @@ class ModelSpec:
         """`BACKEND:TARGET`: the spec as the price table knows it."""
         return f"{self.backend}:{self.target}"
 
-    def numbers(self, known: dict[str, float | None]) -> dict[str, float | None]:
-        """The options over the defaults in `known` (None: not set); an unknown name or a non-positive value is refused."""
+    def numbers(self, known: dict[str, float | None], counts: Collection[str] = ()) -> dict[str, float | None]:
+        """The options over the defaults in `known` (None: not set). An unknown name is refused, and so is a
+        value that is not a finite positive number, or, for the names in `counts`, not a whole number of at least 1."""
         values = dict(known)
         for name, value in self.options:
             if name not in known:
                 names = ", ".join(sorted(known)) or "no options"
                 raise ModelUnavailable(f"{self.text}: unknown option {name!r}; this backend knows {names}")
-            try:
-                number = float(value)
-            except ValueError:
-                number = -1.0
-            if number <= 0:
-                raise ModelUnavailable(f"{self.text}: option {name} needs a positive number, not {value!r}")
-            values[name] = number
+            values[name] = (
+                _count(self.text, name, value) if name in counts else _positive_number(self.text, name, value)
+            )
         return values
+
+
+def _positive_number(spec: str, name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not math.isfinite(number) or number <= 0:
+        raise ModelUnavailable(f"{spec}: option {name} needs a positive number, not {value!r}")
+    return number
+
+
+def _count(spec: str, name: str, value: str) -> int:
+    """A number of things (threads, requests at once): a fraction would be rounded down, perhaps to none."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ModelUnavailable(f"{spec}: option {name} needs a whole number of at least 1, not {value!r}")
+    return number

@@ -5,12 +5,15 @@ The key comes from OPENAI_API_KEY and stays in the host; a server given by URL m
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from selftaught.errors import BackendError, ModelUnavailable
 from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.billing import Answer, billed_answer, completion_of, gather
 from selftaught.llm.model_spec import ModelSpec
 from selftaught.llm.options import MAX_CONCURRENT_REQUESTS, RateLimiter, parse_http_spec
 from selftaught.llm.registry import register_backend
@@ -57,23 +60,35 @@ class OpenAICompatibleBackend(Backend):
 
     def complete(self, request: CompletionRequest) -> Completion:
         if self._server_ignores_n:
-            responses = list(self._pool.map(lambda offset: self._create(request, 1, offset), range(request.n)))
-        else:
-            responses = [self._create(request, request.n, 0)]
-            missing = request.n - len(_choices(responses[0], self.spec))
-            if missing > 0:
-                # The server ignored `n` (many local servers do): the rest now, and everything from now on,
-                # as concurrent single requests.
-                self._server_ignores_n = True
-                offsets = range(request.n - missing, request.n)
-                responses += list(self._pool.map(lambda offset: self._create(request, 1, offset), offsets))
-        texts = [_content(choice) for response in responses for choice in _choices(response, self.spec)]
-        usages = [getattr(response, "usage", None) for response in responses]
-        return Completion(
-            texts=tuple(texts[: request.n]),
-            prompt_tokens=sum(int(getattr(usage, "prompt_tokens", 0) or 0) for usage in usages),
-            completion_tokens=sum(int(getattr(usage, "completion_tokens", 0) or 0) for usage in usages),
+            return completion_of(gather(self._pool, self._single_requests(request, range(request.n))), request.n)
+        answers = [self._answer(request, self._create(request, request.n, 0))]
+        missing = request.n - len(answers[0].texts)
+        if missing > 0:
+            # The server ignored `n` (many local servers do): the rest now, and everything from now on,
+            # as concurrent single requests.
+            self._server_ignores_n = True
+            offsets = range(request.n - missing, request.n)
+            answers += gather(self._pool, self._single_requests(request, offsets), earlier=answers)
+        return completion_of(answers, request.n)
+
+    def _single_requests(self, request: CompletionRequest, offsets: range) -> list[Callable[[], Answer]]:
+        return [functools.partial(self._single_answer, request, offset) for offset in offsets]
+
+    def _single_answer(self, request: CompletionRequest, offset: int) -> Answer:
+        return self._answer(request, self._create(request, 1, offset))
+
+    def _answer(self, request: CompletionRequest, response: Any) -> Answer:
+        """The response's texts and tokens; one without choices fails, carrying the tokens it was billed for."""
+        texts = tuple(_content(choice) for choice in getattr(response, "choices", None) or [])
+        usage = getattr(response, "usage", None)
+        answer = billed_answer(
+            request.messages, texts, getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
         )
+        if not texts:
+            raise BackendError(
+                f"{self.spec}: the server returned no choices", answer.prompt_tokens, answer.completion_tokens
+            )
+        return answer
 
     def _create(self, request: CompletionRequest, n: int, offset: int) -> Any:
         arguments: dict[str, Any] = {
@@ -96,13 +111,6 @@ class OpenAICompatibleBackend(Backend):
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
-
-
-def _choices(response: Any, spec: str) -> list[Any]:
-    choices = getattr(response, "choices", None) or []
-    if not choices:
-        raise BackendError(f"{spec}: the server returned no choices")
-    return list(choices)
 
 
 def _content(choice: Any) -> str:

@@ -1,7 +1,8 @@
 """What HTTP backends read from a spec's `?options` (`?concurrency=N&rps=N`), and the rate limit they impose.
 
-Each backend accepts its own names (`ModelSpec.numbers`); an unknown name or a value that is not a
-positive number is refused with the names it knows, so a typo never silently does nothing.
+Each backend accepts its own names (`ModelSpec.numbers`); an unknown name, a value that is not a
+positive number, or a count (concurrency) that is not a whole number is refused with the names it
+knows, so a typo never silently does nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class HttpBackendSpec:
 
 
 def parse_http_spec(spec: ModelSpec, example: str) -> HttpBackendSpec:
-    options = spec.numbers({"concurrency": MAX_CONCURRENT_REQUESTS, "rps": None})
+    options = spec.numbers({"concurrency": MAX_CONCURRENT_REQUESTS, "rps": None}, counts={"concurrency"})
     if not spec.model:
         raise ModelUnavailable(f"{spec.text}: name a model, as in {example}")
     return HttpBackendSpec(spec.model, spec.base_url, int(options["concurrency"] or 1), options["rps"])

@@ -13,6 +13,7 @@ prices when this table was written: check them, and override or extend them in `
 
 from __future__ import annotations
 
+import math
 import threading
 import tomllib
 from dataclasses import dataclass
@@ -51,6 +52,11 @@ class Price:
 FREE = Price(0.0, 0.0)
 
 
+def is_usd_amount(value: float) -> bool:
+    """A price, a cost or a limit: finite and at least 0 (NaN and infinity would switch a cost limit off)."""
+    return math.isfinite(value) and value >= 0
+
+
 @dataclass(frozen=True)
 class PriceTable:
     prices: dict[str, Price]
@@ -72,8 +78,8 @@ class PriceTable:
             raise SelftaughtError(
                 f"{path}: each [prices.'SPEC'] table needs numbers input and output ({error})"
             ) from None
-        if any(price.input < 0 or price.output < 0 for price in prices.values()):
-            raise SelftaughtError(f"{path}: a price cannot be negative")
+        if not all(is_usd_amount(price.input) and is_usd_amount(price.output) for price in prices.values()):
+            raise SelftaughtError(f"{path}: a price must be a finite number of USD (at least 0)")
         return cls(prices)
 
     def price(self, spec: str) -> Price | None:
@@ -111,6 +117,10 @@ class CostMeter:
         self._lock = threading.Lock()
 
     def add(self, cost: float | None) -> None:
+        """Counts one call's cost; None is a call of a model without a price."""
+        if cost is not None and not is_usd_amount(cost):
+            # Token counts and prices are checked where they come in: this is a bug, and the spending must not drop.
+            raise ValueError(f"a call's cost must be a finite number of USD (at least 0), not {cost!r}")
         with self._lock:
             if cost is None:
                 self.unpriced_calls += 1
