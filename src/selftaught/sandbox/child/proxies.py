@@ -121,13 +121,15 @@ class Utility(_Proxy):
     def __call__(self, solution: Any, *args: Any, **kwargs: Any) -> float:
         # The paper's sandbox experiment passes `use_sandbox`; whatever it says, scoring stays sandboxed,
         # and a request to turn the sandbox off is reported to the host.
-        use_sandbox = kwargs.get("use_sandbox", args[0] if args else None)
+        # Given and false turns the paper's sandbox off, None included; not given leaves it on.
+        given = "use_sandbox" in kwargs or bool(args)
+        use_sandbox = kwargs["use_sandbox"] if "use_sandbox" in kwargs else (args[0] if args else True)
         reply = self._channel.call(
             "utility",
             {
                 "solution": protocol.encode_value(solution),
                 "extra_arguments": repr((args, kwargs))[:200],
-                "sandbox_off_requested": use_sandbox is not None and not use_sandbox,
+                "sandbox_off_requested": given and not use_sandbox,
             },
         )
         self._update(reply.get("state"))
