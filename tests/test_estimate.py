@@ -17,6 +17,7 @@ from selftaught import api
 from selftaught.api import RunOptions
 from selftaught.cli.main import cli
 from selftaught.config import ImproverBudget
+from selftaught.loop.estimate import estimate_improve
 from selftaught.loop.seed_improver import SEED_IMPROVER
 
 #: Budgets for which a scripted run is quick; responses up to 512 tokens hold a whole improver.
@@ -66,6 +67,15 @@ def test_the_paper_profile_estimate_counts_every_call_it_allows() -> None:
     data = json.loads(invoke("run", "--profile", "paper", "--model", REMOTE, "--dry-run", "--json").stdout)
     # D·L for iteration 0, then per iteration L + (meta-utility calls + 1)·D·L: 20 + 3·(4 + 26·20).
     assert (data["lm_calls"], data["lm_responses"]) == (1592, 1592 * 6)
+
+
+def test_a_prompt_of_digits_or_emoji_is_counted_at_a_token_a_byte(options_for: Callable[..., RunOptions]) -> None:
+    """Tokenizers give digits, CJK text and emoji about a token a byte or more: the bound must hold for them too."""
+    for text in ("31415926535 " * 400, "\U0001f600" * 1000, "\u6f22\u5b57" * 1000):
+        solution = f"TABLE = {text!r}\n\ndef algorithm(*args):\n    return TABLE\n"
+        estimate = estimate_improve(options_for("openai:gpt-4o"), SEED_IMPROVER, solution)
+        per_response = estimate.prompt_tokens // estimate.lm_responses
+        assert per_response >= len(solution.encode("utf-8")) + len(SEED_IMPROVER.encode("utf-8"))
 
 
 def test_a_dry_run_refuses_a_cost_limit_on_a_model_without_a_price(tmp_path: Path) -> None:

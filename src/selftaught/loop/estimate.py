@@ -4,7 +4,8 @@ The numbers of calls and responses are exact upper bounds: the host enforces eve
 come from. Token counts are estimates from the actual prompt texts, made to err high:
 
 - a prompt costs at most its improver's own source (where any literal prompt text lives) plus the
-  solution and the utility description it is given, at `CHARS_PER_TOKEN` characters a token;
+  solution and the utility description it is given, at a token a byte (a byte-level tokenizer's
+  token is at least one byte: digits, CJK text and emoji come close to that, code does not);
 - an improver the language model wrote is one response, so at most `max_tokens` tokens;
 - every response pays for its prompt again (as when a server ignores `n`), and is `max_tokens` long.
 
@@ -14,12 +15,12 @@ prompt estimate; `--max-cost` is the limit that holds regardless (see the README
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from selftaught.config import ImproverBudget, Profile
+from selftaught.llm.billing import TEMPLATE_TOKENS_PER_MESSAGE
 from selftaught.llm.pricing import PriceTable
 from selftaught.llm.registry import backend_info
 from selftaught.loop.meta_utility import meta_utility_description
@@ -28,14 +29,10 @@ from selftaught.options import RunOptions
 from selftaught.tasks.base import Task
 from selftaught.tasks.registry import get_task
 
-#: Code and English run at 3.5 to 4 characters a token; 3 counts more tokens than there will be.
-CHARS_PER_TOKEN = 3
-#: What a chat API adds around each of a request's two messages (system and user).
-MESSAGE_OVERHEAD_TOKENS = 8
-
 
 def text_tokens(text: str) -> int:
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
+    """At least the tokens of `text`, whatever it holds: one a UTF-8 byte."""
+    return len(text.encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -61,7 +58,7 @@ def improver_runs(runs: int, budget: ImproverBudget, prompt_tokens: int) -> Spen
 
 def prompt_tokens(improver_tokens: int, *texts: str) -> int:
     """A prompt's tokens: its improver's source (its literal prompt text) plus the texts it is given."""
-    return improver_tokens + sum(text_tokens(text) for text in texts) + 2 * MESSAGE_OVERHEAD_TOKENS
+    return improver_tokens + sum(text_tokens(text) for text in texts) + 2 * TEMPLATE_TOKENS_PER_MESSAGE
 
 
 def written_improver_tokens(profile: Profile, known: str) -> int:
