@@ -36,7 +36,12 @@ GARBAGE: dict[str, tuple[str, str, str | None]] = {
         "the improver failed: exited without a result (exit code 3)",
         "exited without a result (exit code 3)",
     ),
-    "huge_block": (fenced("x = 1\n" * 200_000), NO_IMPROVE_ALGORITHM, NO_ALGORITHM),
+    # Past the 200,000 characters a program may have: scored 0 unrun, and returned it fails the improver.
+    "huge_block": (
+        fenced("x = 1\n" * 200_000),
+        "the improver returned 1199999 characters; a program may have at most 200000",
+        None,
+    ),
     "raises_when_called": (
         fenced("def algorithm(a, b, c):\n    raise RuntimeError('boom')\n"),
         NO_IMPROVE_ALGORITHM,
