@@ -52,6 +52,8 @@ NATIVE = {"ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "mmap.__new__"}
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 #: The file name of generated code (runner.load_entry_point compiles it so).
 GENERATED = "<generated>"
+#: The audit event the sandbox's modules raise when a name in one of them is rebound.
+TAMPERING = "selftaught.tampering"
 #: The sandbox's own modules in the child: rebinding anything in them, or their functions' code, is tampering.
 RUNTIME_MODULES = ("watch", "runner", "proxies", "protocol", "isolation", "seccomp", "helpers")
 #: The names the runtime calls while generated code runs; rebinding one through a module's __dict__ is seen too.
@@ -81,6 +83,9 @@ def classify(event: str, args: tuple[Any, ...], scratch: str, sandbox_ids: froze
         return "process_control", f"{event}{_short(args)}"
     if event in INTROSPECTION:
         return "introspection", event
+    if event == TAMPERING:
+        detail = _plain(args[0]) if args else None
+        return "tampering", detail[:300] if type(detail) is str else "rebinds a name of the sandbox's modules"
     if event == "object.__setattr__" and len(args) > 1 and id(args[0]) in sandbox_ids:
         return "tampering", f"sets {_short(args[1:2])} of one of the sandbox's own objects"
     if event in NATIVE:
@@ -154,16 +159,22 @@ def _private(functions: Iterable[Callable[..., Any]]) -> dict[str, Any]:
 
 
 class _GuardedModule(types.ModuleType):
-    """The class given to the sandbox's own modules: rebinding a name in one is reported before it happens."""
+    """The class given to the sandbox's own modules: rebinding a name in one is reported before it happens.
 
-    _report_tampering: Callable[[str], None] = staticmethod(lambda detail: None)
+    It reports by raising the audit event TAMPERING, which the hook handles like any other: nothing
+    of the hook is stored here, where generated code could reach it (rebinding `_audit` is itself
+    reported, the class being one of the sandbox's own objects). Generated code may raise that event
+    itself: that only reports more.
+    """
+
+    _audit = sys.audit
 
     def __setattr__(self, name: str, value: Any) -> None:
-        type(self)._report_tampering(f"rebinds {self.__name__}.{name}")
+        type(self)._audit(TAMPERING, f"rebinds {self.__name__}.{name}")
         super().__setattr__(name, value)
 
     def __delattr__(self, name: str) -> None:
-        type(self)._report_tampering(f"deletes {self.__name__}.{name}")
+        type(self)._audit(TAMPERING, f"deletes {self.__name__}.{name}")
         super().__delattr__(name)
 
 
@@ -198,15 +209,21 @@ def prepare(guarded: tuple[str, ...] = RUNTIME_MODULES) -> None:
         for key in WATCHED_NAMES.get(module.__name__, ())
         if key in module.__dict__
     )
-    sandbox_ids = frozenset(
-        {id(module) for module in modules}
-        | {
-            id(value)
-            for module in modules
-            for value in vars(module).values()
-            if isinstance(value, (types.FunctionType, type)) and getattr(value, "__module__", None) in guarded
-        }
-    )
+    own = [
+        value
+        for module in modules
+        for value in vars(module).values()
+        if isinstance(value, (types.FunctionType, type)) and getattr(value, "__module__", None) in guarded
+    ]
+    # The functions of its classes too (their code or defaults rebound is tampering as well).
+    methods = [
+        getattr(member, "__func__", member)
+        for value in own
+        if isinstance(value, type)
+        for member in vars(value).values()
+        if isinstance(getattr(member, "__func__", member), types.FunctionType)
+    ]
+    sandbox_ids = frozenset({id(module) for module in modules} | {id(value) for value in own + methods})
     encode = json.JSONEncoder(separators=(",", ":"), default=repr).encode
     private = _private((classify, _plain, _short, _absolute))
     _shared.append(_Shared(private["classify"], watched, sandbox_ids, encode, struct.Struct(">II").pack))
@@ -223,7 +240,7 @@ def install(sock: socket.socket, lock: Any, scratch: str) -> None:
     can rebind.
     """
     prepare()
-    shared = _shared[0]
+    shared = _shared.pop()  # from now on reachable only from the hook's closures
     # A descriptor of the channel of the hook's own: generated code that rebinds the runner's one to a
     # pipe, or closes it, does not reach this one, and one that reaches it too is caught by the check.
     reporter = socket.socket(fileno=os.dup(sock.fileno()))
@@ -308,13 +325,4 @@ def install(sock: socket.socket, lock: Any, scratch: str) -> None:
         finally:
             state.busy = False
 
-    def report_tampering(detail: str) -> None:
-        if not get_attribute(state, "busy", False):
-            state.busy = True
-            try:
-                emit("tampering", detail)
-            finally:
-                state.busy = False
-
-    _GuardedModule._report_tampering = staticmethod(report_tampering)
     sys.addaudithook(guarded_call)
