@@ -198,6 +198,27 @@ def test_messages_carry_when_the_child_sent_them(pair: tuple[socket.socket, sock
     assert received.sent_at <= sent + 0.05
 
 
+def test_a_report_in_a_packet_of_its_own_never_lands_inside_another_message(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """The audit hook's reports take no lock: one may arrive between the packets of a long message."""
+    host, child = pair
+    report = b'{"kind":"event","name":"sandbox_violation","detail":{"kind":"signal","detail":"os.kill"}}'
+    alone = struct.pack(">II", len(report), 0xFFFFFFFF) + report
+    long = frame(b'{"kind":"ready","padding":"' + b"x" * 100_000 + b'"}')
+    reader = ChildReader(host, time.monotonic())
+    child.send(long[:65536])
+    child.send(alone)
+    child.send(long[65536:])
+    first, second = (reader.receive(time.monotonic() + 2).message for _ in range(2))
+    assert first["kind"] == "event" and first["detail"]["kind"] == "signal"
+    assert second["kind"] == "ready" and len(second["padding"]) == 100_000
+    for forged in (b'{"kind":"result","value":1}', report + b" "):
+        child.send(struct.pack(">II", len(report), 0xFFFFFFFF) + forged)
+        with pytest.raises(ChildMisbehaved):
+            ChildReader(host, time.monotonic()).receive(time.monotonic() + 2)
+
+
 # --- real children ---------------------------------------------------------------------------------
 
 

@@ -22,7 +22,6 @@ import builtins
 import json
 import os
 import socket
-import struct
 import sys
 import threading
 import types
@@ -226,13 +225,13 @@ def prepare(guarded: tuple[str, ...] = RUNTIME_MODULES) -> None:
     sandbox_ids = frozenset({id(module) for module in modules} | {id(value) for value in own + methods})
     encode = json.JSONEncoder(separators=(",", ":"), default=repr).encode
     private = _private((classify, _plain, _short, _absolute))
-    _shared.append(_Shared(private["classify"], watched, sandbox_ids, encode, struct.Struct(">II").pack))
+    _shared.append(_Shared(private["classify"], watched, sandbox_ids, encode, protocol.HEADER.pack))
     for module in modules:
         module.__class__ = _GuardedModule
 
 
-def install(sock: socket.socket, lock: Any, scratch: str) -> None:
-    """Reports each attempt as an `event` message on the channel `sock`, whose writes `lock` serializes.
+def install(sock: socket.socket, scratch: str) -> None:
+    """Reports each attempt as an `event` message on the channel `sock`, each in a packet of its own.
 
     Everything the hook needs is bound here, before generated code runs: the functions below look
     up no module or builtin name when they run, only what this call gave them. That is why they are
@@ -248,36 +247,26 @@ def install(sock: socket.socket, lock: Any, scratch: str) -> None:
     identity = (stat(descriptor).st_dev, stat(descriptor).st_ino)
     classify_event, watched, sandbox_ids = shared.classify, shared.watched, shared.sandbox_ids
     encode, pack = shared.encode, shared.pack
-    owned, acquire, release = lock._is_owned, lock.acquire, lock.release
-    limit, stopped_code = REPORTS_PER_KIND, protocol.EXIT_STOPPED_BY_WATCH
+    limit, stopped_code, alone = REPORTS_PER_KIND, protocol.EXIT_STOPPED_BY_WATCH, protocol.ALONE_TAIL
     get_frame, generated, own_file = sys._getframe, GENERATED, __file__
     get_attribute, length, failure = getattr, len, BaseException
     state = threading.local()
     sent: dict[str, int] = {}
     tampered: set[str] = set()
-    pending: list[bytes] = []
 
-    def flush() -> None:
-        """Sends what is pending, on the hook's own descriptor, checked to still be the channel first."""
-        acquire()
+    def report(kind: str, detail: str, last: bool = False) -> None:
+        """Sends the report at once, in a packet of its own (which the host never takes for part of another
+        message): no lock to wait for, so generated code that holds the channel's lock delays nothing."""
+        body = {"kind": "event", "name": "sandbox_violation", "detail": {"kind": kind, "detail": detail[:300]}}
+        payload = encode(body).encode("utf-8", "replace")
+        packet = pack(length(payload), alone) + payload
         try:
             current = stat(descriptor)
             if (current.st_dev, current.st_ino) != identity:
                 stop(stopped_code)  # its channel was pointed elsewhere: nothing it does could be reported
-            while pending:
-                send(pending[0])
-                pending.pop(0)
+            send(packet)
         except failure:
             stop(stopped_code)
-        finally:
-            release()
-
-    def report(kind: str, detail: str, last: bool = False) -> None:
-        body = {"kind": "event", "name": "sandbox_violation", "detail": {"kind": kind, "detail": detail[:300]}}
-        payload = encode(body).encode("utf-8", "replace")
-        pending.append(pack(length(payload), 0) + payload)
-        if not owned():  # never between the packets of a message this thread is sending: sent at the next event
-            flush()
         if last:
             stop(stopped_code)
 
@@ -317,8 +306,6 @@ def install(sock: socket.socket, lock: Any, scratch: str) -> None:
             return
         state.busy = True
         try:
-            if pending and not owned():  # reports deferred while this thread was sending a message
-                flush()
             on_event(event, args)
         except failure:  # a reporting failure must never change what generated code sees
             pass
