@@ -47,6 +47,14 @@ INTROSPECTION = {
 }
 #: Attributes whose reading hands out a frame (and through it every caller's variables).
 FRAME_ATTRIBUTES = {"tb_frame", "gi_frame", "cr_frame", "ag_frame"}
+#: Functions of the standard library that hand their caller a frame they take with sys._getframe:
+#: (file under the library's folder, function, what the report calls it).
+FRAME_HELPERS = (
+    ("inspect.py", "currentframe", "inspect.currentframe"),
+    ("inspect.py", "stack", "inspect.stack"),
+    ("logging/__init__.py", "<lambda>", "logging.currentframe"),
+    ("traceback.py", "walk_stack", "traceback.walk_stack"),
+)
 NATIVE = {"ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "mmap.__new__"}
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 #: The file name of generated code (runner.load_entry_point compiles it so).
@@ -250,6 +258,8 @@ def install(sock: socket.socket, scratch: str) -> None:
     limit, stopped_code, alone = REPORTS_PER_KIND, protocol.EXIT_STOPPED_BY_WATCH, protocol.ALONE_TAIL
     get_frame, generated, own_file = sys._getframe, GENERATED, __file__
     get_attribute, length, failure = getattr, len, BaseException
+    library = os.path.dirname(os.__file__)
+    frame_helpers = {(f"{library}/{file}", function): name for file, function, name in FRAME_HELPERS}
     state = threading.local()
     sent: dict[str, int] = {}
     tampered: set[str] = set()
@@ -284,18 +294,44 @@ def install(sock: socket.socket, scratch: str) -> None:
                 tampered.add(key)
                 emit("tampering", f"rebinds {key} in the sandbox's modules")
 
-    def from_generated_code() -> bool:
-        """Whether the code that raised the event is the candidate's own (the standard library reads frames too)."""
-        frame: types.FrameType | None = get_frame(3)
+    def raiser() -> types.FrameType | None:
+        """The frame of the code that raised the event being handled (this module's own frames passed over)."""
+        frame: types.FrameType | None = get_frame(3)  # 0: here, 1: on_event, 2: guarded_call
         while frame is not None and frame.f_code.co_filename == own_file:
             frame = frame.f_back
+        return frame
+
+    def from_generated_code() -> bool:
+        """Whether the code that raised the event is the candidate's own (the standard library reads frames too)."""
+        frame = raiser()
         return frame is not None and frame.f_code.co_filename == generated
+
+    def frame_taker() -> str | None:
+        """Who took a frame with sys._getframe, when it is generated code: itself, or through a helper of the
+        standard library that hands the frame on (logging, warnings, namedtuple, typing take theirs for
+        themselves: not reported)."""
+        frame = raiser()
+        if frame is None:
+            return None
+        code = frame.f_code
+        if code.co_filename == generated:
+            return "sys._getframe"
+        helper = frame_helpers.get((code.co_filename, code.co_name))
+        caller = frame.f_back
+        if helper is not None and caller is not None and caller.f_code.co_filename == generated:
+            return helper
+        return None
 
     def on_event(event: str, args: tuple[Any, ...]) -> None:
         check_bindings()
         if event == "object.__getattr__":
             if length(args) > 1 and args[1] in FRAME_ATTRIBUTES and from_generated_code():
                 emit("introspection", f"reads {args[1]}")
+            return
+        if event == "sys._getframe":
+            taker = frame_taker()
+            if taker is not None:
+                emit("introspection", taker)
             return
         found = classify_event(event, args, scratch, sandbox_ids)
         if found is not None:
