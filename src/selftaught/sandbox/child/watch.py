@@ -7,11 +7,22 @@ hooks cannot be removed from Python code, and generated code cannot reach what t
 - everything is bound when it is installed: its own copies of this module's names, of `os` and of
   the builtins, and its own descriptor of the channel, checked before every report to still be
   that channel (a child that points it elsewhere, to silence it, is stopped on the spot);
+- none of it is left where generated code can reach it without an attempt of its own: not on
+  this module (the parts built in the fork server leave it once installed), nor on the class of
+  the sandbox's modules (which reports rebinding by raising the audit event TAMPERING, handled by
+  the hook like any other), nor in defaults or closures of functions anything points to. The hook's
+  own closures are reachable only by walking `gc`, which is reported before it returns;
+- each report is sent at once in a packet of its own, which the host never takes for part of
+  another message: it waits for no lock, so generated code holding the channel's lock delays nothing;
 - it calls no method and reads no attribute of the objects generated code hands to an audited
   call: strings, bytes and numbers are copied as their exact built-in types first, and sandbox
   objects are recognised by identity, so no code of the candidate ever runs inside the hook;
-- rebinding a name of the sandbox's modules, or the code of its functions, is reported as
+- rebinding a name of the sandbox's modules, or the code of their functions, is reported as
   `tampering`;
+- frames taken by generated code are reported as `introspection`: through a traceback or a
+  generator, with `sys._getframe` or `sys._current_frames`, or through the helpers of the standard
+  library that hand a frame on (FRAME_HELPERS); the standard library's own uses (logging, warnings,
+  namedtuple, typing) are not. Code is generated code by its file name, GENERATED;
 - each kind of attempt is reported up to REPORTS_PER_KIND times; one more stops the child, so a
   flood of decoys can hide nothing behind it.
 """
