@@ -228,6 +228,27 @@ def test_messages_carry_when_the_child_sent_them(pair: tuple[socket.socket, sock
     assert received.sent_at <= sent + 0.05
 
 
+def test_a_report_in_a_packet_of_its_own_never_lands_inside_another_message(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """The audit hook's reports take no lock: one may arrive between the packets of a long message."""
+    host, child = pair
+    report = b'{"kind":"event","name":"sandbox_violation","detail":{"kind":"signal","detail":"os.kill"}}'
+    alone = struct.pack(">II", len(report), 0xFFFFFFFF) + report
+    long = frame(b'{"kind":"ready","padding":"' + b"x" * 100_000 + b'"}')
+    reader = ChildReader(host, time.monotonic())
+    child.send(long[:65536])
+    child.send(alone)
+    child.send(long[65536:])
+    first, second = (reader.receive(time.monotonic() + 2).message for _ in range(2))
+    assert first["kind"] == "event" and first["detail"]["kind"] == "signal"
+    assert second["kind"] == "ready" and len(second["padding"]) == 100_000
+    for forged in (b'{"kind":"result","value":1}', report + b" "):
+        child.send(struct.pack(">II", len(report), 0xFFFFFFFF) + forged)
+        with pytest.raises(ChildMisbehaved):
+            ChildReader(host, time.monotonic()).receive(time.monotonic() + 2)
+
+
 # --- real children ---------------------------------------------------------------------------------
 
 
@@ -412,6 +433,114 @@ def test_the_reporter_cannot_be_silenced(launcher: Launcher) -> None:
     kinds = [violation["kind"] for violation in outcome.violations]
     assert kinds.count("signal") == 6, outcome.violations
     assert "tampering" in kinds
+
+
+def test_nothing_the_sandbox_modules_hold_switches_the_reporter_off(launcher: Launcher) -> None:
+    """Every thread-local reachable from the sandbox's modules, their classes, closures and defaults is set to look
+    busy, every set in a private namespace emptied: the hook must keep no state there (it once left a closure on
+    a module class, whose thread-local told it it was already busy)."""
+    source = (
+        "import os, sys, threading, types\n"
+        "def reach(value, seen):\n"
+        "    if id(value) in seen:\n        return\n"
+        "    seen.add(id(value))\n"
+        "    if isinstance(value, threading.local):\n        value.busy = True\n        return\n"
+        "    if isinstance(value, (staticmethod, classmethod)):\n        reach(value.__func__, seen)\n"
+        "    if isinstance(value, types.FunctionType):\n"
+        "        for cell in value.__closure__ or ():\n"
+        "            reach(cell.cell_contents, seen)\n"
+        "        for default in value.__defaults__ or ():\n            reach(default, seen)\n"
+        "        if value.__globals__ not in [vars(module) for module in list(sys.modules.values())]:\n"
+        "            for key, item in list(value.__globals__.items()):\n"
+        "                if isinstance(item, (set, frozenset)):\n                    value.__globals__[key] = frozenset()\n"
+        "    if isinstance(value, (tuple, list)) or hasattr(value, '__dataclass_fields__'):\n"
+        "        for item in value if isinstance(value, (tuple, list)) else vars(value).values():\n"
+        "            reach(item, seen)\n"
+        "    if hasattr(value, '__self__'):\n        reach(value.__self__, seen)\n"
+        "    if isinstance(value, type):\n"
+        "        for item in list(vars(value).values()):\n            reach(item, seen)\n"
+        "def algorithm(index):\n"
+        "    seen = set()\n"
+        "    for name in ('watch', 'runner', 'proxies', 'protocol', 'helpers'):\n"
+        "        module = sys.modules[name]\n"
+        "        reach(type(module), seen)\n"
+        "        for value in list(vars(module).values()):\n            reach(value, seen)\n"
+        "    for _ in range(6):\n"
+        "        try:\n            os.kill(2, 9)\n        except OSError:\n            pass\n"
+        "    return 'done'\n"
+    )
+    outcome = run(launcher, source)
+    kinds = [violation["kind"] for violation in outcome.violations]
+    assert kinds.count("signal") == 6, outcome.violations
+
+
+CHANNEL_LOCK_HELD = (
+    "import os, sys, threading\n"
+    "HELD = []\n"
+    "def take_the_lock():\n"
+    "    frame = sys._getframe(1)\n"
+    "    while 'channel' not in frame.f_locals:\n        frame = frame.f_back\n"
+    "    lock = frame.f_locals['channel'].lock\n"
+    "    if {thread}:\n"
+    "        threading.Thread(target=lambda: (lock.acquire(), threading.Event().wait()), daemon=True).start()\n"
+    "        while not lock.locked() if hasattr(lock, 'locked') else not repr(lock).startswith('<locked'):\n"
+    "            pass\n"
+    "    else:\n        lock.acquire()  # never released\n"
+    "    HELD.append(lock)\n"
+    "def algorithm(index):\n"
+    "    if not HELD:\n        take_the_lock()\n"
+    "    for _ in range(5):\n"
+    "        try:\n            os.kill(2, 0)\n        except OSError:\n            pass\n"
+    "    return index\n"
+)
+
+
+@pytest.mark.parametrize("holder", ["this thread", "another thread"])
+def test_attempts_are_reported_while_generated_code_holds_the_channel_lock(launcher: Launcher, holder: str) -> None:
+    """Held by the thread that makes the attempts, or by another one for good (then no output can be sent:
+    the child fails, but what it tried is on record)."""
+    source = CHANNEL_LOCK_HELD.format(thread=holder == "another thread")
+    outcome = run(launcher, source, instances=3, time_limit=0.5, wall=10.0)
+    signals = [violation for violation in outcome.violations if violation["kind"] == "signal"]
+    expected = 15 if holder == "this thread" else 5
+    assert len(signals) >= expected, outcome.violations
+    if holder == "this thread":
+        assert [output["output"] for output in outcome.instances] == [0, 1, 2], outcome
+
+
+FRAME_READS = {
+    "sys._getframe": "import sys\ndef algorithm(index):\n    return sorted(sys._getframe(1).f_locals)[:1]\n",
+    "sys._current_frames": "import sys\ndef algorithm(index):\n    return len(sys._current_frames())\n",
+    "inspect.currentframe": (
+        "import inspect\ndef algorithm(index):\n    return sorted(inspect.currentframe().f_back.f_locals)[:1]\n"
+    ),
+    "inspect.stack": "import inspect\ndef algorithm(index):\n    return len(inspect.stack()[1].frame.f_locals)\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FRAME_READS))
+def test_generated_code_reading_frames_is_reported(launcher: Launcher, name: str) -> None:
+    outcome = run(launcher, FRAME_READS[name])
+    found = [v for v in outcome.violations if v["kind"] == "introspection" and name in v["detail"]]
+    assert found, outcome.violations
+
+
+def test_the_standard_librarys_own_frame_reads_are_not_reported(launcher: Launcher) -> None:
+    """logging, warnings, namedtuple, enum, typing and tracebacks read frames for themselves."""
+    source = (
+        "import collections, enum, logging, traceback, typing, warnings\n"
+        "T = typing.TypeVar('T')\n"
+        "class Color(enum.Enum):\n    RED = 1\n"
+        "def algorithm(index):\n"
+        "    logging.getLogger('solution').warning('index %d', index)\n"
+        "    warnings.warn('careful')\n"
+        "    Pair = collections.namedtuple('Pair', 'a b')\n"
+        "    try:\n        1 / 0\n    except ZeroDivisionError:\n        text = traceback.format_exc()\n"
+        "    return [Pair(1, 2).b, Color.RED.value, len(text) > 0]\n"
+    )
+    outcome = run(launcher, source)
+    assert outcome.instances[0]["output"] == [2, 1, True], outcome
+    assert not outcome.violations, outcome.violations
 
 
 def test_a_flood_of_attempts_stops_the_child_so_no_decoy_hides_an_attempt(launcher: Launcher) -> None:

@@ -78,6 +78,8 @@ class ChildReader:
         with contextlib.suppress(OSError):  # not Linux: messages are timed on arrival instead
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self._buffer = bytearray()
+        #: Event messages that came in packets of their own (protocol.ALONE_TAIL), not yet taken.
+        self._alone: list[bytes] = []
         self._partial_since: float | None = None
         self._last_sent_at = started
         self.messages = 0
@@ -153,11 +155,21 @@ class ChildReader:
                 delay = time.time() - (seconds + nanoseconds / 1e9)
         # The wall clock may have been stepped meanwhile: a delay is never negative nor older than the job.
         self._last_sent_at = max(arrival - min(max(delay, 0.0), arrival - self._started), self._last_sent_at)
+        if data[4:8] == protocol.ALONE_MARK:  # a report of the child's audit hook: one message by itself
+            if protocol.HEADER.unpack_from(data)[0] != len(data) - protocol.HEADER.size:
+                raise ChildMisbehaved("a packet marked as a message of its own that is not one")
+            self._alone.append(data[protocol.HEADER.size :])
+            return
         if self._partial_since is None:
             self._partial_since = arrival
         self._buffer += data
 
     def _take(self) -> Received | None:
+        if self._alone:
+            message = self._counted(self._alone.pop(0))
+            if message.message["kind"] != protocol.EVENT:
+                raise ChildMisbehaved("a packet of its own holding something other than an event")
+            return message
         if len(self._buffer) < protocol.HEADER.size:
             return None
         json_size, tail_size = protocol.HEADER.unpack_from(self._buffer)
@@ -171,6 +183,9 @@ class ChildReader:
         payload = bytes(self._buffer[protocol.HEADER.size : end])
         del self._buffer[:end]
         self._partial_since = time.monotonic() if self._buffer else None
+        return self._counted(payload)
+
+    def _counted(self, payload: bytes) -> Received:
         self.messages += 1
         if self.messages > MAX_MESSAGES_PER_JOB:
             raise ChildMisbehaved(f"more than {MAX_MESSAGES_PER_JOB} messages")

@@ -9,6 +9,12 @@ the JSON and the tail; only the host's `instances` message has a tail (the array
 the kernel's time of sending to the host, so the host times the child without its cooperation.
 A frame longer than one packet is split over several. The fork server's control channel is a
 stream socket and uses the same frames.
+
+A child's audit hook reports in packets of their own: a header whose tail length is
+ALONE_TAIL, then an `event` message's JSON, the whole packet one message. The host takes such a
+packet apart from the frames it is reassembling, so a report needs no lock and can never land in
+the middle of another message: four bytes 0xFF never occur in a frame (its JSON is ASCII, its
+lengths are under 2**31), wherever a packet of it begins.
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ MAX_CHILD_JOB_BYTES = 32 * 1024 * 1024
 FLUSH_SECONDS = 0.1
 #: Largest packet either side writes; a frame longer than this is split. Fits a socket's send buffer.
 PACKET_BYTES = 64 * 1024
+
+#: The tail length that marks a packet holding one whole event message by itself.
+ALONE_TAIL = 0xFFFFFFFF
+ALONE_MARK = ALONE_TAIL.to_bytes(4, "big")
 
 #: Message kinds.
 JOB = "job"  # host -> child: what to run

@@ -26,7 +26,7 @@ class Channel:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._reader = protocol.FrameReader(sock)
-        # Reentrant: the audit hook may report from inside a call of the same thread.
+        # The audit hook does not use it: it reports in packets of its own, which need no lock.
         self.lock = threading.RLock()
         self._next_id = 0
 

@@ -280,7 +280,7 @@ def serve_job(sock: socket.socket, preloaded: bool = False) -> None:
             channel.notify("sandbox_layer_missing", missing)
             if job["isolation"].get("strict"):
                 raise PermissionError(f"strict sandbox: {'; '.join(missing.values())}")
-        watch.install(channel.sock, channel.lock, job["scratch"])
+        watch.install(channel.sock, job["scratch"])
         JOBS[job["job"]](channel, job)
     except BaseException as error:
         with contextlib.suppress(OSError, protocol.ProtocolError):

@@ -7,11 +7,22 @@ hooks cannot be removed from Python code, and generated code cannot reach what t
 - everything is bound when it is installed: its own copies of this module's names, of `os` and of
   the builtins, and its own descriptor of the channel, checked before every report to still be
   that channel (a child that points it elsewhere, to silence it, is stopped on the spot);
+- none of it is left where generated code can reach it without an attempt of its own: not on
+  this module (the parts built in the fork server leave it once installed), nor on the class of
+  the sandbox's modules (which reports rebinding by raising the audit event TAMPERING, handled by
+  the hook like any other), nor in defaults or closures of functions anything points to. The hook's
+  own closures are reachable only by walking `gc`, which is reported before it returns;
+- each report is sent at once in a packet of its own, which the host never takes for part of
+  another message: it waits for no lock, so generated code holding the channel's lock delays nothing;
 - it calls no method and reads no attribute of the objects generated code hands to an audited
   call: strings, bytes and numbers are copied as their exact built-in types first, and sandbox
   objects are recognised by identity, so no code of the candidate ever runs inside the hook;
-- rebinding a name of the sandbox's modules, or the code of its functions, is reported as
+- rebinding a name of the sandbox's modules, or the code of their functions, is reported as
   `tampering`;
+- frames taken by generated code are reported as `introspection`: through a traceback or a
+  generator, with `sys._getframe` or `sys._current_frames`, or through the helpers of the standard
+  library that hand a frame on (FRAME_HELPERS); the standard library's own uses (logging, warnings,
+  namedtuple, typing) are not. Code is generated code by its file name, GENERATED;
 - each kind of attempt is reported up to REPORTS_PER_KIND times; one more stops the child, so a
   flood of decoys can hide nothing behind it.
 """
@@ -22,7 +33,6 @@ import builtins
 import json
 import os
 import socket
-import struct
 import sys
 import threading
 import types
@@ -48,10 +58,20 @@ INTROSPECTION = {
 }
 #: Attributes whose reading hands out a frame (and through it every caller's variables).
 FRAME_ATTRIBUTES = {"tb_frame", "gi_frame", "cr_frame", "ag_frame"}
+#: Functions of the standard library that hand their caller a frame they take with sys._getframe:
+#: (file under the library's folder, function, what the report calls it).
+FRAME_HELPERS = (
+    ("inspect.py", "currentframe", "inspect.currentframe"),
+    ("inspect.py", "stack", "inspect.stack"),
+    ("logging/__init__.py", "<lambda>", "logging.currentframe"),
+    ("traceback.py", "walk_stack", "traceback.walk_stack"),
+)
 NATIVE = {"ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "mmap.__new__"}
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 #: The file name of generated code (runner.load_entry_point compiles it so).
 GENERATED = "<generated>"
+#: The audit event the sandbox's modules raise when a name in one of them is rebound.
+TAMPERING = "selftaught.tampering"
 #: The sandbox's own modules in the child: rebinding anything in them, or their functions' code, is tampering.
 RUNTIME_MODULES = ("watch", "runner", "proxies", "protocol", "isolation", "seccomp", "helpers")
 #: The names the runtime calls while generated code runs; rebinding one through a module's __dict__ is seen too.
@@ -81,6 +101,9 @@ def classify(event: str, args: tuple[Any, ...], scratch: str, sandbox_ids: froze
         return "process_control", f"{event}{_short(args)}"
     if event in INTROSPECTION:
         return "introspection", event
+    if event == TAMPERING:
+        detail = _plain(args[0]) if args else None
+        return "tampering", detail[:300] if type(detail) is str else "rebinds a name of the sandbox's modules"
     if event == "object.__setattr__" and len(args) > 1 and id(args[0]) in sandbox_ids:
         return "tampering", f"sets {_short(args[1:2])} of one of the sandbox's own objects"
     if event in NATIVE:
@@ -154,16 +177,22 @@ def _private(functions: Iterable[Callable[..., Any]]) -> dict[str, Any]:
 
 
 class _GuardedModule(types.ModuleType):
-    """The class given to the sandbox's own modules: rebinding a name in one is reported before it happens."""
+    """The class given to the sandbox's own modules: rebinding a name in one is reported before it happens.
 
-    _report_tampering: Callable[[str], None] = staticmethod(lambda detail: None)
+    It reports by raising the audit event TAMPERING, which the hook handles like any other: nothing
+    of the hook is stored here, where generated code could reach it (rebinding `_audit` is itself
+    reported, the class being one of the sandbox's own objects). Generated code may raise that event
+    itself: that only reports more.
+    """
+
+    _audit = sys.audit
 
     def __setattr__(self, name: str, value: Any) -> None:
-        type(self)._report_tampering(f"rebinds {self.__name__}.{name}")
+        type(self)._audit(TAMPERING, f"rebinds {self.__name__}.{name}")
         super().__setattr__(name, value)
 
     def __delattr__(self, name: str) -> None:
-        type(self)._report_tampering(f"deletes {self.__name__}.{name}")
+        type(self)._audit(TAMPERING, f"deletes {self.__name__}.{name}")
         super().__delattr__(name)
 
 
@@ -198,24 +227,30 @@ def prepare(guarded: tuple[str, ...] = RUNTIME_MODULES) -> None:
         for key in WATCHED_NAMES.get(module.__name__, ())
         if key in module.__dict__
     )
-    sandbox_ids = frozenset(
-        {id(module) for module in modules}
-        | {
-            id(value)
-            for module in modules
-            for value in vars(module).values()
-            if isinstance(value, (types.FunctionType, type)) and getattr(value, "__module__", None) in guarded
-        }
-    )
+    own = [
+        value
+        for module in modules
+        for value in vars(module).values()
+        if isinstance(value, (types.FunctionType, type)) and getattr(value, "__module__", None) in guarded
+    ]
+    # The functions of its classes too (their code or defaults rebound is tampering as well).
+    methods = [
+        getattr(member, "__func__", member)
+        for value in own
+        if isinstance(value, type)
+        for member in vars(value).values()
+        if isinstance(getattr(member, "__func__", member), types.FunctionType)
+    ]
+    sandbox_ids = frozenset({id(module) for module in modules} | {id(value) for value in own + methods})
     encode = json.JSONEncoder(separators=(",", ":"), default=repr).encode
     private = _private((classify, _plain, _short, _absolute))
-    _shared.append(_Shared(private["classify"], watched, sandbox_ids, encode, struct.Struct(">II").pack))
+    _shared.append(_Shared(private["classify"], watched, sandbox_ids, encode, protocol.HEADER.pack))
     for module in modules:
         module.__class__ = _GuardedModule
 
 
-def install(sock: socket.socket, lock: Any, scratch: str) -> None:
-    """Reports each attempt as an `event` message on the channel `sock`, whose writes `lock` serializes.
+def install(sock: socket.socket, scratch: str) -> None:
+    """Reports each attempt as an `event` message on the channel `sock`, each in a packet of its own.
 
     Everything the hook needs is bound here, before generated code runs: the functions below look
     up no module or builtin name when they run, only what this call gave them. That is why they are
@@ -223,7 +258,7 @@ def install(sock: socket.socket, lock: Any, scratch: str) -> None:
     can rebind.
     """
     prepare()
-    shared = _shared[0]
+    shared = _shared.pop()  # from now on reachable only from the hook's closures
     # A descriptor of the channel of the hook's own: generated code that rebinds the runner's one to a
     # pipe, or closes it, does not reach this one, and one that reaches it too is caught by the check.
     reporter = socket.socket(fileno=os.dup(sock.fileno()))
@@ -231,36 +266,28 @@ def install(sock: socket.socket, lock: Any, scratch: str) -> None:
     identity = (stat(descriptor).st_dev, stat(descriptor).st_ino)
     classify_event, watched, sandbox_ids = shared.classify, shared.watched, shared.sandbox_ids
     encode, pack = shared.encode, shared.pack
-    owned, acquire, release = lock._is_owned, lock.acquire, lock.release
-    limit, stopped_code = REPORTS_PER_KIND, protocol.EXIT_STOPPED_BY_WATCH
+    limit, stopped_code, alone = REPORTS_PER_KIND, protocol.EXIT_STOPPED_BY_WATCH, protocol.ALONE_TAIL
     get_frame, generated, own_file = sys._getframe, GENERATED, __file__
     get_attribute, length, failure = getattr, len, BaseException
+    library = os.path.dirname(os.__file__)
+    frame_helpers = {(f"{library}/{file}", function): name for file, function, name in FRAME_HELPERS}
     state = threading.local()
     sent: dict[str, int] = {}
     tampered: set[str] = set()
-    pending: list[bytes] = []
 
-    def flush() -> None:
-        """Sends what is pending, on the hook's own descriptor, checked to still be the channel first."""
-        acquire()
+    def report(kind: str, detail: str, last: bool = False) -> None:
+        """Sends the report at once, in a packet of its own (which the host never takes for part of another
+        message): no lock to wait for, so generated code that holds the channel's lock delays nothing."""
+        body = {"kind": "event", "name": "sandbox_violation", "detail": {"kind": kind, "detail": detail[:300]}}
+        payload = encode(body).encode("utf-8", "replace")
+        packet = pack(length(payload), alone) + payload
         try:
             current = stat(descriptor)
             if (current.st_dev, current.st_ino) != identity:
                 stop(stopped_code)  # its channel was pointed elsewhere: nothing it does could be reported
-            while pending:
-                send(pending[0])
-                pending.pop(0)
+            send(packet)
         except failure:
             stop(stopped_code)
-        finally:
-            release()
-
-    def report(kind: str, detail: str, last: bool = False) -> None:
-        body = {"kind": "event", "name": "sandbox_violation", "detail": {"kind": kind, "detail": detail[:300]}}
-        payload = encode(body).encode("utf-8", "replace")
-        pending.append(pack(length(payload), 0) + payload)
-        if not owned():  # never between the packets of a message this thread is sending: sent at the next event
-            flush()
         if last:
             stop(stopped_code)
 
@@ -278,18 +305,44 @@ def install(sock: socket.socket, lock: Any, scratch: str) -> None:
                 tampered.add(key)
                 emit("tampering", f"rebinds {key} in the sandbox's modules")
 
-    def from_generated_code() -> bool:
-        """Whether the code that raised the event is the candidate's own (the standard library reads frames too)."""
-        frame: types.FrameType | None = get_frame(3)
+    def raiser() -> types.FrameType | None:
+        """The frame of the code that raised the event being handled (this module's own frames passed over)."""
+        frame: types.FrameType | None = get_frame(3)  # 0: here, 1: on_event, 2: guarded_call
         while frame is not None and frame.f_code.co_filename == own_file:
             frame = frame.f_back
+        return frame
+
+    def from_generated_code() -> bool:
+        """Whether the code that raised the event is the candidate's own (the standard library reads frames too)."""
+        frame = raiser()
         return frame is not None and frame.f_code.co_filename == generated
+
+    def frame_taker() -> str | None:
+        """Who took a frame with sys._getframe, when it is generated code: itself, or through a helper of the
+        standard library that hands the frame on (logging, warnings, namedtuple, typing take theirs for
+        themselves: not reported)."""
+        frame = raiser()
+        if frame is None:
+            return None
+        code = frame.f_code
+        if code.co_filename == generated:
+            return "sys._getframe"
+        helper = frame_helpers.get((code.co_filename, code.co_name))
+        caller = frame.f_back
+        if helper is not None and caller is not None and caller.f_code.co_filename == generated:
+            return helper
+        return None
 
     def on_event(event: str, args: tuple[Any, ...]) -> None:
         check_bindings()
         if event == "object.__getattr__":
             if length(args) > 1 and args[1] in FRAME_ATTRIBUTES and from_generated_code():
                 emit("introspection", f"reads {args[1]}")
+            return
+        if event == "sys._getframe":
+            taker = frame_taker()
+            if taker is not None:
+                emit("introspection", taker)
             return
         found = classify_event(event, args, scratch, sandbox_ids)
         if found is not None:
@@ -300,21 +353,10 @@ def install(sock: socket.socket, lock: Any, scratch: str) -> None:
             return
         state.busy = True
         try:
-            if pending and not owned():  # reports deferred while this thread was sending a message
-                flush()
             on_event(event, args)
         except failure:  # a reporting failure must never change what generated code sees
             pass
         finally:
             state.busy = False
 
-    def report_tampering(detail: str) -> None:
-        if not get_attribute(state, "busy", False):
-            state.busy = True
-            try:
-                emit("tampering", detail)
-            finally:
-                state.busy = False
-
-    _GuardedModule._report_tampering = staticmethod(report_tampering)
     sys.addaudithook(guarded_call)
