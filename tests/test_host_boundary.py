@@ -288,6 +288,15 @@ def alive(pid: int) -> bool:
         return False
 
 
+def test_generated_code_evaluates_its_annotations_as_plain_python_does(launcher: Launcher) -> None:
+    """The runner's own `from __future__ import annotations` is not passed on to the code it loads."""
+    source = (
+        "from dataclasses import dataclass\n\n@dataclass\nclass Point:\n    x: int\n\n"
+        "def algorithm(index):\n    return [Point(index).x, type(Point.__annotations__['x']).__name__]\n"
+    )
+    assert run(launcher, source).instances[0]["output"] == [0, "type"]
+
+
 def test_a_child_is_ended_as_soon_as_its_last_output_is_in(launcher: Launcher) -> None:
     before = zygote_children(launcher)
     source = (

@@ -83,7 +83,9 @@ def describe_failure(error: BaseException) -> str:
 
 def load_entry_point(source: str, entry_point: str) -> Any:
     namespace: dict[str, Any] = {"__name__": "generated", "__builtins__": builtins}
-    exec(compile(source, "<generated>", "exec"), namespace)
+    # dont_inherit: the runner's own `from __future__ import annotations` must not change how generated
+    # code evaluates its annotations (a module-level @dataclass would fail to find its module).
+    exec(compile(source, "<generated>", "exec", dont_inherit=True), namespace)
     function = namespace.get(entry_point)
     if not callable(function):
         raise NameError(f"the code defines no function named {entry_point!r}")
