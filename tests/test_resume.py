@@ -351,4 +351,3 @@ def test_a_run_killed_after_crossing_its_cost_limit_resumes_to_the_same_end(tmp_
         assert resumed.returncode == 0, resumed.stderr[-2000:]
         report = json.loads(resumed.stdout)
         assert (result_of(report), report["stopped"]) == (result_of(expected), expected["stopped"]), delay
-        assert report["cost_usd"] == pytest.approx(expected["cost_usd"]), delay
