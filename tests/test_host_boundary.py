@@ -426,6 +426,14 @@ def test_a_child_past_an_instance_limit_is_stopped_there(launcher: Launcher) -> 
     assert time.monotonic() - started < 5  # the instance's limit plus the grace, not the job's wall time
 
 
+#: Ends an algorithm's body: six attempts the kernel refuses and the reporter must report.
+SIX_SIGNALS_TO_ANOTHER = (
+    "    for _ in range(6):\n"
+    "        try:\n            os.kill(2, 9)\n        except OSError:\n            pass\n"
+    "    return 'done'\n"
+)
+
+
 def test_the_reporter_cannot_be_silenced(launcher: Launcher) -> None:
     source = (
         "import os, sys\n"
@@ -433,10 +441,7 @@ def test_the_reporter_cannot_be_silenced(launcher: Launcher) -> None:
         "    watch = sys.modules['watch']\n"
         "    watch.classify = lambda *args: None\n"
         "    watch.REPORTS_PER_KIND = 0\n"
-        "    watch.__dict__['SIGNALS'] = set()\n"
-        "    for _ in range(6):\n"
-        "        try:\n            os.kill(2, 9)\n        except OSError:\n            pass\n"
-        "    return 'done'\n"
+        "    watch.__dict__['SIGNALS'] = set()\n" + SIX_SIGNALS_TO_ANOTHER
     )
     outcome = run(launcher, source)
     kinds = [violation["kind"] for violation in outcome.violations]
@@ -473,10 +478,7 @@ def test_nothing_the_sandbox_modules_hold_switches_the_reporter_off(launcher: La
         "    for name in ('watch', 'runner', 'proxies', 'protocol', 'helpers'):\n"
         "        module = sys.modules[name]\n"
         "        reach(type(module), seen)\n"
-        "        for value in list(vars(module).values()):\n            reach(value, seen)\n"
-        "    for _ in range(6):\n"
-        "        try:\n            os.kill(2, 9)\n        except OSError:\n            pass\n"
-        "    return 'done'\n"
+        "        for value in list(vars(module).values()):\n            reach(value, seen)\n" + SIX_SIGNALS_TO_ANOTHER
     )
     outcome = run(launcher, source)
     kinds = [violation["kind"] for violation in outcome.violations]

@@ -84,6 +84,15 @@ ITERATION_FIELDS = (
 )  # fmt: skip
 
 
+def resume(store: Path, run_id: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        selftaught("run", "--resume", run_id, "--store", str(store), "--json"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def result_of(report: dict[str, Any]) -> tuple[Any, ...]:
     iterations = [{field: it[field] for field in ITERATION_FIELDS} for it in report["iterations"]]
     return iterations, report["final_improver"]
@@ -142,12 +151,7 @@ def test_sigkill_at_random_points_then_resume_repeats_no_paid_call_and_ends_the_
             time.sleep(duration * 0.3)
             again.send_signal(signal.SIGKILL)
             again.wait(timeout=30)
-        resumed = subprocess.run(
-            selftaught("run", "--resume", run_id, "--store", str(store), "--json"),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        resumed = resume(store, run_id)
         # Killed after its last write, the run has nothing left to do: its record is checked all the same.
         finished_already = resumed.returncode != 0 and "already finished" in resumed.stderr
         where = f"kill at {point}% ({'finished before the resume' if finished_already else 'resumed'})"
@@ -339,12 +343,7 @@ def test_a_run_killed_after_crossing_its_cost_limit_resumes_to_the_same_end(tmp_
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
-        resumed = subprocess.run(
-            selftaught("run", "--resume", run_id, "--store", str(store), "--json"),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        resumed = resume(store, run_id)
         if "already finished" in resumed.stderr:
             assert stored_result(store, run_id) == result_of(expected), f"killed {delay} s after the limit"
             continue
