@@ -164,6 +164,7 @@ class ForkServer:
             self._process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self._process.kill()
+            self._process.wait()  # reaped, or it stays a zombie of the host
 
 
 def _close_started(starting: Future[ForkServer]) -> None:
