@@ -589,6 +589,10 @@ FLOODS = {
     "frames of empty objects": "for _ in range(4):\n    raw(b'[' + b'{},' * 900_000 + b'{}]')",
     # An output of lists 900 deep, 8 MiB: few separators, but a list object for every bracket.
     "outputs of deep lists": 'd = b\'[\' * 900 + b\']\' * 900\nfor _ in range(4):\n    raw(b\'{"kind":"outputs","results":[{"index":0,"output":[\' + b\',\'.join([d] * 4600) + b\'],"error":null,"timed_out":false,"seconds":0.0}]}\')',
+    # Nothing but what the host's nesting check skips: it once built a Python object per byte of them.
+    "a message of whitespace": "for _ in range(3):\n    raw(b'{\"kind\":\"event\"' + b' ' * ((8 << 20) - 64) + b'}')",
+    "a message of empty strings": "for _ in range(3):\n    raw(b'[' + b'\"\"' * ((4 << 20) - 8) + b']')",
+    "a message of closing brackets": "for _ in range(3):\n    raw(b']' * ((8 << 20) - 16))",
     "frames of short strings": 'for _ in range(8):\n    raw(b\'{"kind":"event","name":"sandbox_violation","detail":{"x":[\' + b\'"a",\' * 900_000 + b\'"a"]}}\')',
 }
 RAW = """\
@@ -613,8 +617,28 @@ def test_floods_from_a_child_leave_the_host_small(name: str) -> None:
         [sys.executable, "-c", HOST_UNDER_ATTACK, attack], capture_output=True, text=True, timeout=300, check=True
     )
     report = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert report["growth_kib"] < 200 * 1024, report  # the host's peak memory grew by less than 200 MB
+    assert report["growth_kib"] < 100 * 1024, report  # the host's peak memory grew by less than 100 MB
     assert "protocol violation" in (report["violation"] or ""), report
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ["[[[", {"{": "]]]"}],
+        ["\\", ['\\"[[', [[]]]],
+        {"a\\\\": [{'"': ['\\\\"{{']}]},
+        [[[['\\u005c"]]]']]]],
+        "plain",
+        [],
+    ],
+)
+def test_nesting_counts_only_brackets_outside_strings(value: Any) -> None:
+    def depth(item: Any) -> int:
+        children = item if isinstance(item, list) else item.values() if isinstance(item, dict) else None
+        return 0 if children is None else 1 + max(map(depth, children), default=0)
+
+    for text in (json.dumps(value), json.dumps(value, indent=2, ensure_ascii=False)):
+        assert child_messages.nesting(text.encode()) == depth(value), text
 
 
 def test_stored_events_stay_small(tmp_path: Path, scripted_model: Any, options_for: Any) -> None:
