@@ -21,6 +21,7 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Iterator
 from time import perf_counter
 from typing import Any
 
@@ -138,20 +139,14 @@ def run_algorithm(channel: proxies.Channel, job: dict[str, Any]) -> None:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     channel.send({"kind": protocol.READY})
-    message, tail = receive_soon(channel)
-    if message.get("kind") != protocol.INSTANCES:
-        raise protocol.ProtocolError("expected the instances")
-    first, arguments = int(message["first"]), message["arguments"]
-    bounds = [*message["tails"], len(tail)]
-    view = memoryview(tail)
-    del message
+    instances = decoded_instances(*receive_soon(channel))
     batch: list[dict[str, Any]] = []
     last_flush = perf_counter()
-    for offset, encoded in enumerate(arguments):
-        index = first + offset
-        result: dict[str, Any] = {"index": index, "error": None, "timed_out": False}
+    for index, decoded, problem, remaining in instances:
+        result: dict[str, Any] = {"index": index, "error": problem, "timed_out": False}
         try:
-            decoded = [decode_argument(argument, view[bounds[offset] : bounds[offset + 1]]) for argument in encoded]
+            if problem is not None:
+                raise ValueError(problem)
             seed_generators(int(job["seed"]) + index)
             started = perf_counter()
             signal.setitimer(signal.ITIMER_REAL, time_limit)
@@ -164,13 +159,37 @@ def run_algorithm(channel: proxies.Channel, job: dict[str, Any]) -> None:
         except InstanceTimeout:
             result["timed_out"] = True
         except BaseException as error:
-            result["error"] = describe_failure(error)
+            result["error"] = result["error"] or describe_failure(error)
         result.setdefault("seconds", 0.0)
+        del decoded
         batch.append(result)
-        if perf_counter() - last_flush >= protocol.FLUSH_SECONDS and offset < len(arguments) - 1:
+        if perf_counter() - last_flush >= protocol.FLUSH_SECONDS and remaining:
             send_outputs(channel, batch)
             batch, last_flush = [], perf_counter()
     send_outputs(channel, batch, last=True)
+
+
+def decoded_instances(message: dict[str, Any], tail: bytes) -> Iterator[tuple[int, list[Any], str | None, bool]]:
+    """Each instance of the `instances` message in turn: its index, its decoded arguments (or why they could not
+    be decoded), and whether more follow.
+
+    The message and its tail live only in this generator's frame, so the frames generated code runs
+    in hold the instance it is given and no other: reaching this one takes reading `gi_frame`, which
+    the audit hook reports.
+    """
+    if message.get("kind") != protocol.INSTANCES:
+        raise protocol.ProtocolError("expected the instances")
+    first, arguments = int(message["first"]), message["arguments"]
+    bounds = [*message["tails"], len(tail)]
+    view = memoryview(tail)
+    for offset, encoded in enumerate(arguments):
+        decoded: list[Any] = []
+        problem = None
+        try:
+            decoded = [decode_argument(argument, view[bounds[offset] : bounds[offset + 1]]) for argument in encoded]
+        except Exception as error:
+            problem = describe_failure(error)
+        yield first + offset, decoded, problem, offset < len(arguments) - 1
 
 
 def receive_soon(channel: proxies.Channel) -> tuple[dict[str, Any], bytes]:

@@ -1,0 +1,214 @@
+"""The in-child reporter (the audit hook of sandbox/child/watch.py) against generated code that tries to blind it.
+
+Each case is an attack an adversarial review found or tried: code of the candidate run inside the
+hook, the hook's functions found by walking gc, frames reached by ways the hook does not see.
+"""
+
+from __future__ import annotations
+
+import dis
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from selftaught.sandbox.launcher import Launcher
+from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
+from selftaught.sandbox.policy import SandboxPolicy
+
+CHILD_FOLDER = Path(__file__).parents[1] / "src" / "selftaught" / "sandbox" / "child"
+
+
+@pytest.fixture(scope="module")
+def launcher() -> Iterator[Launcher]:
+    launcher = Launcher(SandboxPolicy())
+    yield launcher
+    launcher.close()
+
+
+def run(launcher: Launcher, source: str, arguments: list[list[Any]] | None = None) -> ChildOutcome:
+    job = {
+        "job": "algorithm",
+        "source": source,
+        "entry_point": "algorithm",
+        "instances": arguments or [[0]],
+        "time_limit_seconds": 2.0,
+        "seed": 1,
+    }
+    return launcher.run(job, SandboxLimits(wall_seconds=30, cpu_seconds=30))
+
+
+def kinds(outcome: ChildOutcome) -> list[str]:
+    return [violation["kind"] for violation in outcome.violations]
+
+
+ATTEMPTS = (
+    "    for attempt in (lambda: os.kill(2, 9), lambda: open('/proc/1/environ'), lambda: open('/etc/x', 'w')):\n"
+    "        try:\n            attempt()\n        except OSError:\n            pass\n"
+)
+
+
+@pytest.fixture(scope="module")
+def watch_module() -> Iterator[types.ModuleType]:
+    sys.path.insert(0, str(CHILD_FOLDER))
+    try:
+        import watch
+
+        yield watch
+    finally:
+        sys.path.remove(str(CHILD_FOLDER))
+
+
+def test_the_hooks_functions_look_up_no_name_and_hold_nothing_changeable(watch_module: types.ModuleType) -> None:
+    """No global, builtin or closure variable is read when the hook runs: all it uses is in a tuple default."""
+    looked_up = []
+
+    def walk(code: types.CodeType) -> None:
+        for instruction in dis.get_instructions(code):
+            if instruction.opname in {"LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_CLOSURE", "STORE_GLOBAL"}:
+                looked_up.append(f"{code.co_name}: {instruction.opname} {instruction.argval}")
+        for constant in code.co_consts:
+            if isinstance(constant, types.CodeType):
+                walk(constant)
+
+    for function in watch_module.SEALED:
+        walk(function.__code__)
+        assert not function.__code__.co_freevars, function
+        assert function.__code__.co_varnames[function.__code__.co_argcount - 1] == "bound", function
+    assert not looked_up, looked_up
+
+
+def test_code_the_candidate_runs_from_inside_the_hook_cannot_blind_it(launcher: Launcher) -> None:
+    """A computed `__class__` on an argument of an audited call once ran inside the hook, found its closures
+    through gc and replaced how it sends: everything after went unreported."""
+    source = (
+        "import gc, os, subprocess\n"
+        "DONE = []\n"
+        "class Evil:\n"
+        "    @property\n"
+        "    def __class__(self):\n"
+        "        for obj in gc.get_objects():\n"
+        "            if isinstance(obj, type(lambda: 0)) and obj.__code__.co_filename.endswith('watch.py'):\n"
+        "                for cell in obj.__closure__ or ():\n                    DONE.append(cell)\n"
+        "                try:\n"
+        "                    obj.__defaults__ = tuple(() for _ in obj.__defaults__ or ())\n"
+        "                except BaseException:\n                    pass\n"
+        "        return Evil\n"
+        "def algorithm(index):\n"
+        "    try:\n        subprocess.Popen([Evil()])\n    except BaseException:\n        pass\n"
+        + ATTEMPTS
+        + "    return 1\n"
+    )
+    outcome = run(launcher, source)
+    assert {"process_spawn", "signal", "secret_read", "file_write"} <= set(kinds(outcome)), outcome.violations
+
+
+def test_changing_the_hooks_functions_found_through_gc_stops_the_child(launcher: Launcher) -> None:
+    source = (
+        "import gc, os\n"
+        "def algorithm(index):\n"
+        "    for obj in gc.get_objects():\n"
+        "        if isinstance(obj, type(algorithm)) and obj.__code__.co_filename.endswith('watch.py'):\n"
+        "            if obj.__defaults__ and obj.__code__.co_varnames[obj.__code__.co_argcount - 1] == 'bound':\n"
+        "                obj.__defaults__ = obj.__defaults__[:-1] + ((),)\n" + ATTEMPTS + "    return 'not stopped'\n"
+    )
+    outcome = run(launcher, source)
+    assert outcome.exit_code == 86, outcome
+    assert "introspection" in kinds(outcome) and "tampering" in kinds(outcome), outcome.violations
+    assert not outcome.instances or outcome.instances[0].get("output") != "not stopped"
+
+
+def test_a_trace_function_stops_the_child(launcher: Launcher) -> None:
+    """Called in every frame, the hook's own too, a trace function could rewrite the hook's variables."""
+    source = "import sys\ndef algorithm(index):\n    sys.settrace(lambda *args: None)\n    return 'traced'\n"
+    outcome = run(launcher, source)
+    assert outcome.exit_code == 86 and kinds(outcome)[0] == "introspection", outcome
+
+
+def test_another_audit_hook_is_refused_and_reported(launcher: Launcher) -> None:
+    """An audit hook of the candidate's would run within the reporter's own events, and see its frames."""
+    source = (
+        "import os, sys\nCALLED = []\n"
+        "def algorithm(index):\n"
+        "    sys.addaudithook(lambda event, args: CALLED.append(event))\n" + ATTEMPTS + "    return len(CALLED)\n"
+    )
+    outcome = run(launcher, source)
+    assert outcome.instances[0]["output"] == 0, outcome
+    assert {"tampering", "signal", "secret_read", "file_write"} <= set(kinds(outcome)), outcome.violations
+
+
+FRAMES_BY_SIGNAL = (
+    "import os, re, signal, traceback\n"
+    "def algorithm(secret):\n"
+    "    taken = []\n"
+    "    signal.signal(signal.SIGUSR1, lambda number, frame: taken.append(frame))\n"
+    "    os.kill(os.getpid(), signal.SIGUSR1)\n"
+    "    texts, frame = [], taken[0]\n"
+    "    while frame is not None:\n"
+    "        texts += [repr(value)[:100000] for value in frame.f_locals.values()]\n"
+    "        frame = frame.f_back\n"
+    "    summary = traceback.StackSummary.extract(traceback.walk_stack(taken[0]), capture_locals=True)\n"
+    "    texts += [repr(frame.locals) for frame in summary]\n"
+    "    found = set(re.findall('sec' + r'ret-[0-9]+', ' '.join(texts)))\n"
+    "    return len(found - {secret})\n"
+)
+
+
+def test_frames_reached_unreported_hold_only_the_candidates_own_instance(launcher: Launcher) -> None:
+    """A signal handler's frame, or a stack summary with its locals, reaches the runner's frames unreported:
+    they must hold the instance being run and no other (once they held every instance of the batch)."""
+    outcome = run(launcher, FRAMES_BY_SIGNAL, [[f"secret-{index}"] for index in range(6)])
+    assert [result["output"] for result in outcome.instances] == [0] * 6, outcome
+
+
+FRAMES_REPORTED = {
+    "eval": ("import sys\ndef algorithm(index):\n    return len(eval('sys._getframe(1)').f_locals)\n", "sys._getframe"),
+    "compile under a library file's name": (
+        "import os, sys\n"
+        "def algorithm(index):\n"
+        "    name = os.path.join(os.path.dirname(os.__file__), 'inspect.py')\n"
+        "    found = {'sys': sys}\n"
+        "    exec(compile('F = sys._getframe(1)', name, 'exec'), found)\n"
+        "    return len(found['F'].f_locals)\n",
+        "compile under the name of",
+    ),
+    "traceback.walk_tb": (
+        "import traceback\ndef algorithm(index):\n"
+        "    try:\n        1 / 0\n    except ZeroDivisionError as error:\n"
+        "        return len([frame for frame, line in traceback.walk_tb(error.__traceback__)])\n",
+        "traceback.walk_tb",
+    ),
+    "the runner's other instances": (
+        "import inspect, os, signal\n"
+        "def algorithm(index):\n"
+        "    taken = []\n"
+        "    signal.signal(signal.SIGUSR1, lambda number, frame: taken.append(frame))\n"
+        "    os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "    frame = taken[0]\n"
+        "    while 'instances' not in frame.f_locals:\n        frame = frame.f_back\n"
+        "    return len(inspect.getgeneratorlocals(frame.f_locals['instances']))\n",
+        "inspect.getgeneratorlocals",
+    ),
+    "inspect.trace": (
+        "import inspect\ndef algorithm(index):\n"
+        "    try:\n        1 / 0\n    except ZeroDivisionError:\n        return len(inspect.trace())\n",
+        "inspect.trace",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FRAMES_REPORTED))
+def test_frames_taken_by_the_candidate_in_roundabout_ways_are_reported(launcher: Launcher, name: str) -> None:
+    source, expected = FRAMES_REPORTED[name]
+    outcome = run(launcher, source)
+    assert any(expected in violation["detail"] for violation in outcome.violations), outcome.violations
+
+
+def test_arguments_the_hook_cannot_show_are_reported_still(launcher: Launcher) -> None:
+    """An integer too long to print (Python refuses past 4,300 digits) once made the hook fail silently."""
+    source = "import sys\ndef algorithm(index):\n    sys.audit('os.kill', 10 ** 5000, 9)\n    return 1\n"
+    outcome = run(launcher, source)
+    assert kinds(outcome) == ["signal"] and "very large" in outcome.violations[0]["detail"], outcome.violations
