@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from selftaught.api import RunOptions
 from selftaught.cli.main import cli
 from selftaught.errors import BackendError, SelftaughtError, UnknownModelSpec
 from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.billing import Answer, gather
 from selftaught.llm.budgeted import BudgetedLanguageModel, LanguageModelCall, LanguageModelRefusal
 from selftaught.llm.model_spec import ModelSpec
 from selftaught.llm.pricing import CostMeter, Price, PriceTable
@@ -161,6 +163,23 @@ def test_a_failed_call_is_charged_for_the_responses_that_came_back() -> None:
     (call,) = calls
     assert call.error is not None and "HTTP 400" in call.error and call.responses == ()
     assert (call.prompt_tokens, call.completion_tokens, call.cost_usd) == (1000, 500, pytest.approx(1.5))
+
+
+def test_answers_paid_for_count_whatever_the_failure_of_another_request() -> None:
+    """A request failing with an error of the client library, not a BackendError, once lost the others' tokens."""
+
+    def failing() -> Answer:
+        raise ValueError("unexpected response shape")
+
+    with ThreadPoolExecutor(2) as pool, pytest.raises(BackendError, match="ValueError") as raised:
+        gather(pool, [lambda: Answer(("fine",), 100, 20), failing], earlier=[Answer(("before",), 7, 3)])
+    assert (raised.value.prompt_tokens, raised.value.completion_tokens) == (107, 23)
+
+    def interrupted() -> Answer:
+        raise KeyboardInterrupt
+
+    with ThreadPoolExecutor(2) as pool, pytest.raises(KeyboardInterrupt):
+        gather(pool, [lambda: Answer(("fine",), 100, 20), interrupted])
 
 
 def test_a_failed_anthropic_call_counts_against_the_runs_cost_limit(

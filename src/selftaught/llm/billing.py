@@ -69,8 +69,8 @@ def gather(pool: Executor, requests: Iterable[Callable[[], Answer]], earlier: Se
     answers = [future.result() for future in futures if future.exception() is None]
     if failures:
         first = failures[0]
-        if not isinstance(first, BackendError):
-            raise first
+        if not isinstance(first, Exception):
+            raise first  # an interruption (Ctrl-C) goes on as it is
         # A failure may itself carry tokens: an answer that came back unusable (without choices) was billed too.
         unusable = [
             Answer((), error.prompt_tokens, error.completion_tokens)
@@ -78,11 +78,13 @@ def gather(pool: Executor, requests: Iterable[Callable[[], Answer]], earlier: Se
             if isinstance(error, BackendError)
         ]
         billed = [*earlier, *answers, *unusable]
+        # Any other failure (a client library's own error) still leaves the answered requests paid for.
+        message = str(first) if isinstance(first, BackendError) else f"{type(first).__name__}: {first}"
         raise BackendError(
-            str(first),
+            message,
             prompt_tokens=sum(part.prompt_tokens for part in billed),
             completion_tokens=sum(part.completion_tokens for part in billed),
-        ) from None
+        ) from (None if isinstance(first, BackendError) else first)
     return answers
 
 
