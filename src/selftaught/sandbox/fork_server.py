@@ -189,6 +189,9 @@ class ForkServerPool:
         self._cores = cores
         self._limit = max(1, len(cores))
         self._running: dict[ForkServer, int] = {}  # server -> jobs running on it now
+        #: Servers taken out to close: a second `close` (the host's own, after an abort's on another thread)
+        #: waits for them too, so the host never exits before it has reaped every zygote.
+        self._closing: list[ForkServer] = []
         #: Whether the first zygote's children inherit an empty network namespace; every later one must match.
         self._network_isolated: bool | None = None
         self._lock = threading.Lock()
@@ -267,7 +270,8 @@ class ForkServerPool:
 
     def close(self) -> None:
         with self._lock:
-            servers, self._running = list(self._running), {}
+            self._closing += self._running
+            servers, self._running = list(self._closing), {}
             starter, self._starter = self._starter, None
         for server in servers:
             server.close()
