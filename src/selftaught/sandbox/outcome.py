@@ -75,6 +75,16 @@ class ChildOutcome:
             for event in self.events
             if event["name"] == "sandbox_violation" and isinstance(event.get("detail"), dict)
         ]
+        # Counted by the host; a child may send an event of that name too, whose count is not trusted to be a number.
+        dropped = sum(
+            count
+            for event in self.events
+            if event["name"] == "events_dropped" and isinstance(event.get("detail"), dict)
+            for count in [event["detail"].get("count")]
+            if type(count) is int and count > 0
+        )
+        if dropped:
+            found.append({"kind": "protocol", "detail": f"{dropped} events past the host's limit were dropped"})
         if self.timed_out:
             found.append({"kind": "wall_time_limit", "detail": "killed at its wall-clock limit"})
         if self.violation:

@@ -13,6 +13,7 @@ details cut to size before anything stores them.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import time
@@ -43,7 +44,8 @@ CLAIM_TOLERANCE_SECONDS = 0.002
 #: encoding outputs), which an honest instance just under its limit must not be blamed for.
 RUNNER_SECONDS = 0.005
 RUNNER_SECONDS_PER_INSTANCE = 0.001
-#: Events kept per job; past that only their number.
+#: Events kept per job, of the sandbox's reports and of other events each; past that only their number
+#: (a violation of its own, so that a child cannot flood the record to push its reports out of it).
 MAX_EVENTS = 100
 #: Longest stored event detail, as JSON.
 MAX_EVENT_DETAIL_CHARS = 2000
@@ -84,6 +86,7 @@ class Conversation:
         # Created before anything is sent: the kernel stamps what arrives from then on.
         self._reader = ChildReader(sock, self._started)
         self._events: list[dict[str, Any]] = []
+        self._kept_events: collections.Counter[bool] = collections.Counter()
         self._dropped_events = 0
         self._outputs: list[dict[str, Any]] = []
 
@@ -167,9 +170,11 @@ class Conversation:
         return self._outcome(has_result=True)
 
     def _keep_event(self, message: dict[str, Any]) -> None:
-        if len(self._events) >= MAX_EVENTS:
+        report = message["name"] == "sandbox_violation"
+        if self._kept_events[report] >= MAX_EVENTS:
             self._dropped_events += 1
             return
+        self._kept_events[report] += 1
         detail = message["detail"]
         text = json.dumps(detail, default=str)
         if len(text) > MAX_EVENT_DETAIL_CHARS:
