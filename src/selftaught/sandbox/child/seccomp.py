@@ -6,7 +6,8 @@ children share them), and kernel attack surface. Allowed only on the child itsel
 own pid): signals, resource limits, priority, scheduling, CPU affinity, I/O priority and memory
 placement, so one child can never slow, starve or kill a sibling of the same uid. prctl may not
 clear the death signal (the child would outlive the host) nor make the process dumpable or
-traceable again. Threads are allowed, processes are not.
+traceable again. No file locks (`flock`, `fcntl`'s lock commands) and no file watches (inotify,
+fanotify): children read the same files, so either would be a channel between candidates. Threads are allowed, processes are not.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ DENIED_SYSCALLS = {
         "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65, "semctl": 66,
         "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
         "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242, "mq_timedreceive": 243, "mq_notify": 244,
-        "mq_getsetattr": 245,
+        "mq_getsetattr": 245, "flock": 73,
+        "inotify_init": 253, "inotify_init1": 294, "inotify_add_watch": 254, "fanotify_init": 300, "fanotify_mark": 301,
     },
     "aarch64": {
         "socket": 198, "socketpair": 199, "execve": 221, "execveat": 281,
@@ -54,7 +56,8 @@ DENIED_SYSCALLS = {
         "shmget": 194, "shmat": 196, "shmctl": 195, "shmdt": 197, "semget": 190, "semop": 193, "semctl": 191,
         "semtimedop": 192, "msgget": 186, "msgsnd": 189, "msgrcv": 188, "msgctl": 187,
         "mq_open": 180, "mq_unlink": 181, "mq_timedsend": 182, "mq_timedreceive": 183, "mq_notify": 184,
-        "mq_getsetattr": 185,
+        "mq_getsetattr": 185, "flock": 32,
+        "inotify_init1": 26, "inotify_add_watch": 27, "fanotify_init": 262, "fanotify_mark": 263,
     },
 }  # fmt: skip
 
@@ -99,10 +102,15 @@ OWN_PROCESS_SYSCALLS = {
 CLONE = {"x86_64": 56, "aarch64": 220}
 CLONE3 = 435
 PRCTL = {"x86_64": 157, "aarch64": 167}
+FCNTL = {"x86_64": 72, "aarch64": 25}
 CLONE_THREAD = 0x00010000
 #: prctl options refused: clearing the death signal, becoming dumpable again, letting a process trace it.
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_PTRACER = 1, 4, 0x59616D61
 DENIED_PRCTL_OPTIONS = (PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_PTRACER)
+#: fcntl commands refused: file locks. Every child can read the same files (the standard library), so a
+#: lock one holds and another tests would be a channel between candidates running at the same time.
+F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW = 5, 6, 7, 36, 37, 38
+DENIED_FCNTL_COMMANDS = (F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW)
 
 BPF_LD_W_ABS, BPF_JEQ_K, BPF_JSET_K, BPF_JGE_K, BPF_RET_K = 0x20, 0x15, 0x45, 0x35, 0x06
 SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO, SECCOMP_RET_KILL_PROCESS = 0x7FFF0000, 0x00050000, 0x80000000
@@ -157,8 +165,9 @@ def _own_process_only(number: int, rule: OwnProcessOnly) -> list[bytes]:
     return _block(number, body)
 
 
-def _prctl_options(number: int, denied: tuple[int, ...]) -> list[bytes]:
-    body: list[tuple[int, int, int | str, int | str]] = [(BPF_LD_W_ABS, _argument_offset(0), 0, 0)]
+def _refused_values(number: int, argument: int, denied: tuple[int, ...]) -> list[bytes]:
+    """The syscall is refused when its argument `argument` is one of `denied`."""
+    body: list[tuple[int, int, int | str, int | str]] = [(BPF_LD_W_ABS, _argument_offset(argument), 0, 0)]
     body += [
         (BPF_JEQ_K, option, DENY, 0 if position < len(denied) - 1 else ALLOW) for position, option in enumerate(denied)
     ]
@@ -189,7 +198,8 @@ def seccomp_program(machine: str) -> bytes:
     )
     for number, rule in OWN_PROCESS_SYSCALLS[machine].values():
         program += _own_process_only(number, rule)
-    program += _prctl_options(PRCTL[machine], DENIED_PRCTL_OPTIONS)
+    program += _refused_values(PRCTL[machine], 0, DENIED_PRCTL_OPTIONS)
+    program += _refused_values(FCNTL[machine], 1, DENIED_FCNTL_COMMANDS)
     program.append(allow)
     return b"".join(program)
 
