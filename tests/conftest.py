@@ -12,6 +12,7 @@ import pytest
 from selftaught.api import RunOptions
 from selftaught.config import ImproverBudget, Profile
 from selftaught.sandbox.cgroups import CGROUP_ROOT, LIMITS
+from selftaught.sandbox.policy import SandboxPolicy
 
 #: Brute force over all 2^10 parities: the best training fit, about 100% on LPN.
 STRONG_LPN_SOLUTION = """\
@@ -35,6 +36,10 @@ import numpy as np
 def algorithm(train_samples, train_parity, test_samples):
     return np.zeros(len(test_samples), dtype=int)
 """
+
+#: A sandbox that only reports what could reach into its reporter (walking gc, ctypes), for tests whose
+#: generated code searches its own process or probes the kernel's layers with ctypes.
+SEARCHABLE = SandboxPolicy(stop_when_reporter_reachable=False)
 
 TEST_PROFILE = Profile(
     name="test",

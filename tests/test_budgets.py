@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
-from conftest import STRONG_LPN_SOLUTION, fenced
+from conftest import SEARCHABLE, STRONG_LPN_SOLUTION, fenced
 from selftaught import api
 from selftaught.api import RunOptions
 
@@ -133,7 +134,9 @@ def test_an_improver_searching_for_api_keys_finds_none(
         "    found += [m for m in sys.modules if m.startswith(('selftaught', 'openai', 'llama'))]\n"
         "    return 'FOUND ' + repr(found)\n"
     )
-    result = api.improve(options_for(scripted_model("return 'no code'")), improver=improver)
+    # Walking gc would stop the child at once: the policy that only reports it lets the search run to its end.
+    options = replace(options_for(scripted_model("return 'no code'")), sandbox=SEARCHABLE)
+    result = api.improve(options, improver=improver)
     assert result.algorithm == "FOUND []"
 
 

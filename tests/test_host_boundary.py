@@ -313,7 +313,7 @@ def test_a_child_is_ended_as_soon_as_its_last_output_is_in(launcher: Launcher) -
 
 
 AFFECT_OTHERS = """\
-import ctypes, os, resource
+import ctypes, fcntl, os, resource
 libc = ctypes.CDLL(None, use_errno=True)
 
 def refused(attempt):
@@ -339,6 +339,8 @@ def algorithm(index):
         "SysV shared memory": refused(lambda: libc.shmget(0x5E1F, 4096, 0o1666)),
         "SysV message queue": refused(lambda: libc.msgget(0x5E1F, 0o1666)),
         "SysV semaphore": refused(lambda: libc.semget(0x5E1F, 1, 0o1666)),
+        "a lock on a file every child reads": refused(lambda: fcntl.flock(os.open(os.__file__, os.O_RDONLY), fcntl.LOCK_EX)),
+        "a record lock on it": refused(lambda: fcntl.lockf(os.open(os.__file__, os.O_RDONLY), fcntl.LOCK_SH)),
         "POSIX message queue": refused(lambda: libc.syscall(240, b"/selftaught", 0o102, 0o666, None)),
         "clear the death signal": refused(lambda: libc.prctl(1, 0, 0, 0, 0)),
         "become dumpable": refused(lambda: libc.prctl(4, 1, 0, 0, 0)),
@@ -351,8 +353,14 @@ def algorithm(index):
 
 
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="the syscall numbers in the probe are x86_64's")
-def test_a_child_can_touch_only_itself(launcher: Launcher) -> None:
-    outcome = run(launcher, AFFECT_OTHERS)
+@pytest.mark.parametrize("bubblewrap", [None, False])
+def test_a_child_can_touch_only_itself(bubblewrap: bool | None) -> None:
+    """The kernel's layers, probed with ctypes: a policy that only reports native code lets the probe run."""
+    probing = Launcher(SandboxPolicy(bubblewrap=bubblewrap, stop_when_reporter_reachable=False))
+    try:
+        outcome = run(probing, AFFECT_OTHERS)
+    finally:
+        probing.close()
     checks = outcome.instances[0]["output"]
     assert checks and all(checks.values()), {name: ok for name, ok in checks.items() if not ok}
 
@@ -668,7 +676,7 @@ def test_a_child_dies_with_its_host_even_after_trying_to_clear_its_death_signal(
         from selftaught.sandbox.launcher import Launcher
         from selftaught.sandbox.outcome import SandboxLimits
         from selftaught.sandbox.policy import SandboxPolicy
-        launcher = Launcher(SandboxPolicy(bubblewrap=False))
+        launcher = Launcher(SandboxPolicy(bubblewrap=False, stop_when_reporter_reachable=False))
         source = (
             "import ctypes, time\\n"
             "def algorithm(index):\\n"

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import TEST_PROFILE, fenced
+from conftest import SEARCHABLE, TEST_PROFILE, fenced
 from selftaught import api
 from selftaught.api import RunOptions
 from selftaught.config import ImproverBudget
@@ -143,7 +143,8 @@ def test_no_process_holds_instances_it_was_not_given(
         language_model_calls=1, responses_per_call=1, utility_calls=1, max_tokens=64, own_seconds=120
     )
     profile = replace(TEST_PROFILE, improver=budget, meta_utility_runs=1, meta_utility_calls=1, iterations=1)
-    options = replace(options_for(model, profile=profile), task=name)
+    # The probes walk gc, which would stop them at once: this policy only reports it.
+    options = replace(options_for(model, profile=profile), task=name, sandbox=SEARCHABLE)
     api.run(options)
 
     with sqlite3.connect(options.store) as db:

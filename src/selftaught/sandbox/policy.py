@@ -82,6 +82,10 @@ class SandboxPolicy:
     strict: bool = False
     fork_server: bool = True
     bubblewrap: bool | None = None
+    #: The reporter stops a child at its first attempt that could reach into the reporter itself: walking gc
+    #: (which finds every object) or running native code (ctypes, which can rewrite any memory). False only
+    #: reports those attempts: for tests that search a child's memory or probe the kernel's layers beneath.
+    stop_when_reporter_reachable: bool = True
 
     def isolation(self, package_paths: list[str]) -> dict[str, Any]:
         root = running_as_root()
@@ -95,4 +99,5 @@ class SandboxPolicy:
             "landlock": {"read_only": readable_paths(package_paths)},
             "seccomp": True,
             "strict": self.strict,
+            "stop_when_reporter_reachable": self.stop_when_reporter_reachable,
         }

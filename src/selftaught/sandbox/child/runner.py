@@ -243,7 +243,7 @@ JOBS = {"algorithm": run_algorithm, "improver": run_improver}
 
 #: Imported before privileges are dropped: afterwards the interpreter's own folder may be unreadable.
 PRELOADED_MODULES = (
-    "array", "ast", "bisect", "cmath", "collections", "concurrent.futures", "contextlib", "copy", "dataclasses",
+    "array", "ast", "bisect", "cmath", "fcntl", "collections", "concurrent.futures", "contextlib", "copy", "dataclasses",
     "decimal", "enum", "fractions", "functools", "hashlib", "heapq", "itertools", "json", "math", "numbers",
     "operator", "queue", "random", "re", "statistics", "string", "struct", "textwrap", "threading", "typing",
     "zlib", "concurrent.futures.thread", "encodings.idna", "helpers", "collections.abc", "copyreg", "pprint",
@@ -301,7 +301,7 @@ def serve_job(sock: socket.socket, preloaded: bool = False) -> None:
             channel.notify("sandbox_layer_missing", missing)
             if job["isolation"].get("strict"):
                 raise PermissionError(f"strict sandbox: {'; '.join(missing.values())}")
-        watch.install(channel.sock, job["scratch"])
+        watch.install(channel.sock, job["scratch"], job["isolation"].get("stop_when_reporter_reachable", True))
         JOBS[job["job"]](channel, job)
     except BaseException as error:
         with contextlib.suppress(OSError, protocol.ProtocolError):

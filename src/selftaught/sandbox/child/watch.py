@@ -4,7 +4,7 @@ The kernel layers (isolation.py, seccomp.py) are what stop an attempt; this hook
 host that it happened, so each attempt is recorded against the candidate that made it. Audit
 hooks cannot be removed from Python code, and nothing generated code can reach changes this one:
 
-- it is made of sealed functions (`_seal`): no closure, no global or builtin name looked up when
+- it is made of sealed functions (sealed.py): no closure, no global or builtin name looked up when
   they run, everything they use in one tuple default of objects that cannot change (built-in
   functions and descriptors taken once, numbers, strings, frozensets, other sealed functions).
   Walking `gc`, or a frame of the hook taken by a signal handler, hands generated code nothing it
@@ -35,6 +35,7 @@ hooks cannot be removed from Python code, and nothing generated code can reach c
 
 from __future__ import annotations
 
+import array
 import os
 import sys
 import types
@@ -44,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import protocol
+import sealed
 
 #: Attempts of one kind reported; the next one stops the child.
 REPORTS_PER_KIND = 50
@@ -58,6 +60,9 @@ INTROSPECTION = frozenset({"gc.get_objects", "gc.get_referrers", "gc.get_referen
 TRACING = frozenset({"sys.settrace", "sys.setprofile", "sys.monitoring.register_callback"})
 #: Attributes whose reading hands out a frame (and through it every caller's variables).
 FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
+#: Those of a generator or coroutine: the standard library reads them only when asked (a task's stack),
+#: so any read while the candidate's code is on the stack is reported.
+SUSPENDED_FRAMES = frozenset({"gi_frame", "cr_frame", "ag_frame"})
 #: Functions of the standard library that hand their caller a frame (file under the library's folder,
 #: function, what the report calls it); one may call another (inspect.trace calls getinnerframes).
 FRAME_HELPERS = (
@@ -70,10 +75,48 @@ FRAME_HELPERS = (
     ("logging/__init__.py", "<lambda>", "logging.currentframe"),
     ("traceback.py", "walk_stack", "traceback.walk_stack"),
     ("traceback.py", "walk_tb", "traceback.walk_tb"),
+    ("traceback.py", "_walk_tb_with_full_positions", "traceback._walk_tb_with_full_positions"),
 )
-NATIVE = frozenset({"ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "mmap.__new__"})
-#: Events that make code, and the argument that names its file.
-COMPILING = {"compile": 1, "code.__new__": 1}
+NATIVE = frozenset({"mmap.__new__"})
+#: Every `ctypes.*` event is native code; these run it or touch raw memory, which can rewrite anything in the
+#: child, the reporter included: the child is stopped at the first (unless the policy only reports them).
+NATIVE_RUNS = frozenset(
+    {"ctypes.call_function", "ctypes.cdata", "ctypes.cdata/buffer", "ctypes.string_at", "ctypes.wstring_at"}
+)
+#: Modules of native code: out of the child's reach once it is confined, and not to be imported again.
+NATIVE_MODULES = ("ctypes", "_ctypes", "_testcapi", "_testinternalcapi", "_xxsubinterpreters", "_xxinterpchannels")
+#: Attempts that reach every object, the reporter's too, or run native code (which could rewrite the reporter):
+#: the child is stopped at the first, unless the sandbox's policy only reports them.
+REACHES_THE_REPORTER = (
+    frozenset(
+        {
+            "gc.get_objects",
+            "gc.get_referrers",
+            "gc.get_referents",
+            "ctypes.dlopen",
+            "ctypes.dlsym",
+            "ctypes.dlsym/handle",
+        }
+    )
+    | NATIVE_RUNS
+)
+#: A sub-interpreter would have no audit hook: refused.
+NEW_INTERPRETER = "cpython.PyInterpreterState_New"
+#: Events that change the file system: (the arguments that are paths, those that are directory descriptors).
+FILE_CHANGES = {
+    "os.mkdir": ((0,), (2,)), "os.rmdir": ((0,), (1,)), "os.remove": ((0,), (1,)), "os.rename": ((0, 1), (2, 3)),
+    "os.link": ((0, 1), (2, 3)), "os.symlink": ((1,), (2,)), "os.chmod": ((0,), (2,)), "os.chown": ((0,), (3,)),
+    "os.truncate": ((0,), ()), "os.utime": ((0,), (3,)), "os.setxattr": ((0,), ()), "os.removexattr": ((0,), ()),
+}  # fmt: skip
+#: Events that make code from bytes rather than compiling it: its bytecode is never checked.
+BYTECODE = frozenset({"code.__new__", "marshal.loads", "marshal.load"})
+#: Every kind of report.
+KINDS = (
+    "network", "process_spawn", "signal", "process_control", "introspection", "tampering", "native_code",
+    "secret_read", "file_write",
+)  # fmt: skip
+#: Events that make code; their second argument names its file.
+COMPILING = frozenset({"compile", "code.__new__"})
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 WRITE_MODES = frozenset("wax+")
 #: The file name of generated code (runner.load_entry_point compiles it so).
@@ -81,7 +124,7 @@ GENERATED = "<generated>"
 #: The audit event the sandbox's modules raise when a name in one of them is rebound.
 TAMPERING = "selftaught.tampering"
 #: The sandbox's own modules in the child: rebinding anything in them, or their functions' code, is tampering.
-RUNTIME_MODULES = ("watch", "runner", "proxies", "protocol", "isolation", "seccomp", "helpers")
+RUNTIME_MODULES = ("watch", "sealed", "runner", "proxies", "protocol", "isolation", "seccomp", "helpers")
 #: The names the runtime calls while generated code runs; rebinding one through a module's __dict__ is seen too.
 WATCHED_NAMES = {
     "watch": ("install", "REPORTS_PER_KIND"),
@@ -92,235 +135,6 @@ WATCHED_NAMES = {
     "proxies": ("Channel", "LanguageModel", "Utility", "BUDGET_ATTRIBUTES"),
     "protocol": ("frame", "send_frames", "send_message", "FrameReader", "encode_value", "HEADER"),
 }  # fmt: skip
-
-
-# The hook's functions. Each takes what it uses as its last parameter, `bound`, a tuple that `_seal`
-# fills once; none of them looks up a global or builtin name (a test reads their bytecode for it).
-
-
-def plain(value: Any, bound: tuple[Any, ...] = ()) -> Any:
-    """An exact built-in copy of a string, bytes or integer (whatever subclass carries it); anything else as None.
-
-    Only the C level is asked: `type()` cannot be faked and `issubclass` on two classes reads their
-    MRO, where `isinstance` would read a `__class__` the candidate's class may compute, and
-    `memoryview` would call a `__buffer__` it may define.
-    """
-    kind_of, subclass, text, data, buffer, number, everything = bound
-    kind = kind_of(value)
-    if subclass(kind, text):
-        return text.__str__(value)
-    if subclass(kind, data):
-        return data.__getitem__(value, everything)
-    if subclass(kind, buffer):
-        return data(buffer.__getitem__(value, everything))
-    if subclass(kind, number):
-        return number.__int__(value)
-    return None
-
-
-def short(args: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> str:
-    """The first arguments of an event as a short text, from their exact copies."""
-    plain, kind_of, number, show = bound
-    shown: list[str] = []
-    for value in args[:4]:
-        copy = plain(value)
-        if kind_of(copy) is number and not -(10**60) < copy < 10**60:
-            shown += ["<a very large integer>"]  # its repr would be refused past 4,300 digits
-        elif copy is not None:
-            shown += [show(copy)[:60]]
-        else:
-            shown += ["None" if value is None else "<object>"]
-    return "(" + ", ".join(shown) + ")"
-
-
-def absolute(path: str, bound: tuple[Any, ...] = ()) -> str:
-    """The path made absolute and normalized, with no help from os.path (whose module code can be rebound)."""
-    (current_directory,) = bound
-    parts: list[str] = []
-    for part in (path if path.startswith("/") else current_directory() + "/" + path).split("/"):
-        if part == "..":
-            if parts:
-                parts.pop()
-        elif part and part != ".":
-            parts.append(part)
-    return "/" + "/".join(parts)
-
-
-def classify(event: str, args: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> tuple[str, str] | None:
-    """(kind, detail) for an event that attempts to leave the sandbox or to reach into it, or None.
-
-    `args` come from generated code: only their exact built-in copies (`plain`) are looked at.
-    """
-    scratch, sandbox_ids, plain, short, absolute, own_pid, identity, kind_of, count, types, constants = bound
-    text, data, number = types
-    network, processes, signals, introspection, native, tampering, write_flags, write_modes = constants
-    if event in network:
-        return "network", event + short(args)
-    if event in processes:
-        return "process_spawn", event + short(args)
-    if event in signals and not (args and plain(args[0]) == own_pid()):
-        return "signal", event + short(args)
-    if event == "resource.prlimit" and args and plain(args[0]) not in (0, own_pid()):
-        return "process_control", event + short(args)
-    if event in introspection:
-        return "introspection", event
-    if event == tampering:
-        detail: Any = plain(args[0]) if args else None
-        return "tampering", detail[:300] if kind_of(detail) is text else "rebinds a name of the sandbox's modules"
-    if event == "object.__setattr__" and count(args) > 1 and identity(args[0]) in sandbox_ids:
-        return "tampering", "sets " + short(args[1:2]) + " of one of the sandbox's own objects"
-    if event in native:
-        return "native_code", event + short(args)
-    if event == "open" and args:
-        path = plain(args[0])
-        if kind_of(path) is data:
-            path = path.decode("utf-8", "surrogateescape")
-        if kind_of(path) is not text:
-            return None
-        mode = plain(args[1]) if count(args) > 1 else None
-        flags = plain(args[2]) if count(args) > 2 else 0
-        if path.startswith("/proc/") and not path.startswith(("/proc/self/", "/proc/thread-self/")):
-            return "secret_read", "open " + path[:200]
-        writes = (kind_of(mode) is text and not write_modes.isdisjoint(mode)) or (
-            kind_of(flags) is number and flags & write_flags != 0
-        )
-        where = absolute(path)
-        if writes and not (where == scratch or where.startswith(scratch + "/")):
-            return "file_write", "open " + path[:200] + " for writing"
-    return None
-
-
-def report(kind: str, detail: str, last: bool = False, bound: tuple[Any, ...] = ()) -> None:
-    """Writes the report at once, in a packet of its own (which the host never takes for part of another
-    message): no lock to wait for, so generated code that holds the channel's lock delays nothing."""
-    descriptor, identity, write, status, leave, escape, to_bytes, count, failure, stopped, alone = bound
-    body = '{"kind":"event","name":"sandbox_violation","detail":{"kind":' + escape(kind)
-    payload = (body + ',"detail":' + escape(detail[:300]) + "}}").encode("ascii")
-    try:
-        current = status(descriptor)
-        if (current.st_dev, current.st_ino) != identity:
-            leave(stopped)  # its channel was pointed elsewhere: nothing it does could be reported
-        write(descriptor, to_bytes(count(payload), 4, "big") + alone + payload)
-    except failure:
-        leave(stopped)
-    if last:
-        leave(stopped)
-
-
-def emit(kind: str, detail: str, bound: tuple[Any, ...] = ()) -> None:
-    """Reports an attempt; one past the limit of its kind stops the child, so no flood of decoys hides another."""
-    sent, limit, report = bound
-    number = sent.get(kind, 0) + 1
-    sent[kind] = number
-    if number <= limit:
-        report(kind, detail)
-    else:
-        report(kind, "more attempts of this kind than the reporter reports; the child was stopped", True)
-
-
-def check_bindings(bound: tuple[Any, ...] = ()) -> None:
-    """Reports, once each, the names the runtime calls that were rebound behind the modules' guard."""
-    watched, tampered, emit = bound
-    for get, key, original in watched:
-        if get(key) is not original and key not in tampered:
-            tampered.add(key)
-            emit("tampering", "rebinds " + key + " in the sandbox's modules")
-
-
-def caller_of_frame(frame: Any, bound: tuple[Any, ...] = ()) -> tuple[bool, str]:
-    """Whether the frame that raised an event, or the code a chain of FRAME_HELPERS in it hands the frame to,
-    is the candidate's; and through which helper."""
-    own_file, trusted, helpers, code_of, back_of, file_of, name_of, exact = bound
-    while frame is not None and exact(file_of(code_of(frame))) == own_file:
-        frame = back_of(frame)
-    helper = ""
-    while frame is not None:
-        file = exact(file_of(code_of(frame)))
-        if not file.startswith(trusted):
-            return True, helper
-        function = exact(name_of(code_of(frame)))
-        for helper_file, helper_function, name in helpers:
-            if helper_file == file and helper_function == function:
-                helper = name
-                break
-        else:
-            return False, ""
-        frame = back_of(frame)
-    return False, ""
-
-
-def on_event(event: str, args: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> None:
-    own_file, take_frame, code_of, file_of, exact, kind_of, identity, count, runtime_types, checks, sealed = bound
-    frame_type, function_type, code_type, text, data = runtime_types
-    function_code, sealed_codes, attributes, tracing, compiling, trusted, refusal = checks
-    check_bindings, classify, emit, report, caller_of_frame, plain = sealed
-    if (
-        event == "sys._getframe"
-        and count(args)
-        and kind_of(args[0]) is frame_type
-        and exact(file_of(code_of(args[0]))) == own_file
-    ):
-        return  # the hook's own look at the stack
-    check_bindings()
-    if event in tracing:
-        report("introspection", event + ": a function called in every frame; the child was stopped", True)
-    if event == "sys.addaudithook":
-        emit("tampering", "adds an audit hook of its own (refused)")
-        raise refusal("the sandbox allows no other audit hook")
-    if (
-        event == "object.__setattr__"
-        and count(args) > 1
-        and kind_of(args[0]) is function_type
-        and identity(function_code(args[0])) in sealed_codes
-    ):
-        report("tampering", "changes a function of the sandbox's reporter; the child was stopped", True)
-    if event == "object.__getattr__" or event == "sys._getframe":
-        if event == "object.__getattr__" and not (count(args) > 1 and args[1] in attributes):
-            return
-        generated, helper = caller_of_frame(take_frame(0))
-        if generated:
-            how = ("reads " + args[1]) if event == "object.__getattr__" else "sys._getframe"
-            emit("introspection", helper or how)
-        return
-    if event in compiling or event == "function.__new__":
-        code = args[0] if event == "function.__new__" and count(args) else None
-        named = exact(file_of(code)) if kind_of(code) is code_type else plain(args[compiling.get(event, 0)])
-        if kind_of(named) is data:
-            named = named.decode("utf-8", "replace")
-        if kind_of(named) is text and named.startswith(trusted) and caller_of_frame(take_frame(0))[0]:
-            emit("tampering", event + " under the name of " + named[:200])
-        return
-    found = classify(event, args)
-    if found is not None:
-        emit(found[0], found[1])
-
-
-def hook(event: str, args: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> None:
-    """The audit hook: a reporting failure never changes what generated code sees, and never goes unreported."""
-    on_event, report, failure, ordinary, refusal, kind_of, subclass = bound
-    try:
-        on_event(event, args)
-    except failure as error:
-        if kind_of(error) is refusal or not subclass(kind_of(error), ordinary):
-            raise  # the refusal of another hook, or an interruption (an instance's time is up) goes on
-        report("tampering", event + ": the reporter could not read what it was given")
-
-
-class _Refused(RuntimeError):
-    """Raised by the hook on `sys.addaudithook`: Python then adds no hook, and the caller sees nothing."""
-
-
-def _seal(function: Callable[..., Any], *bound: Any) -> Callable[..., Any]:
-    """A copy of a function of this module that uses only `bound`, given as its last parameter's default.
-
-    Its globals hold nothing (not even the builtins), so a name it looked up would fail at once
-    instead of reading something generated code can rebind.
-    """
-    defaults = (*(function.__defaults__ or ())[:-1], bound)
-    return types.FunctionType(function.__code__, {"__builtins__": {}}, function.__name__, defaults)
-
-
-SEALED = (plain, short, absolute, classify, report, emit, check_bindings, caller_of_frame, on_event, hook)
 
 
 class _GuardedModule(types.ModuleType):
@@ -351,6 +165,8 @@ class _Shared:
     watched: tuple[tuple[Callable[[str], Any], str, Any], ...]
     #: Identities of the sandbox's own functions, classes and modules.
     sandbox_ids: frozenset[int]
+    #: (a module's dict, a name in it) bound to something of ctypes: taken away before generated code runs.
+    native_handles: tuple[tuple[dict[str, Any], str], ...]
 
 
 _shared: list[_Shared] = []
@@ -382,9 +198,38 @@ def prepare(guarded: tuple[str, ...] = RUNTIME_MODULES) -> None:
         if isinstance(getattr(member, "__func__", member), types.FunctionType)
     ]
     sandbox_ids = frozenset({id(module) for module in modules} | {id(value) for value in own + methods})
-    _shared.append(_Shared(watched, sandbox_ids))
+    _shared.append(_Shared(watched, sandbox_ids, _native_handles()))
     for module in modules:
         module.__class__ = _GuardedModule
+
+
+def _is_native(name: object) -> bool:
+    return isinstance(name, str) and (name in NATIVE_MODULES or name.startswith(tuple(f"{m}." for m in NATIVE_MODULES)))
+
+
+def _native_handles() -> tuple[tuple[dict[str, Any], str], ...]:
+    """Every name of a module outside ctypes bound to ctypes or to something it made (the confinement's C
+    library, numpy's `ctypes`): with one of them, generated code would call native code no event reports."""
+    found = []
+    for name, module in list(sys.modules.items()):
+        if _is_native(name) or not isinstance(module, types.ModuleType):
+            continue
+        for key, value in list(vars(module).items()):
+            origin = value.__name__ if isinstance(value, types.ModuleType) else getattr(type(value), "__module__", "")
+            if isinstance(value, type):
+                origin = value.__module__
+            if _is_native(origin):
+                found.append((vars(module), key))
+    return tuple(found)
+
+
+def drop_native_handles(handles: tuple[tuple[dict[str, Any], str], ...]) -> None:
+    """Takes ctypes out of the child's reach once its confinement no longer needs it: out of sys.modules (a
+    new import of it is refused by the hook) and out of every module that held it."""
+    for namespace, key in handles:
+        namespace[key] = None
+    for name in [name for name in sys.modules if _is_native(name)]:
+        del sys.modules[name]
 
 
 def trusted_folders(scratch: str) -> tuple[str, ...]:
@@ -394,10 +239,17 @@ def trusted_folders(scratch: str) -> tuple[str, ...]:
     return (*sorted(f for f in inside if not (scratch + "/").startswith(f) and f != "/"), "<frozen ")
 
 
-def install(sock: Any, scratch: str) -> None:
-    """Reports each attempt as an `event` message on the channel `sock`, each in a packet of its own."""
+def install(sock: Any, scratch: str, stop_when_reachable: bool = True) -> None:
+    """Reports each attempt as an `event` message on the channel `sock`, each in a packet of its own.
+
+    With `stop_when_reachable`, ctypes is taken out of reach, a new import of it refused, and an attempt that
+    could reach into the reporter (REACHES_THE_REPORTER) stops the child; without, such attempts are only
+    reported (for tests that search the child's memory or probe the kernel's layers with ctypes).
+    """
     prepare()
     shared = _shared.pop()
+    if stop_when_reachable:
+        drop_native_handles(shared.native_handles)
     # A descriptor of the channel of the hook's own: generated code that rebinds the runner's socket to a
     # pipe, or closes it, does not reach this one, and one that reaches it too is caught by the check.
     descriptor = os.dup(sock.fileno())
@@ -407,28 +259,41 @@ def install(sock: Any, scratch: str) -> None:
     file_of, name_of = code_type.__dict__["co_filename"].__get__, code_type.__dict__["co_name"].__get__
     function_code, exact = function_type.__dict__["__code__"].__get__, str.__str__
     library, trusted = os.path.dirname(os.__file__), trusted_folders(scratch)
-    helpers = tuple((f"{library}/{file}", function, name) for file, function, name in FRAME_HELPERS)
-    own_file = __file__
-    reporter = _seal(
-        report, descriptor, (status.st_dev, status.st_ino), os.write, os.fstat, os._exit,
-        escape_json, int.to_bytes, len, BaseException,
-        protocol.EXIT_STOPPED_BY_WATCH, protocol.ALONE_MARK,
+    helpers = (
+        *((f"{library}/{file}", function, name) for file, function, name in FRAME_HELPERS),
+        ("<frozen importlib._bootstrap_external>", "_compile_bytecode", "importlib's _compile_bytecode"),
+    )
+    own_file = sealed.__file__  # the hook's frames are recognised by it
+    reporter = sealed.seal(
+        sealed.report, descriptor, (status.st_dev, status.st_ino), os.write, os.fstat, os._exit, escape_json,
+        int.to_bytes, len, BaseException, protocol.EXIT_STOPPED_BY_WATCH, protocol.ALONE_MARK,
     )  # fmt: skip
-    plain_copy = _seal(plain, type, issubclass, str, bytes, bytearray, int, slice(None))
-    short_text = _seal(short, plain_copy, type, int, repr)
-    constants = (NETWORK, PROCESSES, SIGNALS, INTROSPECTION, NATIVE, TAMPERING, WRITE_FLAGS, WRITE_MODES)
-    classifier = _seal(
-        classify, scratch, shared.sandbox_ids, plain_copy, short_text, _seal(absolute, os.getcwd), os.getpid, id,
-        type, len, (str, bytes, int), constants,
+    plain_copy = sealed.seal(sealed.plain, type, issubclass, str, bytes, bytearray, int, slice(None))
+    short_text = sealed.seal(sealed.short, plain_copy, type, int, repr)
+    constants = (
+        NETWORK, PROCESSES, SIGNALS, INTROSPECTION, NATIVE, TAMPERING, WRITE_FLAGS, WRITE_MODES,
+        tuple((event, *arguments) for event, arguments in FILE_CHANGES.items()),
     )  # fmt: skip
-    emitter = _seal(emit, {}, REPORTS_PER_KIND, reporter)
-    checker = _seal(check_bindings, shared.watched, set(), emitter)
-    caller = _seal(caller_of_frame, own_file, trusted, helpers, code_of, back_of, file_of, name_of, exact)
-    sealed_codes = frozenset(id(function.__code__) for function in SEALED)
-    checks = (function_code, sealed_codes, FRAME_ATTRIBUTES, TRACING, COMPILING, trusted, _Refused)
-    dispatcher = _seal(
-        on_event, own_file, sys._getframe, code_of, file_of, exact, type, id, len,
+    resolve = sealed.seal(sealed.resolved, os.getcwd, os.readlink, OSError, len)
+    classifier = sealed.seal(
+        sealed.classify, scratch, trusted, shared.sandbox_ids, plain_copy, short_text, resolve, os.getpid, id, type, len,
+        (str, bytes, int), constants,
+    )  # fmt: skip
+    emitter = sealed.seal(sealed.emit, array.array("q", [0] * len(KINDS)), KINDS, REPORTS_PER_KIND, reporter)
+    checker = sealed.seal(sealed.check_bindings, shared.watched, bytearray(len(shared.watched)), emitter)
+    caller = sealed.seal(sealed.caller_of_frame, own_file, trusted, helpers, code_of, back_of, file_of, name_of, exact)
+    sealed_codes = frozenset(id(function.__code__) for function in sealed.SEALED)
+    native = (REACHES_THE_REPORTER, NATIVE_MODULES) if stop_when_reachable else (frozenset(), ())
+    refusals = (sealed.Refused, sealed.RefusedImport)
+    checks = (
+        function_code, sealed_codes, FRAME_ATTRIBUTES, SUSPENDED_FRAMES, TRACING, COMPILING, trusted, refusals, native,
+        BYTECODE,
+    )  # fmt: skip
+    dispatcher = sealed.seal(
+        sealed.on_event, own_file, sys._getframe, code_of, file_of, exact, type, id, len,
         (frame_type, function_type, code_type, str, bytes), checks,
         (checker, classifier, emitter, reporter, caller, plain_copy),
     )  # fmt: skip
-    sys.addaudithook(_seal(hook, dispatcher, reporter, BaseException, Exception, _Refused, type, issubclass))
+    sys.addaudithook(
+        sealed.seal(sealed.hook, dispatcher, reporter, BaseException, Exception, refusals, type, issubclass)
+    )

@@ -1,0 +1,319 @@
+"""The sealed functions of the sandbox's reporter (its audit hook, wired by watch.install).
+
+Each takes what it uses as its last parameter, `bound`, a tuple that `seal` fills once; none of them
+looks up a global or builtin name when it runs (a test reads their bytecode for it), and none has a
+closure. So walking `gc`, or a frame of the hook taken by a signal handler, hands generated code
+nothing it could rebind to change them: the defaults tuple is replaced only by an audited
+assignment, on which the hook stops the child, and holds only things that cannot change (built-in
+functions and descriptors, numbers, strings, frozensets, tuples, other sealed functions), but for
+the count of reports per kind and the names already reported as rebound.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from typing import Any
+
+
+def plain(value: Any, bound: tuple[Any, ...] = ()) -> Any:
+    """An exact built-in copy of a string, bytes or integer (whatever subclass carries it); anything else as None.
+
+    Only the C level is asked: `type()` cannot be faked and `issubclass` on two classes reads their
+    MRO, where `isinstance` would read a `__class__` the candidate's class may compute, and
+    `memoryview` would call a `__buffer__` it may define.
+    """
+    kind_of, subclass, text, data, buffer, number, everything = bound
+    kind = kind_of(value)
+    if subclass(kind, text):
+        return text.__str__(value)
+    if subclass(kind, data):
+        return data.__getitem__(value, everything)
+    if subclass(kind, buffer):
+        return data(buffer.__getitem__(value, everything))
+    if subclass(kind, number):
+        return number.__int__(value)
+    return None
+
+
+def short(args: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> str:
+    """The first arguments of an event as a short text, from their exact copies."""
+    plain, kind_of, number, show = bound
+    shown: list[str] = []
+    for value in args[:4]:
+        copy = plain(value)
+        if kind_of(copy) is number and not -(10**60) < copy < 10**60:
+            shown += ["<a very large integer>"]  # its repr would be refused past 4,300 digits
+        elif copy is not None:
+            shown += [show(copy)[:60]]
+        else:
+            shown += ["None" if value is None else "<object>"]
+    return "(" + ", ".join(shown) + ")"
+
+
+def resolved(path: str, links: bool = True, bound: tuple[Any, ...] = ()) -> str:
+    """The path absolute, its `..` and (with `links`) its symbolic links followed as the kernel would, with no
+    help from os.path."""
+    current_directory, read_link, failure, count = bound
+    pending = (path if path.startswith("/") else current_directory() + "/" + path).split("/")
+    done, position, followed = "", 0, 0
+    while position < count(pending):
+        part = pending[position]
+        position += 1
+        if part == "" or part == ".":
+            continue
+        if part == "..":
+            done = done[: done.rfind("/")] if done else ""
+            continue
+        candidate = done + "/" + part
+        if not links:
+            done = candidate
+            continue
+        try:
+            target = read_link(candidate)
+        except failure:  # not a link (or not there): taken as it is
+            done = candidate
+            continue
+        followed += 1
+        if followed > 40:  # the kernel's own limit: such a path opens nothing
+            return candidate
+        if target.startswith("/"):
+            done = ""
+        pending = target.split("/") + pending[position:]
+        position = 0
+    return done or "/"
+
+
+def classify(event: str, args: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> tuple[str, str] | None:
+    """(kind, detail) for an event that attempts to leave the sandbox or to reach into it, or None.
+
+    `args` come from generated code: only their exact built-in copies (`plain`) are looked at.
+    """
+    scratch, trusted, sandbox_ids, plain, short, resolved, own_pid, identity, kind_of, count, types, constants = bound
+    text, data, number = types
+    network, processes, signals, introspection, native, tampering, write_flags, write_modes, file_changes = constants
+    if event in network:
+        return "network", event + short(args)
+    if event in processes:
+        return "process_spawn", event + short(args)
+    if event in signals and not (args and plain(args[0]) == own_pid()):
+        return "signal", event + short(args)
+    if event == "resource.prlimit" and args and plain(args[0]) not in (0, own_pid()):
+        return "process_control", event + short(args)
+    if event in introspection:
+        return "introspection", event
+    if event == tampering:
+        detail: Any = plain(args[0]) if args else None
+        return "tampering", detail[:300] if kind_of(detail) is text else "rebinds a name of the sandbox's modules"
+    if event == "object.__setattr__" and count(args) > 1 and identity(args[0]) in sandbox_ids:
+        return "tampering", "sets " + short(args[1:2]) + " of one of the sandbox's own objects"
+    if event in native:
+        return "native_code", event + short(args)
+    if event == "open" and args:
+        path = plain(args[0])
+        if kind_of(path) is data:
+            path = path.decode("utf-8", "surrogateescape")
+        if kind_of(path) is not text:
+            return None
+        mode = plain(args[1]) if count(args) > 1 else None
+        flags = plain(args[2]) if count(args) > 2 else 0
+        # `//proc/1`, `/proc/self/../1` and links in scratch lead where they lead; /proc/self is the child's own
+        # (as a link it leads to a pid of procfs's namespace, which is not the child's).
+        where, named = resolved(path), resolved(path, False)
+        own = ("/proc/self/", "/proc/thread-self/")
+        if (where.startswith("/proc/") or named.startswith("/proc/")) and not named.startswith(own):
+            return "secret_read", "open " + path[:200]
+        if where.endswith(".pyc") and not where.startswith(trusted):
+            return "native_code", "reads bytecode of its own: " + path[:200]
+        writes = (kind_of(mode) is text and not write_modes.isdisjoint(mode)) or (
+            kind_of(flags) is number and flags & write_flags != 0
+        )
+        if writes and not (where == scratch or where.startswith(scratch + "/")):
+            return "file_write", "open " + path[:200] + " for writing"
+    if (event == "os.listdir" or event == "os.scandir") and args:
+        listed: Any = plain(args[0])
+        if kind_of(listed) is data:
+            listed = listed.decode("utf-8", "surrogateescape")
+        if kind_of(listed) is text and (resolved(listed) + "/").startswith("/proc/"):
+            named = resolved(listed, False) + "/"
+            if not named.startswith(("/proc/self/", "/proc/thread-self/")):
+                return "secret_read", "lists " + listed[:200]
+    for changing, paths, directories in file_changes:
+        if event != changing:
+            continue
+        for index in directories:
+            if index < count(args) and args[index] is not None:
+                return "file_write", event + short(args) + ", relative to a directory descriptor"
+        for index in paths:
+            changed: Any = plain(args[index]) if index < count(args) else None
+            if kind_of(changed) is data:
+                changed = changed.decode("utf-8", "surrogateescape")
+            if kind_of(changed) is text:
+                where = resolved(changed)
+                if not (where == scratch or where.startswith(scratch + "/")):
+                    return "file_write", event + short(args)
+    return None
+
+
+def report(kind: str, detail: str, last: bool = False, bound: tuple[Any, ...] = ()) -> None:
+    """Writes the report at once, in a packet of its own (which the host never takes for part of another
+    message): no lock to wait for, so generated code that holds the channel's lock delays nothing."""
+    descriptor, identity, write, status, leave, escape, to_bytes, count, failure, stopped, alone = bound
+    body = '{"kind":"event","name":"sandbox_violation","detail":{"kind":' + escape(kind)
+    payload = (body + ',"detail":' + escape(detail[:300]) + "}}").encode("ascii")
+    try:
+        current = status(descriptor)
+        if (current.st_dev, current.st_ino) != identity:
+            leave(stopped)  # its channel was pointed elsewhere: nothing it does could be reported
+        write(descriptor, to_bytes(count(payload), 4, "big") + alone + payload)
+    except failure:
+        leave(stopped)
+    if last:
+        leave(stopped)
+
+
+def emit(kind: str, detail: str, bound: tuple[Any, ...] = ()) -> None:
+    """Reports an attempt; one past the limit of its kind stops the child, so no flood of decoys hides another."""
+    sent, kinds, limit, report = bound
+    index = kinds.index(kind)
+    sent[index] += 1  # an array of machine integers: whatever generated code does to it, no code of its runs here
+    if sent[index] <= limit:
+        report(kind, detail)
+    else:
+        report(kind, "more attempts of this kind than the reporter reports; the child was stopped", True)
+
+
+def check_bindings(bound: tuple[Any, ...] = ()) -> None:
+    """Reports, once each, the names the runtime calls that were rebound behind the modules' guard."""
+    watched, tampered, emit = bound
+    index = 0
+    for get, key, original in watched:
+        if get(key) is not original and not tampered[index]:
+            tampered[index] = 1  # a bytearray: it holds nothing but bytes
+            emit("tampering", "rebinds " + key + " in the sandbox's modules")
+        index += 1  # noqa: SIM113 (enumerate would be a builtin looked up)
+
+
+def caller_of_frame(frame: Any, anywhere: bool = False, bound: tuple[Any, ...] = ()) -> tuple[bool, str]:
+    """Whether the frame that raised an event, or the code a chain of FRAME_HELPERS in it hands the frame to,
+    is the candidate's, and through which helper; `anywhere`: whether any code of the candidate's is on the stack."""
+    own_file, trusted, helpers, code_of, back_of, file_of, name_of, exact = bound
+    while frame is not None and exact(file_of(code_of(frame))) == own_file:
+        frame = back_of(frame)
+    helper = ""
+    while frame is not None:
+        file = exact(file_of(code_of(frame)))
+        if not file.startswith(trusted):
+            return True, helper
+        if anywhere:
+            frame = back_of(frame)
+            continue
+        function = exact(name_of(code_of(frame)))
+        for helper_file, helper_function, name in helpers:
+            if helper_file == file and helper_function == function:
+                helper = name
+                break
+        else:
+            return False, ""
+        frame = back_of(frame)
+    return False, ""
+
+
+def on_event(event: str, args: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> None:
+    own_file, take_frame, code_of, file_of, exact, kind_of, identity, count, runtime_types, checks, sealed = bound
+    frame_type, function_type, code_type, text, data = runtime_types
+    function_code, sealed_codes, attributes, suspended, tracing, compiling, trusted, refusals, native, bytecode = checks
+    refusal, refused_import = refusals
+    reaching, native_modules = native
+    check_bindings, classify, emit, report, caller_of_frame, plain = sealed
+    if (
+        event == "sys._getframe"
+        and count(args)
+        and kind_of(args[0]) is frame_type
+        and exact(file_of(code_of(args[0]))) == own_file
+    ):
+        return  # the hook's own look at the stack
+    check_bindings()
+    if event in tracing:
+        report("introspection", event + ": a function called in every frame; the child was stopped", True)
+    if event == "sys.addaudithook":
+        emit("tampering", "adds an audit hook of its own (refused)")
+        raise refusal("the sandbox allows no other audit hook")
+    if event == "cpython.PyInterpreterState_New":
+        emit("tampering", "starts a sub-interpreter, which no audit hook would watch (refused)")
+        raise refusal("the sandbox allows no sub-interpreter")
+    if event in reaching:
+        kind = "native_code" if event.startswith("ctypes.") else "introspection"
+        report(kind, event + ": it could reach into the sandbox's reporter; the child was stopped", True)
+    if event == "import" and count(args) and plain(args[0]) in native_modules:
+        emit("native_code", "imports " + plain(args[0]) + " (refused)")
+        raise refused_import("the sandbox allows no native code (ctypes)")
+    if event.startswith("ctypes."):
+        emit("native_code", event)
+        return
+    if (
+        event == "object.__setattr__"
+        and count(args) > 1
+        and kind_of(args[0]) is function_type
+        and identity(function_code(args[0])) in sealed_codes
+    ):
+        report("tampering", "changes a function of the sandbox's reporter; the child was stopped", True)
+    if event == "object.__getattr__" or event == "sys._getframe":
+        attribute = plain(args[1]) if event == "object.__getattr__" and count(args) > 1 else None
+        if event == "object.__getattr__" and not (kind_of(attribute) is text and attribute in attributes):
+            return
+        generated, helper = caller_of_frame(take_frame(0), attribute in suspended)
+        if generated:
+            emit("introspection", helper or ("reads " + attribute if attribute else "sys._getframe"))
+        return
+    if event in bytecode and caller_of_frame(take_frame(0))[0]:
+        # Code objects made from bytes, not compiled: unchecked bytecode reads and writes any memory.
+        if reaching:
+            report("native_code", event + ": bytecode of its own can rewrite the reporter; the child was stopped", True)
+        emit("native_code", event)
+    if event in compiling or event == "function.__new__":
+        code = args[0] if event == "function.__new__" and count(args) else None
+        named: Any = exact(file_of(code)) if kind_of(code) is code_type else plain(args[1]) if count(args) > 1 else None
+        if kind_of(named) is data:
+            named = named.decode("utf-8", "replace")
+        if kind_of(named) is text and named.startswith(trusted) and caller_of_frame(take_frame(0))[0]:
+            emit("tampering", event + " under the name of " + named[:200])
+        return
+    found = classify(event, args)
+    if found is not None and found[0] == "native_code" and reaching and found[1].endswith(".pyc"):
+        report("native_code", found[1] + ": bytecode of its own can rewrite the reporter; the child was stopped", True)
+    if found is not None:
+        emit(found[0], found[1])
+
+
+def hook(event: str, args: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> None:
+    """The audit hook: a reporting failure never changes what generated code sees, and never goes unreported."""
+    on_event, report, failure, ordinary, refusals, kind_of, subclass = bound
+    try:
+        on_event(event, args)
+    except failure as error:
+        if kind_of(error) in refusals or not subclass(kind_of(error), ordinary):
+            raise  # the refusal of another hook, or an interruption (an instance's time is up) goes on
+        report("tampering", event + ": the reporter could not read what it was given")
+
+
+class Refused(RuntimeError):
+    """Raised by the hook on `sys.addaudithook` (Python then adds no hook, and the caller sees nothing) or a
+    new interpreter."""
+
+
+class RefusedImport(ImportError):
+    """Raised by the hook on an import of native code: the importer sees an ImportError, as where it is missing."""
+
+
+def seal(function: Callable[..., Any], *bound: Any) -> Callable[..., Any]:
+    """A copy of a function of this module that uses only `bound`, given as its last parameter's default.
+
+    Its globals hold nothing (not even the builtins), so a name it looked up would fail at once
+    instead of reading something generated code can rebind.
+    """
+    defaults = (*(function.__defaults__ or ())[:-1], bound)
+    return types.FunctionType(function.__code__, {"__builtins__": {}}, function.__name__, defaults)
+
+
+SEALED = (plain, short, resolved, classify, report, emit, check_bindings, caller_of_frame, on_event, hook)
