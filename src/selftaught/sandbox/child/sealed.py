@@ -84,12 +84,15 @@ def resolved(path: str, links: bool = True, bound: tuple[Any, ...] = ()) -> str:
     return done or "/"
 
 
-def classify(event: str, args: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> tuple[str, str] | None:
+def classify(
+    event: str, args: tuple[Any, ...], context: tuple[Any, ...], bound: tuple[Any, ...] = ()
+) -> tuple[str, str] | None:
     """(kind, detail) for an event that attempts to leave the sandbox or to reach into it, or None.
 
     `args` come from generated code: only their exact built-in copies (`plain`) are looked at.
     """
-    scratch, trusted, sandbox_ids, plain, short, resolved, own_pid, identity, kind_of, count, types, constants = bound
+    sandbox_ids, plain, short, resolved, own_pid, identity, kind_of, count, types, constants = bound
+    scratch, trusted = context[2], context[3]
     text, data, number = types
     network, processes, signals, introspection, native, tampering, write_flags, write_modes, file_changes = constants
     if event in network:
@@ -155,10 +158,11 @@ def classify(event: str, args: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> 
     return None
 
 
-def report(kind: str, detail: str, last: bool = False, bound: tuple[Any, ...] = ()) -> None:
+def report(context: tuple[Any, ...], kind: str, detail: str, last: bool = False, bound: tuple[Any, ...] = ()) -> None:
     """Writes the report at once, in a packet of its own (which the host never takes for part of another
     message): no lock to wait for, so generated code that holds the channel's lock delays nothing."""
-    descriptor, identity, write, status, leave, escape, to_bytes, count, failure, stopped, alone = bound
+    write, status, leave, escape, to_bytes, count, failure, stopped, alone = bound
+    descriptor, identity = context[0], context[1]
     body = '{"kind":"event","name":"sandbox_violation","detail":{"kind":' + escape(kind)
     payload = (body + ',"detail":' + escape(detail[:300]) + "}}").encode("ascii")
     try:
@@ -172,32 +176,34 @@ def report(kind: str, detail: str, last: bool = False, bound: tuple[Any, ...] = 
         leave(stopped)
 
 
-def emit(kind: str, detail: str, bound: tuple[Any, ...] = ()) -> None:
+def emit(context: tuple[Any, ...], kind: str, detail: str, bound: tuple[Any, ...] = ()) -> None:
     """Reports an attempt; one past the limit of its kind stops the child, so no flood of decoys hides another."""
     sent, kinds, limit, report = bound
     index = kinds.index(kind)
     sent[index] += 1  # an array of machine integers: whatever generated code does to it, no code of its runs here
     if sent[index] <= limit:
-        report(kind, detail)
+        report(context, kind, detail)
     else:
-        report(kind, "more attempts of this kind than the reporter reports; the child was stopped", True)
+        report(context, kind, "more attempts of this kind than the reporter reports; the child was stopped", True)
 
 
-def check_bindings(bound: tuple[Any, ...] = ()) -> None:
+def check_bindings(context: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> None:
     """Reports, once each, the names the runtime calls that were rebound behind the modules' guard."""
     watched, tampered, emit = bound
     index = 0
     for get, key, original in watched:
         if get(key) is not original and not tampered[index]:
             tampered[index] = 1  # a bytearray: it holds nothing but bytes
-            emit("tampering", "rebinds " + key + " in the sandbox's modules")
+            emit(context, "tampering", "rebinds " + key + " in the sandbox's modules")
         index += 1  # noqa: SIM113 (enumerate would be a builtin looked up)
 
 
-def caller_of_frame(frame: Any, anywhere: bool = False, bound: tuple[Any, ...] = ()) -> tuple[bool, str]:
+def caller_of_frame(
+    frame: Any, trusted: tuple[str, ...], anywhere: bool = False, bound: tuple[Any, ...] = ()
+) -> tuple[bool, str]:
     """Whether the frame that raised an event, or the code a chain of FRAME_HELPERS in it hands the frame to,
     is the candidate's, and through which helper; `anywhere`: whether any code of the candidate's is on the stack."""
-    own_file, trusted, helpers, code_of, back_of, file_of, name_of, exact = bound
+    own_file, helpers, code_of, back_of, file_of, name_of, exact = bound
     while frame is not None and exact(file_of(code_of(frame))) == own_file:
         frame = back_of(frame)
     helper = ""
@@ -219,10 +225,11 @@ def caller_of_frame(frame: Any, anywhere: bool = False, bound: tuple[Any, ...] =
     return False, ""
 
 
-def on_event(event: str, args: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> None:
+def on_event(event: str, args: tuple[Any, ...], context: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> None:
     own_file, take_frame, code_of, file_of, exact, kind_of, identity, count, runtime_types, checks, sealed = bound
     frame_type, function_type, code_type, text, data = runtime_types
-    function_code, sealed_codes, attributes, suspended, tracing, compiling, trusted, refusals, native, bytecode = checks
+    function_code, sealed_codes, attributes, suspended, tracing, compiling, refusals, native, bytecode = checks
+    trusted = context[3]
     refusal, refused_import = refusals
     reaching, native_modules = native
     check_bindings, classify, emit, report, caller_of_frame, plain = sealed
@@ -233,23 +240,23 @@ def on_event(event: str, args: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> 
         and exact(file_of(code_of(args[0]))) == own_file
     ):
         return  # the hook's own look at the stack
-    check_bindings()
+    check_bindings(context)
     if event in tracing:
-        report("introspection", event + ": a function called in every frame; the child was stopped", True)
+        report(context, "introspection", event + ": a function called in every frame; the child was stopped", True)
     if event == "sys.addaudithook":
-        emit("tampering", "adds an audit hook of its own (refused)")
+        emit(context, "tampering", "adds an audit hook of its own (refused)")
         raise refusal("the sandbox allows no other audit hook")
     if event == "cpython.PyInterpreterState_New":
-        emit("tampering", "starts a sub-interpreter, which no audit hook would watch (refused)")
+        emit(context, "tampering", "starts a sub-interpreter, which no audit hook would watch (refused)")
         raise refusal("the sandbox allows no sub-interpreter")
     if event in reaching:
         kind = "native_code" if event.startswith("ctypes.") else "introspection"
-        report(kind, event + ": it could reach into the sandbox's reporter; the child was stopped", True)
+        report(context, kind, event + ": it could reach into the sandbox's reporter; the child was stopped", True)
     if event == "import" and count(args) and plain(args[0]) in native_modules:
-        emit("native_code", "imports " + plain(args[0]) + " (refused)")
+        emit(context, "native_code", "imports " + plain(args[0]) + " (refused)")
         raise refused_import("the sandbox allows no native code (ctypes)")
     if event.startswith("ctypes."):
-        emit("native_code", event)
+        emit(context, "native_code", event)
         return
     if (
         event == "object.__setattr__"
@@ -257,44 +264,54 @@ def on_event(event: str, args: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> 
         and kind_of(args[0]) is function_type
         and identity(function_code(args[0])) in sealed_codes
     ):
-        report("tampering", "changes a function of the sandbox's reporter; the child was stopped", True)
+        report(context, "tampering", "changes a function of the sandbox's reporter; the child was stopped", True)
     if event == "object.__getattr__" or event == "sys._getframe":
         attribute = plain(args[1]) if event == "object.__getattr__" and count(args) > 1 else None
         if event == "object.__getattr__" and not (kind_of(attribute) is text and attribute in attributes):
             return
-        generated, helper = caller_of_frame(take_frame(0), attribute in suspended)
+        generated, helper = caller_of_frame(take_frame(0), trusted, attribute in suspended)
         if generated:
-            emit("introspection", helper or ("reads " + attribute if attribute else "sys._getframe"))
+            emit(context, "introspection", helper or ("reads " + attribute if attribute else "sys._getframe"))
         return
-    if event in bytecode and caller_of_frame(take_frame(0))[0]:
+    if event in bytecode and caller_of_frame(take_frame(0), trusted)[0]:
         # Code objects made from bytes, not compiled: unchecked bytecode reads and writes any memory.
         if reaching:
-            report("native_code", event + ": bytecode of its own can rewrite the reporter; the child was stopped", True)
-        emit("native_code", event)
+            report(
+                context,
+                "native_code",
+                event + ": bytecode of its own can rewrite the reporter; the child was stopped",
+                True,
+            )
+        emit(context, "native_code", event)
     if event in compiling or event == "function.__new__":
         code = args[0] if event == "function.__new__" and count(args) else None
         named: Any = exact(file_of(code)) if kind_of(code) is code_type else plain(args[1]) if count(args) > 1 else None
         if kind_of(named) is data:
             named = named.decode("utf-8", "replace")
-        if kind_of(named) is text and named.startswith(trusted) and caller_of_frame(take_frame(0))[0]:
-            emit("tampering", event + " under the name of " + named[:200])
+        if kind_of(named) is text and named.startswith(trusted) and caller_of_frame(take_frame(0), trusted)[0]:
+            emit(context, "tampering", event + " under the name of " + named[:200])
         return
-    found = classify(event, args)
+    found = classify(event, args, context)
     if found is not None and found[0] == "native_code" and reaching and found[1].endswith(".pyc"):
-        report("native_code", found[1] + ": bytecode of its own can rewrite the reporter; the child was stopped", True)
+        report(
+            context,
+            "native_code",
+            found[1] + ": bytecode of its own can rewrite the reporter; the child was stopped",
+            True,
+        )
     if found is not None:
-        emit(found[0], found[1])
+        emit(context, found[0], found[1])
 
 
 def hook(event: str, args: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> None:
     """The audit hook: a reporting failure never changes what generated code sees, and never goes unreported."""
-    on_event, report, failure, ordinary, refusals, kind_of, subclass = bound
+    on_event, report, context, failure, ordinary, refusals, kind_of, subclass = bound
     try:
-        on_event(event, args)
+        on_event(event, args, context)
     except failure as error:
         if kind_of(error) in refusals or not subclass(kind_of(error), ordinary):
             raise  # the refusal of another hook, or an interruption (an instance's time is up) goes on
-        report("tampering", event + ": the reporter could not read what it was given")
+        report(context, "tampering", event + ": the reporter could not read what it was given")
 
 
 class Refused(RuntimeError):

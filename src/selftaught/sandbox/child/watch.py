@@ -159,21 +159,26 @@ class _GuardedModule(types.ModuleType):
 
 @dataclass(frozen=True)
 class _Shared:
-    """What every child's hook uses and no child changes: built once, in the fork server, before it forks."""
+    """The hook, built once in the fork server before it forks (a child pays only for what is its own: its
+    descriptor of the channel, its scratch folder); each child changes only its own copy of the counts."""
 
-    #: (the module's dict.get, a name, the object it must stay bound to)
-    watched: tuple[tuple[Callable[[str], Any], str, Any], ...]
-    #: Identities of the sandbox's own functions, classes and modules.
-    sandbox_ids: frozenset[int]
+    #: The sealed event handler: stopping the child at what could reach into the reporter, or only reporting it.
+    stopping: Callable[..., None]
+    reporting: Callable[..., None]
+    report: Callable[..., None]
     #: (a module's dict, a name in it) bound to something of ctypes: taken away before generated code runs.
     native_handles: tuple[tuple[dict[str, Any], str], ...]
+    #: The modules of native code loaded: out of sys.modules before generated code runs.
+    native_modules: tuple[str, ...]
+    #: The folders of the interpreter's path, each ending in "/".
+    path_folders: tuple[str, ...]
 
 
 _shared: list[_Shared] = []
 
 
 def prepare(guarded: tuple[str, ...] = RUNTIME_MODULES) -> None:
-    """Takes what the hook watches and guards the sandbox's modules; the fork server calls it before forking."""
+    """Builds the hook and guards the sandbox's modules; the fork server calls it before forking."""
     if _shared:
         return
     modules = [sys.modules[name] for name in guarded if name in sys.modules]
@@ -198,9 +203,64 @@ def prepare(guarded: tuple[str, ...] = RUNTIME_MODULES) -> None:
         if isinstance(getattr(member, "__func__", member), types.FunctionType)
     ]
     sandbox_ids = frozenset({id(module) for module in modules} | {id(value) for value in own + methods})
-    _shared.append(_Shared(watched, sandbox_ids, _native_handles()))
+    native_modules = tuple(name for name in sys.modules if _is_native(name))
+    folders = {os.path.dirname(os.__file__)} | {path for path in sys.path if path.startswith("/")}
+    path_folders = tuple(sorted(folder.rstrip("/") + "/" for folder in folders))
+    stopping, reporting, reporter = _handlers(watched, sandbox_ids)
+    _shared.append(_Shared(stopping, reporting, reporter, _native_handles(), native_modules, path_folders))
     for module in modules:
         module.__class__ = _GuardedModule
+
+
+def _handlers(
+    watched: tuple[tuple[Callable[[str], Any], str, Any], ...], sandbox_ids: frozenset[int]
+) -> tuple[Callable[..., None], Callable[..., None], Callable[..., None]]:
+    """The sealed event handlers (one stopping the child at what could reach into the reporter, one only
+    reporting it) and the reporting function."""
+    frame_type, code_type, function_type = types.FrameType, types.CodeType, types.FunctionType
+    code_of, back_of = frame_type.__dict__["f_code"].__get__, frame_type.__dict__["f_back"].__get__
+    file_of, name_of = code_type.__dict__["co_filename"].__get__, code_type.__dict__["co_name"].__get__
+    function_code, exact = function_type.__dict__["__code__"].__get__, str.__str__
+    library = os.path.dirname(os.__file__)
+    helpers = (
+        *((f"{library}/{file}", function, name) for file, function, name in FRAME_HELPERS),
+        ("<frozen importlib._bootstrap_external>", "_compile_bytecode", "importlib's _compile_bytecode"),
+    )
+    own_file = sealed.__file__  # the hook's frames are recognised by it
+    reporter = sealed.seal(
+        sealed.report, os.write, os.fstat, os._exit, escape_json, int.to_bytes, len, BaseException,
+        protocol.EXIT_STOPPED_BY_WATCH, protocol.ALONE_MARK,
+    )  # fmt: skip
+    plain_copy = sealed.seal(sealed.plain, type, issubclass, str, bytes, bytearray, int, slice(None))
+    short_text = sealed.seal(sealed.short, plain_copy, type, int, repr)
+    constants = (
+        NETWORK, PROCESSES, SIGNALS, INTROSPECTION, NATIVE, TAMPERING, WRITE_FLAGS, WRITE_MODES,
+        tuple((event, *arguments) for event, arguments in FILE_CHANGES.items()),
+    )  # fmt: skip
+    resolve = sealed.seal(sealed.resolved, os.getcwd, os.readlink, OSError, len)
+    classifier = sealed.seal(
+        sealed.classify, sandbox_ids, plain_copy, short_text, resolve, os.getpid, id, type, len, (str, bytes, int),
+        constants,
+    )  # fmt: skip
+    # Made here, each child's counts are its own copy once it forks.
+    emitter = sealed.seal(sealed.emit, array.array("q", [0] * len(KINDS)), KINDS, REPORTS_PER_KIND, reporter)
+    checker = sealed.seal(sealed.check_bindings, watched, bytearray(len(watched)), emitter)
+    caller = sealed.seal(sealed.caller_of_frame, own_file, helpers, code_of, back_of, file_of, name_of, exact)
+    sealed_codes = frozenset(id(function.__code__) for function in sealed.SEALED)
+    refusals = (sealed.Refused, sealed.RefusedImport)
+
+    def handler(native: tuple[frozenset[str], tuple[str, ...]]) -> Callable[..., None]:
+        checks = (
+            function_code, sealed_codes, FRAME_ATTRIBUTES, SUSPENDED_FRAMES, TRACING, COMPILING, refusals, native,
+            BYTECODE,
+        )  # fmt: skip
+        return sealed.seal(
+            sealed.on_event, own_file, sys._getframe, code_of, file_of, exact, type, id, len,
+            (frame_type, function_type, code_type, str, bytes), checks,
+            (checker, classifier, emitter, reporter, caller, plain_copy),
+        )  # fmt: skip
+
+    return handler((REACHES_THE_REPORTER, NATIVE_MODULES)), handler((frozenset(), ())), reporter
 
 
 def _is_native(name: object) -> bool:
@@ -223,20 +283,19 @@ def _native_handles() -> tuple[tuple[dict[str, Any], str], ...]:
     return tuple(found)
 
 
-def drop_native_handles(handles: tuple[tuple[dict[str, Any], str], ...]) -> None:
+def drop_native_handles(shared: _Shared) -> None:
     """Takes ctypes out of the child's reach once its confinement no longer needs it: out of sys.modules (a
-    new import of it is refused by the hook) and out of every module that held it."""
-    for namespace, key in handles:
+    new import of it is refused by the hook) and out of every module that held it (both found in the fork
+    server, so that a child pays only for the removal)."""
+    for namespace, key in shared.native_handles:
         namespace[key] = None
-    for name in [name for name in sys.modules if _is_native(name)]:
-        del sys.modules[name]
+    for name in shared.native_modules:
+        sys.modules.pop(name, None)
 
 
-def trusted_folders(scratch: str) -> tuple[str, ...]:
+def trusted_folders(folders: tuple[str, ...], scratch: str) -> tuple[str, ...]:
     """Where code that is not the candidate's lives: the interpreter's path (never the scratch folder)."""
-    folders = {os.path.dirname(os.__file__)} | {path for path in sys.path if path.startswith("/")}
-    inside = [folder.rstrip("/") + "/" for folder in folders]
-    return (*sorted(f for f in inside if not (scratch + "/").startswith(f) and f != "/"), "<frozen ")
+    return (*(folder for folder in folders if not (scratch + "/").startswith(folder)), "<frozen ")
 
 
 def install(sock: Any, scratch: str, stop_when_reachable: bool = True) -> None:
@@ -249,51 +308,15 @@ def install(sock: Any, scratch: str, stop_when_reachable: bool = True) -> None:
     prepare()
     shared = _shared.pop()
     if stop_when_reachable:
-        drop_native_handles(shared.native_handles)
+        drop_native_handles(shared)
     # A descriptor of the channel of the hook's own: generated code that rebinds the runner's socket to a
     # pipe, or closes it, does not reach this one, and one that reaches it too is caught by the check.
     descriptor = os.dup(sock.fileno())
     status = os.fstat(descriptor)
-    frame_type, code_type, function_type = types.FrameType, types.CodeType, types.FunctionType
-    code_of, back_of = frame_type.__dict__["f_code"].__get__, frame_type.__dict__["f_back"].__get__
-    file_of, name_of = code_type.__dict__["co_filename"].__get__, code_type.__dict__["co_name"].__get__
-    function_code, exact = function_type.__dict__["__code__"].__get__, str.__str__
-    library, trusted = os.path.dirname(os.__file__), trusted_folders(scratch)
-    helpers = (
-        *((f"{library}/{file}", function, name) for file, function, name in FRAME_HELPERS),
-        ("<frozen importlib._bootstrap_external>", "_compile_bytecode", "importlib's _compile_bytecode"),
-    )
-    own_file = sealed.__file__  # the hook's frames are recognised by it
-    reporter = sealed.seal(
-        sealed.report, descriptor, (status.st_dev, status.st_ino), os.write, os.fstat, os._exit, escape_json,
-        int.to_bytes, len, BaseException, protocol.EXIT_STOPPED_BY_WATCH, protocol.ALONE_MARK,
-    )  # fmt: skip
-    plain_copy = sealed.seal(sealed.plain, type, issubclass, str, bytes, bytearray, int, slice(None))
-    short_text = sealed.seal(sealed.short, plain_copy, type, int, repr)
-    constants = (
-        NETWORK, PROCESSES, SIGNALS, INTROSPECTION, NATIVE, TAMPERING, WRITE_FLAGS, WRITE_MODES,
-        tuple((event, *arguments) for event, arguments in FILE_CHANGES.items()),
-    )  # fmt: skip
-    resolve = sealed.seal(sealed.resolved, os.getcwd, os.readlink, OSError, len)
-    classifier = sealed.seal(
-        sealed.classify, scratch, trusted, shared.sandbox_ids, plain_copy, short_text, resolve, os.getpid, id, type, len,
-        (str, bytes, int), constants,
-    )  # fmt: skip
-    emitter = sealed.seal(sealed.emit, array.array("q", [0] * len(KINDS)), KINDS, REPORTS_PER_KIND, reporter)
-    checker = sealed.seal(sealed.check_bindings, shared.watched, bytearray(len(shared.watched)), emitter)
-    caller = sealed.seal(sealed.caller_of_frame, own_file, trusted, helpers, code_of, back_of, file_of, name_of, exact)
-    sealed_codes = frozenset(id(function.__code__) for function in sealed.SEALED)
-    native = (REACHES_THE_REPORTER, NATIVE_MODULES) if stop_when_reachable else (frozenset(), ())
+    context = (descriptor, (status.st_dev, status.st_ino), scratch, trusted_folders(shared.path_folders, scratch))
+    handler = shared.stopping if stop_when_reachable else shared.reporting
     refusals = (sealed.Refused, sealed.RefusedImport)
-    checks = (
-        function_code, sealed_codes, FRAME_ATTRIBUTES, SUSPENDED_FRAMES, TRACING, COMPILING, trusted, refusals, native,
-        BYTECODE,
-    )  # fmt: skip
-    dispatcher = sealed.seal(
-        sealed.on_event, own_file, sys._getframe, code_of, file_of, exact, type, id, len,
-        (frame_type, function_type, code_type, str, bytes), checks,
-        (checker, classifier, emitter, reporter, caller, plain_copy),
-    )  # fmt: skip
-    sys.addaudithook(
-        sealed.seal(sealed.hook, dispatcher, reporter, BaseException, Exception, refusals, type, issubclass)
+    hook = sealed.seal(
+        sealed.hook, handler, shared.report, context, BaseException, Exception, refusals, type, issubclass
     )
+    sys.addaudithook(hook)
