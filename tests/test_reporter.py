@@ -341,3 +341,60 @@ def test_the_standard_librarys_own_bytecode_is_not_reported(launcher: Launcher) 
     source = "def algorithm(index):\n    import csv, wave, colorsys\n    return 'imported'\n"
     outcome = run(launcher, source)
     assert outcome.instances[0]["output"] == "imported" and not outcome.violations, outcome
+
+
+HONEST_FILE_WORK = {
+    "files of its own, made and removed": (
+        "import os\ndef algorithm(index):\n"
+        "    open('out.txt', 'w').close()\n    os.remove('out.txt')\n    os.mkdir('d')\n    os.rmdir('d')\n    return 1\n"
+    ),
+    "a temporary file": (
+        "import tempfile\ndef algorithm(index):\n"
+        "    with tempfile.TemporaryFile() as f:\n        f.write(b'x')\n"
+        "    with tempfile.TemporaryDirectory() as folder:\n        pass\n    return 1\n"
+    ),
+    "numpy modules not loaded before": "def algorithm(index):\n    import numpy.ma\n    from numpy.lib import recfunctions\n    return 1\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HONEST_FILE_WORK))
+def test_honest_work_with_files_and_imports_is_not_reported(launcher: Launcher, name: str) -> None:
+    """Python gives `dir_fd=-1` for none, tempfile looks in /tmp first, numpy's folder is one of links."""
+    outcome = run(launcher, HONEST_FILE_WORK[name])
+    assert outcome.instances and outcome.instances[0]["output"] == 1 and not outcome.violations, outcome
+
+
+def test_another_process_reached_through_proc_self_root_is_reported(launcher: Launcher) -> None:
+    source = (
+        "import os\ndef algorithm(index):\n"
+        "    for attempt in (lambda: open('/proc/self/root/proc/1/environ'), lambda: os.listdir('/proc/self/cwd/../')):\n"
+        "        try:\n            attempt()\n        except OSError:\n            pass\n    return 1\n"
+    )
+    outcome = run(launcher, source)
+    assert "secret_read" in kinds(outcome), outcome.violations
+
+
+def test_a_key_that_is_not_a_plain_string_in_the_sandboxs_modules_runs_nothing_in_the_hook(launcher: Launcher) -> None:
+    """A str subclass hashing like a watched name once had its __eq__ called inside the hook on every event."""
+    source = (
+        "import sys\nRAN = []\n"
+        "class Key(str):\n"
+        "    def __hash__(self):\n        return hash('perf_counter')\n"
+        "    def __eq__(self, other):\n        RAN.append(1)\n        return False\n"
+        "def algorithm(index):\n"
+        "    namespace = sys.modules['runner'].__dict__\n"
+        "    value = namespace.pop('perf_counter')\n    namespace[Key('other')] = 1\n    namespace['perf_counter'] = value\n"
+        "    RAN.clear()\n"
+        "    try:\n        open('/etc/x', 'w')\n    except OSError:\n        pass\n"
+        "    return len(RAN)\n"
+    )
+    outcome = run(launcher, source)
+    assert outcome.instances[0]["output"] == 0, outcome
+    assert {"file_write", "tampering"} <= set(kinds(outcome)), outcome.violations
+
+
+def test_moving_the_working_directory_out_of_scratch_is_reported(launcher: Launcher) -> None:
+    """Relative paths are judged against it: out of scratch, writes there would pass for the child's own."""
+    source = "import os\ndef algorithm(index):\n    os.chdir('/usr')\n    return 1\n"
+    outcome = run(launcher, source)
+    assert kinds(outcome) == ["tampering"] and "working directory" in outcome.violations[0]["detail"], outcome

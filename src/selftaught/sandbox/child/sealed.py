@@ -84,6 +84,23 @@ def resolved(path: str, links: bool = True, bound: tuple[Any, ...] = ()) -> str:
     return done or "/"
 
 
+def another_process(where: str, named: str, bound: tuple[Any, ...] = ()) -> bool:
+    """Whether a path, as it resolves (`where`) or as written (`named`), leads into another process's /proc.
+
+    /proc/self and /proc/thread-self are the child's own, but for their `root` and `cwd`, which lead
+    anywhere (as links they lead to a pid of procfs's namespace, which is not the child's: the path as
+    written decides).
+    """
+    (count,) = bound
+    if not ((where + "/").startswith("/proc/") or (named + "/").startswith("/proc/")):
+        return False
+    for own in ("/proc/self", "/proc/thread-self"):
+        if named == own or named.startswith(own + "/"):
+            parts = named[count(own) :].split("/")
+            return "root" in parts or "cwd" in parts
+    return True
+
+
 def classify(
     event: str, args: tuple[Any, ...], context: tuple[Any, ...], bound: tuple[Any, ...] = ()
 ) -> tuple[str, str] | None:
@@ -91,7 +108,7 @@ def classify(
 
     `args` come from generated code: only their exact built-in copies (`plain`) are looked at.
     """
-    sandbox_ids, plain, short, resolved, own_pid, identity, kind_of, count, types, constants = bound
+    sandbox_ids, plain, short, resolved, another_process, own_pid, identity, kind_of, count, types, constants = bound
     scratch, trusted = context[2], context[3]
     text, data, number = types
     network, processes, signals, introspection, native, tampering, write_flags, write_modes, file_changes = constants
@@ -120,13 +137,10 @@ def classify(
             return None
         mode = plain(args[1]) if count(args) > 1 else None
         flags = plain(args[2]) if count(args) > 2 else 0
-        # `//proc/1`, `/proc/self/../1` and links in scratch lead where they lead; /proc/self is the child's own
-        # (as a link it leads to a pid of procfs's namespace, which is not the child's).
         where, named = resolved(path), resolved(path, False)
-        own = ("/proc/self/", "/proc/thread-self/")
-        if (where.startswith("/proc/") or named.startswith("/proc/")) and not named.startswith(own):
+        if another_process(where, named):
             return "secret_read", "open " + path[:200]
-        if where.endswith(".pyc") and not where.startswith(trusted):
+        if where.endswith(".pyc") and not where.startswith(trusted) and not named.startswith(trusted):
             return "native_code", "reads bytecode of its own: " + path[:200]
         writes = (kind_of(mode) is text and not write_modes.isdisjoint(mode)) or (
             kind_of(flags) is number and flags & write_flags != 0
@@ -137,15 +151,24 @@ def classify(
         listed: Any = plain(args[0])
         if kind_of(listed) is data:
             listed = listed.decode("utf-8", "surrogateescape")
-        if kind_of(listed) is text and (resolved(listed) + "/").startswith("/proc/"):
-            named = resolved(listed, False) + "/"
-            if not named.startswith(("/proc/self/", "/proc/thread-self/")):
-                return "secret_read", "lists " + listed[:200]
+        if kind_of(listed) is text and another_process(resolved(listed), resolved(listed, False)):
+            return "secret_read", "lists " + listed[:200]
+    if event == "os.chdir" and args:
+        # Relative paths are judged against the working directory: out of scratch, they would be misjudged.
+        directory: Any = plain(args[0])
+        if kind_of(directory) is data:
+            directory = directory.decode("utf-8", "surrogateescape")
+        if kind_of(directory) is not text:
+            return "tampering", "moves its working directory to a directory descriptor"
+        where = resolved(directory)
+        if not (where == scratch or where.startswith(scratch + "/")):
+            return "tampering", "moves its working directory out of scratch, to " + directory[:200]
     for changing, paths, directories in file_changes:
         if event != changing:
             continue
         for index in directories:
-            if index < count(args) and args[index] is not None:
+            descriptor: Any = plain(args[index]) if index < count(args) else None
+            if kind_of(descriptor) is number and descriptor >= 0:  # -1 and AT_FDCWD: the working directory
                 return "file_write", event + short(args) + ", relative to a directory descriptor"
         for index in paths:
             changed: Any = plain(args[index]) if index < count(args) else None
@@ -189,7 +212,12 @@ def emit(context: tuple[Any, ...], kind: str, detail: str, bound: tuple[Any, ...
 
 def check_bindings(context: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> None:
     """Reports, once each, the names the runtime calls that were rebound behind the modules' guard."""
-    watched, tampered, emit = bound
+    watched, dictionaries, tampered, emit, kind_of, text = bound
+    for dictionary in dictionaries:
+        for name in dictionary:  # a key of a str subclass would run its __eq__ in the lookups below
+            if kind_of(name) is not text:
+                emit(context, "tampering", "puts a name that is not a plain string in the sandbox's modules")
+                return
     index = 0
     for get, key, original in watched:
         if get(key) is not original and not tampered[index]:
@@ -228,7 +256,9 @@ def caller_of_frame(
 def on_event(event: str, args: tuple[Any, ...], context: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> None:
     own_file, take_frame, code_of, file_of, exact, kind_of, identity, count, runtime_types, checks, sealed = bound
     frame_type, function_type, code_type, text, data = runtime_types
-    function_code, sealed_codes, attributes, suspended, tracing, compiling, refusals, native, bytecode = checks
+    function_code, sealed_codes, attributes, suspended, tracing, compiling, refusals, native, bytecode, checked_at = (
+        checks
+    )
     trusted = context[3]
     refusal, refused_import = refusals
     reaching, native_modules = native
@@ -240,7 +270,6 @@ def on_event(event: str, args: tuple[Any, ...], context: tuple[Any, ...], bound:
         and exact(file_of(code_of(args[0]))) == own_file
     ):
         return  # the hook's own look at the stack
-    check_bindings(context)
     if event in tracing:
         report(context, "introspection", event + ": a function called in every frame; the child was stopped", True)
     if event == "sys.addaudithook":
@@ -249,6 +278,8 @@ def on_event(event: str, args: tuple[Any, ...], context: tuple[Any, ...], bound:
     if event == "cpython.PyInterpreterState_New":
         emit(context, "tampering", "starts a sub-interpreter, which no audit hook would watch (refused)")
         raise refusal("the sandbox allows no sub-interpreter")
+    if event in checked_at:
+        check_bindings(context)
     if event in reaching:
         kind = "native_code" if event.startswith("ctypes.") else "introspection"
         report(context, kind, event + ": it could reach into the sandbox's reporter; the child was stopped", True)
@@ -309,7 +340,8 @@ def hook(event: str, args: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> None
     try:
         on_event(event, args, context)
     except failure as error:
-        if kind_of(error) in refusals or not subclass(kind_of(error), ordinary):
+        # By identity: `in` would compare with ==, which a metaclass of the candidate's may define.
+        if kind_of(error) is refusals[0] or kind_of(error) is refusals[1] or not subclass(kind_of(error), ordinary):
             raise  # the refusal of another hook, or an interruption (an instance's time is up) goes on
         report(context, "tampering", event + ": the reporter could not read what it was given")
 
@@ -333,4 +365,16 @@ def seal(function: Callable[..., Any], *bound: Any) -> Callable[..., Any]:
     return types.FunctionType(function.__code__, {"__builtins__": {}}, function.__name__, defaults)
 
 
-SEALED = (plain, short, resolved, classify, report, emit, check_bindings, caller_of_frame, on_event, hook)
+SEALED = (
+    plain,
+    short,
+    resolved,
+    another_process,
+    classify,
+    report,
+    emit,
+    check_bindings,
+    caller_of_frame,
+    on_event,
+    hook,
+)

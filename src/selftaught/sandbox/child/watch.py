@@ -2,15 +2,17 @@
 
 The kernel layers (isolation.py, seccomp.py) are what stop an attempt; this hook only tells the
 host that it happened, so each attempt is recorded against the candidate that made it. Audit
-hooks cannot be removed from Python code, and nothing generated code can reach changes this one:
+hooks cannot be removed from Python code, and nothing generated code can do in Python changes this
+one (raw memory can: what reaches it through an audit event stops the child; the README lists the
+routes that raise none):
 
 - it is made of sealed functions (sealed.py): no closure, no global or builtin name looked up when
   they run, everything they use in one tuple default of objects that cannot change (built-in
   functions and descriptors taken once, numbers, strings, frozensets, other sealed functions).
   Walking `gc`, or a frame of the hook taken by a signal handler, hands generated code nothing it
   could rebind; replacing a sealed function's defaults or code is an audited assignment, on which
-  the child is stopped. Only the count of reports per kind is a mutable object, and it only
-  decides when a flood stops the child;
+  the child is stopped. Its only mutable state is the count of reports per kind (an array of machine
+  integers) and the names already reported as rebound (a bytearray), built in the fork server;
 - it keeps no state of its own ("am I already running?"): the frames it takes for itself are
   recognised by their file, so no flag generated code could set turns it off;
 - it reports on its own descriptor of the channel with `os.write`, after checking the descriptor
@@ -19,8 +21,9 @@ hooks cannot be removed from Python code, and nothing generated code can reach c
 - it calls no method and reads no attribute of the objects generated code hands to an audited
   call: strings, bytes and numbers are copied as their exact built-in types first, by the C level
   alone, so no code of the candidate ever runs inside the hook;
-- a trace or profile function (called in every frame, the hook's too, and able to rewrite its
-  variables) stops the child; another audit hook is refused; walking `gc` is reported first;
+- what could reach into it stops the child (REACHES_THE_REPORTER: walking `gc`, native code, a trace
+  or profile function, bytecode not compiled from source); ctypes is taken out of reach and its
+  import refused; another audit hook and a sub-interpreter are refused;
 - rebinding a name of the sandbox's modules, or the code of their functions, is reported as
   `tampering`;
 - frames taken by generated code are reported as `introspection`: through a traceback or a
@@ -110,6 +113,8 @@ FILE_CHANGES = {
 }  # fmt: skip
 #: Events that make code from bytes rather than compiling it: its bytecode is never checked.
 BYTECODE = frozenset({"code.__new__", "marshal.loads", "marshal.load"})
+#: The runtime's own events, raised where it is about to call what WATCHED_NAMES name: the bindings are checked there.
+CHECKED_AT = frozenset({"selftaught.outputs", "selftaught.finish"})
 #: Every kind of report.
 KINDS = (
     "network", "process_spawn", "signal", "process_control", "introspection", "tampering", "native_code",
@@ -206,14 +211,17 @@ def prepare(guarded: tuple[str, ...] = RUNTIME_MODULES) -> None:
     native_modules = tuple(name for name in sys.modules if _is_native(name))
     folders = {os.path.dirname(os.__file__)} | {path for path in sys.path if path.startswith("/")}
     path_folders = tuple(sorted(folder.rstrip("/") + "/" for folder in folders))
-    stopping, reporting, reporter = _handlers(watched, sandbox_ids)
+    dictionaries = tuple(vars(module) for module in modules if module.__name__ in WATCHED_NAMES)
+    stopping, reporting, reporter = _handlers(watched, dictionaries, sandbox_ids)
     _shared.append(_Shared(stopping, reporting, reporter, _native_handles(), native_modules, path_folders))
     for module in modules:
         module.__class__ = _GuardedModule
 
 
 def _handlers(
-    watched: tuple[tuple[Callable[[str], Any], str, Any], ...], sandbox_ids: frozenset[int]
+    watched: tuple[tuple[Callable[[str], Any], str, Any], ...],
+    dictionaries: tuple[dict[str, Any], ...],
+    sandbox_ids: frozenset[int],
 ) -> tuple[Callable[..., None], Callable[..., None], Callable[..., None]]:
     """The sealed event handlers (one stopping the child at what could reach into the reporter, one only
     reporting it) and the reporting function."""
@@ -239,12 +247,12 @@ def _handlers(
     )  # fmt: skip
     resolve = sealed.seal(sealed.resolved, os.getcwd, os.readlink, OSError, len)
     classifier = sealed.seal(
-        sealed.classify, sandbox_ids, plain_copy, short_text, resolve, os.getpid, id, type, len, (str, bytes, int),
-        constants,
+        sealed.classify, sandbox_ids, plain_copy, short_text, resolve, sealed.seal(sealed.another_process, len),
+        os.getpid, id, type, len, (str, bytes, int), constants,
     )  # fmt: skip
     # Made here, each child's counts are its own copy once it forks.
     emitter = sealed.seal(sealed.emit, array.array("q", [0] * len(KINDS)), KINDS, REPORTS_PER_KIND, reporter)
-    checker = sealed.seal(sealed.check_bindings, watched, bytearray(len(watched)), emitter)
+    checker = sealed.seal(sealed.check_bindings, watched, dictionaries, bytearray(len(watched)), emitter, type, str)
     caller = sealed.seal(sealed.caller_of_frame, own_file, helpers, code_of, back_of, file_of, name_of, exact)
     sealed_codes = frozenset(id(function.__code__) for function in sealed.SEALED)
     refusals = (sealed.Refused, sealed.RefusedImport)
@@ -252,7 +260,7 @@ def _handlers(
     def handler(native: tuple[frozenset[str], tuple[str, ...]]) -> Callable[..., None]:
         checks = (
             function_code, sealed_codes, FRAME_ATTRIBUTES, SUSPENDED_FRAMES, TRACING, COMPILING, refusals, native,
-            BYTECODE,
+            BYTECODE, CHECKED_AT,
         )  # fmt: skip
         return sealed.seal(
             sealed.on_event, own_file, sys._getframe, code_of, file_of, exact, type, id, len,
