@@ -108,10 +108,9 @@ def classify(
 
     `args` come from generated code: only their exact built-in copies (`plain`) are looked at.
     """
-    sandbox_ids, plain, short, resolved, another_process, own_pid, identity, kind_of, count, types, constants = bound
-    scratch, trusted = context[2], context[3]
-    text, data, number = types
-    network, processes, signals, introspection, native, tampering, write_flags, write_modes, file_changes = constants
+    sandbox_ids, plain, short, classify_path, own_pid, identity, kind_of, count, types, constants = bound
+    text = types[0]
+    network, processes, signals, introspection, native, tampering = constants
     if event in network:
         return "network", event + short(args)
     if event in processes:
@@ -129,6 +128,17 @@ def classify(
         return "tampering", "sets " + short(args[1:2]) + " of one of the sandbox's own objects"
     if event in native:
         return "native_code", event + short(args)
+    return classify_path(event, args, context)
+
+
+def classify_path(
+    event: str, args: tuple[Any, ...], context: tuple[Any, ...], bound: tuple[Any, ...] = ()
+) -> tuple[str, str] | None:
+    """(kind, detail) for an event on a path that leads outside scratch or into another process, or None."""
+    plain, short, resolved, another_process, kind_of, count, types, constants = bound
+    scratch, trusted = context[2], context[3]
+    text, data, number = types
+    write_flags, write_modes, file_changes = constants
     if event == "open" and args:
         path = plain(args[0])
         if kind_of(path) is data:
@@ -253,16 +263,51 @@ def caller_of_frame(
     return False, ""
 
 
-def on_event(event: str, args: tuple[Any, ...], context: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> None:
-    own_file, take_frame, code_of, file_of, exact, kind_of, identity, count, runtime_types, checks, sealed = bound
-    frame_type, function_type, code_type, text, data = runtime_types
-    function_code, sealed_codes, attributes, suspended, tracing, compiling, refusals, native, bytecode, checked_at = (
-        checks
-    )
+def on_code(event: str, args: tuple[Any, ...], context: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> bool:
+    """Handles an event about frames or code (taking a frame, making code from bytes or under a library's
+    name); whether it was one."""
+    take_frame, file_of, exact, kind_of, count, runtime_types, checks, sealed = bound
+    code_type, text, data = runtime_types
+    attributes, suspended, compiling, bytecode, reaching = checks
+    emit, report, caller_of_frame, plain = sealed
     trusted = context[3]
+    if event == "object.__getattr__" or event == "sys._getframe":
+        attribute = plain(args[1]) if event == "object.__getattr__" and count(args) > 1 else None
+        if event == "object.__getattr__" and not (kind_of(attribute) is text and attribute in attributes):
+            return True
+        generated, helper = caller_of_frame(take_frame(0), trusted, attribute in suspended)
+        if generated:
+            emit(context, "introspection", helper or ("reads " + attribute if attribute else "sys._getframe"))
+        return True
+    if event in bytecode and caller_of_frame(take_frame(0), trusted)[0]:
+        # Code objects made from bytes, not compiled: unchecked bytecode reads and writes any memory.
+        if reaching:
+            report(
+                context,
+                "native_code",
+                event + ": bytecode of its own can rewrite the reporter; the child was stopped",
+                True,
+            )
+        emit(context, "native_code", event)
+    if event in compiling or event == "function.__new__":
+        code = args[0] if event == "function.__new__" and count(args) else None
+        named: Any = exact(file_of(code)) if kind_of(code) is code_type else plain(args[1]) if count(args) > 1 else None
+        if kind_of(named) is data:
+            named = named.decode("utf-8", "replace")
+        if kind_of(named) is text and named.startswith(trusted) and caller_of_frame(take_frame(0), trusted)[0]:
+            emit(context, "tampering", event + " under the name of " + named[:200])
+        return True
+    return False
+
+
+def on_event(event: str, args: tuple[Any, ...], context: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> None:
+    """Reports, refuses or stops what an audit event says the child attempts."""
+    own_file, code_of, file_of, exact, kind_of, identity, count, runtime_types, checks, sealed = bound
+    frame_type, function_type = runtime_types
+    function_code, sealed_codes, tracing, refusals, native, checked_at = checks
     refusal, refused_import = refusals
     reaching, native_modules = native
-    check_bindings, classify, emit, report, caller_of_frame, plain = sealed
+    check_bindings, classify, on_code, emit, report, plain = sealed
     if (
         event == "sys._getframe"
         and count(args)
@@ -296,31 +341,7 @@ def on_event(event: str, args: tuple[Any, ...], context: tuple[Any, ...], bound:
         and identity(function_code(args[0])) in sealed_codes
     ):
         report(context, "tampering", "changes a function of the sandbox's reporter; the child was stopped", True)
-    if event == "object.__getattr__" or event == "sys._getframe":
-        attribute = plain(args[1]) if event == "object.__getattr__" and count(args) > 1 else None
-        if event == "object.__getattr__" and not (kind_of(attribute) is text and attribute in attributes):
-            return
-        generated, helper = caller_of_frame(take_frame(0), trusted, attribute in suspended)
-        if generated:
-            emit(context, "introspection", helper or ("reads " + attribute if attribute else "sys._getframe"))
-        return
-    if event in bytecode and caller_of_frame(take_frame(0), trusted)[0]:
-        # Code objects made from bytes, not compiled: unchecked bytecode reads and writes any memory.
-        if reaching:
-            report(
-                context,
-                "native_code",
-                event + ": bytecode of its own can rewrite the reporter; the child was stopped",
-                True,
-            )
-        emit(context, "native_code", event)
-    if event in compiling or event == "function.__new__":
-        code = args[0] if event == "function.__new__" and count(args) else None
-        named: Any = exact(file_of(code)) if kind_of(code) is code_type else plain(args[1]) if count(args) > 1 else None
-        if kind_of(named) is data:
-            named = named.decode("utf-8", "replace")
-        if kind_of(named) is text and named.startswith(trusted) and caller_of_frame(take_frame(0), trusted)[0]:
-            emit(context, "tampering", event + " under the name of " + named[:200])
+    if on_code(event, args, context):
         return
     found = classify(event, args, context)
     if found is not None and found[0] == "native_code" and reaching and found[1].endswith(".pyc"):

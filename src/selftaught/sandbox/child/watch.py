@@ -241,14 +241,15 @@ def _handlers(
     )  # fmt: skip
     plain_copy = sealed.seal(sealed.plain, type, issubclass, str, bytes, bytearray, int, slice(None))
     short_text = sealed.seal(sealed.short, plain_copy, type, int, repr)
-    constants = (
-        NETWORK, PROCESSES, SIGNALS, INTROSPECTION, NATIVE, TAMPERING, WRITE_FLAGS, WRITE_MODES,
-        tuple((event, *arguments) for event, arguments in FILE_CHANGES.items()),
-    )  # fmt: skip
     resolve = sealed.seal(sealed.resolved, os.getcwd, os.readlink, OSError, len)
+    file_changes = tuple((event, *arguments) for event, arguments in FILE_CHANGES.items())
+    classify_path = sealed.seal(
+        sealed.classify_path, plain_copy, short_text, resolve, sealed.seal(sealed.another_process, len), type, len,
+        (str, bytes, int), (WRITE_FLAGS, WRITE_MODES, file_changes),
+    )  # fmt: skip
     classifier = sealed.seal(
-        sealed.classify, sandbox_ids, plain_copy, short_text, resolve, sealed.seal(sealed.another_process, len),
-        os.getpid, id, type, len, (str, bytes, int), constants,
+        sealed.classify, sandbox_ids, plain_copy, short_text, classify_path, os.getpid, id, type, len, (str,),
+        (NETWORK, PROCESSES, SIGNALS, INTROSPECTION, NATIVE, TAMPERING),
     )  # fmt: skip
     # Made here, each child's counts are its own copy once it forks.
     emitter = sealed.seal(sealed.emit, array.array("q", [0] * len(KINDS)), KINDS, REPORTS_PER_KIND, reporter)
@@ -258,14 +259,14 @@ def _handlers(
     refusals = (sealed.Refused, sealed.RefusedImport)
 
     def handler(native: tuple[frozenset[str], tuple[str, ...]]) -> Callable[..., None]:
-        checks = (
-            function_code, sealed_codes, FRAME_ATTRIBUTES, SUSPENDED_FRAMES, TRACING, COMPILING, refusals, native,
-            BYTECODE, CHECKED_AT,
+        on_code = sealed.seal(
+            sealed.on_code, sys._getframe, file_of, exact, type, len, (code_type, str, bytes),
+            (FRAME_ATTRIBUTES, SUSPENDED_FRAMES, COMPILING, BYTECODE, native[0]), (emitter, reporter, caller, plain_copy),
         )  # fmt: skip
         return sealed.seal(
-            sealed.on_event, own_file, sys._getframe, code_of, file_of, exact, type, id, len,
-            (frame_type, function_type, code_type, str, bytes), checks,
-            (checker, classifier, emitter, reporter, caller, plain_copy),
+            sealed.on_event, own_file, code_of, file_of, exact, type, id, len, (frame_type, function_type),
+            (function_code, sealed_codes, TRACING, refusals, native, CHECKED_AT),
+            (checker, classifier, on_code, emitter, reporter, plain_copy),
         )  # fmt: skip
 
     return handler((REACHES_THE_REPORTER, NATIVE_MODULES)), handler((frozenset(), ())), reporter
