@@ -271,7 +271,7 @@ PATHS_OUTSIDE = {
     "a file removed outside": "os.remove('/usr/bin/env')",
     "a rename outside": "os.rename('/usr/bin/env', '/usr/bin/env2')",
     "a mode changed outside": "os.chmod('/usr/bin/env', 0o777)",
-    "a directory descriptor": "os.mkdir('x', dir_fd=os.open('/usr', 0))",
+    "a link to the outside": "os.symlink('/usr/bin', 'bin')",
     "an extended attribute": "os.setxattr('/usr/bin/env', 'user.x', b'1')",
     "a listing of /proc": "os.listdir('/proc')",
 }
@@ -353,6 +353,15 @@ HONEST_FILE_WORK = {
         "    with tempfile.TemporaryFile() as f:\n        f.write(b'x')\n"
         "    with tempfile.TemporaryDirectory() as folder:\n        pass\n    return 1\n"
     ),
+    "a folder of its own removed with shutil": (
+        "import os, shutil\ndef algorithm(index):\n    os.makedirs('tree/a')\n"
+        "    for number in range(60):\n        open(f'tree/a/{number}', 'w').close()\n"
+        "    shutil.rmtree('tree')\n    return 1\n"
+    ),
+    "a link of its own, renamed and removed": (
+        "import os\ndef algorithm(index):\n    os.symlink('data', 'link')\n    os.rename('link', 'other')\n"
+        "    os.remove('other')\n    return 1\n"
+    ),
     "numpy modules not loaded before": "def algorithm(index):\n    import numpy.ma\n    from numpy.lib import recfunctions\n    return 1\n",
 }
 
@@ -398,3 +407,21 @@ def test_moving_the_working_directory_out_of_scratch_is_reported(launcher: Launc
     source = "import os\ndef algorithm(index):\n    os.chdir('/usr')\n    return 1\n"
     outcome = run(launcher, source)
     assert kinds(outcome) == ["tampering"] and "working directory" in outcome.violations[0]["detail"], outcome
+
+
+@pytest.mark.parametrize(
+    ("path", "reaches"),
+    [
+        ("/proc/self/status", False),
+        ("/proc/self/fd/3", False),
+        ("/proc/self/fd/3/../1/environ", True),
+        ("/proc/self/root/proc/1/environ", True),
+        ("/proc/thread-self/cwd/x", True),
+        ("/proc/1/environ", True),
+        ("/tmp/x", False),
+    ],
+)
+def test_which_proc_paths_lead_to_another_process(sealed_module: types.ModuleType, path: str, reaches: bool) -> None:
+    another_process = sealed_module.seal(sealed_module.another_process, len)
+    lexical = "/" + "/".join(part for part in path.split("/") if part)  # as resolved(path, False) leaves it
+    assert another_process(path, lexical) is reaches

@@ -97,7 +97,15 @@ def another_process(where: str, named: str, bound: tuple[Any, ...] = ()) -> bool
     for own in ("/proc/self", "/proc/thread-self"):
         if named == own or named.startswith(own + "/"):
             parts = named[count(own) :].split("/")
-            return "root" in parts or "cwd" in parts
+            if "root" in parts or "cwd" in parts:
+                return True
+            # fd/N and map_files/X are links too: a path that goes on past one leads wherever it leads.
+            position = 0
+            while position < count(parts):
+                if parts[position] in ("fd", "map_files") and count(parts) > position + 2:
+                    return True
+                position += 1
+            return False
     return True
 
 
@@ -138,7 +146,7 @@ def classify_path(
     plain, short, resolved, another_process, kind_of, count, types, constants = bound
     scratch, trusted = context[2], context[3]
     text, data, number = types
-    write_flags, write_modes, file_changes = constants
+    write_flags, write_modes, file_changes, links_followed = constants
     if event == "open" and args:
         path = plain(args[0])
         if kind_of(path) is data:
@@ -173,19 +181,36 @@ def classify_path(
         where = resolved(directory)
         if not (where == scratch or where.startswith(scratch + "/")):
             return "tampering", "moves its working directory out of scratch, to " + directory[:200]
+    if event == "os.symlink" and count(args) > 1:
+        # A link to the outside, made in scratch, would let later paths lead out unseen (a folder swapped
+        # under a path being opened): making one is reported.
+        target: Any = plain(args[0])
+        link: Any = plain(args[1])
+        if kind_of(target) is data:
+            target = target.decode("utf-8", "surrogateescape")
+        if kind_of(link) is data:
+            link = link.decode("utf-8", "surrogateescape")
+        if kind_of(target) is text and kind_of(link) is text:
+            leads = resolved(target if target.startswith("/") else link[: link.rfind("/") + 1] + target)
+            if not (leads == scratch or leads.startswith(scratch + "/")):
+                return "file_write", "links " + link[:100] + " to " + target[:100] + ", outside scratch"
     for changing, paths, directories in file_changes:
         if event != changing:
             continue
         for index in directories:
             descriptor: Any = plain(args[index]) if index < count(args) else None
-            if kind_of(descriptor) is number and descriptor >= 0:  # -1 and AT_FDCWD: the working directory
-                return "file_write", event + short(args) + ", relative to a directory descriptor"
+            if kind_of(descriptor) is number and descriptor >= 0:
+                return None  # relative to a folder only the kernel knows (shutil.rmtree works so): not judged
         for index in paths:
             changed: Any = plain(args[index]) if index < count(args) else None
             if kind_of(changed) is data:
                 changed = changed.decode("utf-8", "surrogateescape")
             if kind_of(changed) is text:
-                where = resolved(changed)
+                tail = changed[changed.rfind("/") + 1 :]
+                if event in links_followed or tail in ("", ".", ".."):
+                    where = resolved(changed)
+                else:  # the kernel removes, renames or links the link itself, not where it leads
+                    where = resolved(changed[: changed.rfind("/") + 1] or ".") + "/" + tail
                 if not (where == scratch or where.startswith(scratch + "/")):
                     return "file_write", event + short(args)
     return None
@@ -221,19 +246,17 @@ def emit(context: tuple[Any, ...], kind: str, detail: str, bound: tuple[Any, ...
 
 
 def check_bindings(context: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> None:
-    """Reports, once each, the names the runtime calls that were rebound behind the modules' guard."""
-    watched, dictionaries, tampered, emit, kind_of, text = bound
+    """Reports the names the runtime calls that were rebound behind the modules' guard, at every check (a mark of
+    what was reported already would be state a frame could reach and set)."""
+    watched, dictionaries, emit, kind_of, text = bound
     for dictionary in dictionaries:
         for name in dictionary:  # a key of a str subclass would run its __eq__ in the lookups below
             if kind_of(name) is not text:
                 emit(context, "tampering", "puts a name that is not a plain string in the sandbox's modules")
                 return
-    index = 0
     for get, key, original in watched:
-        if get(key) is not original and not tampered[index]:
-            tampered[index] = 1  # a bytearray: it holds nothing but bytes
+        if get(key) is not original:
             emit(context, "tampering", "rebinds " + key + " in the sandbox's modules")
-        index += 1  # noqa: SIM113 (enumerate would be a builtin looked up)
 
 
 def caller_of_frame(

@@ -12,7 +12,7 @@ routes that raise none):
   Walking `gc`, or a frame of the hook taken by a signal handler, hands generated code nothing it
   could rebind; replacing a sealed function's defaults or code is an audited assignment, on which
   the child is stopped. Its only mutable state is the count of reports per kind (an array of machine
-  integers) and the names already reported as rebound (a bytearray), built in the fork server;
+  integers), built in the fork server;
 - it keeps no state of its own ("am I already running?"): the frames it takes for itself are
   recognised by their file, so no flag generated code could set turns it off;
 - it reports on its own descriptor of the channel with `os.write`, after checking the descriptor
@@ -111,6 +111,8 @@ FILE_CHANGES = {
     "os.link": ((0, 1), (2, 3)), "os.symlink": ((1,), (2,)), "os.chmod": ((0,), (2,)), "os.chown": ((0,), (3,)),
     "os.truncate": ((0,), ()), "os.utime": ((0,), (3,)), "os.setxattr": ((0,), ()), "os.removexattr": ((0,), ()),
 }  # fmt: skip
+#: Of those, the ones the kernel applies to where a link leads rather than to the link itself.
+LINKS_FOLLOWED = frozenset({"os.truncate", "os.chmod", "os.chown", "os.utime", "os.setxattr", "os.removexattr"})
 #: Events that make code from bytes rather than compiling it: its bytecode is never checked.
 BYTECODE = frozenset({"code.__new__", "marshal.loads", "marshal.load"})
 #: The runtime's own events, raised where it is about to call what WATCHED_NAMES name: the bindings are checked there.
@@ -245,7 +247,7 @@ def _handlers(
     file_changes = tuple((event, *arguments) for event, arguments in FILE_CHANGES.items())
     classify_path = sealed.seal(
         sealed.classify_path, plain_copy, short_text, resolve, sealed.seal(sealed.another_process, len), type, len,
-        (str, bytes, int), (WRITE_FLAGS, WRITE_MODES, file_changes),
+        (str, bytes, int), (WRITE_FLAGS, WRITE_MODES, file_changes, LINKS_FOLLOWED),
     )  # fmt: skip
     classifier = sealed.seal(
         sealed.classify, sandbox_ids, plain_copy, short_text, classify_path, os.getpid, id, type, len, (str,),
@@ -253,7 +255,7 @@ def _handlers(
     )  # fmt: skip
     # Made here, each child's counts are its own copy once it forks.
     emitter = sealed.seal(sealed.emit, array.array("q", [0] * len(KINDS)), KINDS, REPORTS_PER_KIND, reporter)
-    checker = sealed.seal(sealed.check_bindings, watched, dictionaries, bytearray(len(watched)), emitter, type, str)
+    checker = sealed.seal(sealed.check_bindings, watched, dictionaries, emitter, type, str)
     caller = sealed.seal(sealed.caller_of_frame, own_file, helpers, code_of, back_of, file_of, name_of, exact)
     sealed_codes = frozenset(id(function.__code__) for function in sealed.SEALED)
     refusals = (sealed.Refused, sealed.RefusedImport)
