@@ -83,6 +83,12 @@ def test_the_hooks_functions_look_up_no_name_and_hold_nothing_changeable(sealed_
             if isinstance(constant, types.CodeType):
                 walk(constant)
 
+    functions = {
+        value
+        for name, value in vars(sealed_module).items()
+        if isinstance(value, types.FunctionType) and value.__module__ == "sealed" and name != "seal"
+    }
+    assert functions == set(sealed_module.SEALED)  # every function of the hook is checked here
     for function in sealed_module.SEALED:
         walk(function.__code__)
         assert not function.__code__.co_freevars, function

@@ -6,7 +6,7 @@ closure. So walking `gc`, or a frame of the hook taken by a signal handler, hand
 nothing it could rebind to change them: the defaults tuple is replaced only by an audited
 assignment, on which the hook stops the child, and holds only things that cannot change (built-in
 functions and descriptors, numbers, strings, frozensets, tuples, other sealed functions), but for
-the count of reports per kind and the names already reported as rebound.
+the count of reports per kind, an array of machine integers.
 """
 
 from __future__ import annotations
@@ -415,10 +415,12 @@ SEALED = (
     resolved,
     another_process,
     classify,
+    classify_path,
     report,
     emit,
     check_bindings,
     caller_of_frame,
+    on_code,
     on_event,
     hook,
 )
