@@ -143,30 +143,33 @@ def run_algorithm(channel: proxies.Channel, job: dict[str, Any]) -> None:
     batch: list[dict[str, Any]] = []
     last_flush = perf_counter()
     for index, decoded, problem, remaining in instances:
-        result: dict[str, Any] = {"index": index, "error": problem, "timed_out": False}
-        try:
-            if problem is not None:
-                raise ValueError(problem)
-            seed_generators(int(job["seed"]) + index)
-            started = perf_counter()
-            signal.setitimer(signal.ITIMER_REAL, time_limit)
-            try:
-                output = function(*decoded)
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                result["seconds"] = perf_counter() - started
-            result["output"] = protocol.encode_value(output)
-        except InstanceTimeout:
-            result["timed_out"] = True
-        except BaseException as error:
-            result["error"] = result["error"] or describe_failure(error)
-        result.setdefault("seconds", 0.0)
+        result: dict[str, Any] = {"index": index, "error": problem, "timed_out": False, "seconds": 0.0}
+        if problem is None:
+            run_instance(function, decoded, int(job["seed"]) + index, time_limit, result)
         del decoded
         batch.append(result)
         if perf_counter() - last_flush >= protocol.FLUSH_SECONDS and remaining:
             send_outputs(channel, batch)
             batch, last_flush = [], perf_counter()
     send_outputs(channel, batch, last=True)
+
+
+def run_instance(function: Any, arguments: list[Any], seed: int, time_limit: float, result: dict[str, Any]) -> None:
+    """Calls the solution on one instance under its alarm; fills in its output, error or time-out and its time."""
+    try:
+        seed_generators(seed)
+        started = perf_counter()
+        signal.setitimer(signal.ITIMER_REAL, time_limit)
+        try:
+            output = function(*arguments)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            result["seconds"] = perf_counter() - started
+        result["output"] = protocol.encode_value(output)
+    except InstanceTimeout:
+        result["timed_out"] = True
+    except BaseException as error:
+        result["error"] = describe_failure(error)
 
 
 def decoded_instances(message: dict[str, Any], tail: bytes) -> Iterator[tuple[int, list[Any], str | None, bool]]:

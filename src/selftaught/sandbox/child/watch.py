@@ -103,8 +103,6 @@ REACHES_THE_REPORTER = (
     )
     | NATIVE_RUNS
 )
-#: A sub-interpreter would have no audit hook: refused.
-NEW_INTERPRETER = "cpython.PyInterpreterState_New"
 #: Events that change the file system: (the arguments that are paths, those that are directory descriptors).
 FILE_CHANGES = {
     "os.mkdir": ((0,), (2,)), "os.rmdir": ((0,), (1,)), "os.remove": ((0,), (1,)), "os.rename": ((0, 1), (2, 3)),
@@ -117,6 +115,8 @@ LINKS_FOLLOWED = frozenset({"os.truncate", "os.chmod", "os.chown", "os.utime", "
 BYTECODE = frozenset({"code.__new__", "marshal.loads", "marshal.load"})
 #: The runtime's own events, raised where it is about to call what WATCHED_NAMES name: the bindings are checked there.
 CHECKED_AT = frozenset({"selftaught.outputs", "selftaught.finish"})
+#: What the hook raises to refuse something (another hook, a sub-interpreter; an import of native code).
+REFUSALS = (sealed.Refused, sealed.RefusedImport)
 #: Every kind of report.
 KINDS = (
     "network", "process_spawn", "signal", "process_control", "introspection", "tampering", "native_code",
@@ -126,18 +126,15 @@ KINDS = (
 COMPILING = frozenset({"compile", "code.__new__"})
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 WRITE_MODES = frozenset("wax+")
-#: The file name of generated code (runner.load_entry_point compiles it so).
-GENERATED = "<generated>"
 #: The audit event the sandbox's modules raise when a name in one of them is rebound.
 TAMPERING = "selftaught.tampering"
 #: The sandbox's own modules in the child: rebinding anything in them, or their functions' code, is tampering.
 RUNTIME_MODULES = ("watch", "sealed", "runner", "proxies", "protocol", "isolation", "seccomp", "helpers")
 #: The names the runtime calls while generated code runs; rebinding one through a module's __dict__ is seen too.
 WATCHED_NAMES = {
-    "watch": ("install", "REPORTS_PER_KIND"),
     "runner": (
-        "serve_job", "run_algorithm", "run_improver", "send_outputs", "finish", "finish_with", "decode_argument",
-        "describe_failure", "seed_generators", "raise_timeout", "yield_to_host", "JOBS", "perf_counter", "audit",
+        "serve_job", "run_algorithm", "run_improver", "run_instance", "send_outputs", "finish", "finish_with",
+        "decode_argument", "describe_failure", "seed_generators", "raise_timeout", "yield_to_host", "JOBS", "perf_counter", "audit",
     ),
     "proxies": ("Channel", "LanguageModel", "Utility", "BUDGET_ATTRIBUTES"),
     "protocol": ("frame", "send_frames", "send_message", "FrameReader", "encode_value", "HEADER"),
@@ -258,7 +255,6 @@ def _handlers(
     checker = sealed.seal(sealed.check_bindings, watched, dictionaries, emitter, type, str)
     caller = sealed.seal(sealed.caller_of_frame, own_file, helpers, code_of, back_of, file_of, name_of, exact)
     sealed_codes = frozenset(id(function.__code__) for function in sealed.SEALED)
-    refusals = (sealed.Refused, sealed.RefusedImport)
 
     def handler(native: tuple[frozenset[str], tuple[str, ...]]) -> Callable[..., None]:
         on_code = sealed.seal(
@@ -267,7 +263,7 @@ def _handlers(
         )  # fmt: skip
         return sealed.seal(
             sealed.on_event, own_file, code_of, file_of, exact, type, id, len, (frame_type, function_type),
-            (function_code, sealed_codes, TRACING, refusals, native, CHECKED_AT),
+            (function_code, sealed_codes, TRACING, REFUSALS, native, CHECKED_AT),
             (checker, classifier, on_code, emitter, reporter, plain_copy),
         )  # fmt: skip
 
@@ -275,7 +271,7 @@ def _handlers(
 
 
 def _is_native(name: object) -> bool:
-    return isinstance(name, str) and (name in NATIVE_MODULES or name.startswith(tuple(f"{m}." for m in NATIVE_MODULES)))
+    return isinstance(name, str) and name.split(".", 1)[0] in NATIVE_MODULES
 
 
 def _native_handles() -> tuple[tuple[dict[str, Any], str], ...]:
@@ -286,9 +282,10 @@ def _native_handles() -> tuple[tuple[dict[str, Any], str], ...]:
         if _is_native(name) or not isinstance(module, types.ModuleType):
             continue
         for key, value in list(vars(module).items()):
-            origin = value.__name__ if isinstance(value, types.ModuleType) else getattr(type(value), "__module__", "")
-            if isinstance(value, type):
-                origin = value.__module__
+            if isinstance(value, types.ModuleType):
+                origin = value.__name__
+            else:  # a class's module, or the module of an instance's class
+                origin = getattr(value if isinstance(value, type) else type(value), "__module__", "")
             if _is_native(origin):
                 found.append((vars(module), key))
     return tuple(found)
@@ -326,8 +323,7 @@ def install(sock: Any, scratch: str, stop_when_reachable: bool = True) -> None:
     status = os.fstat(descriptor)
     context = (descriptor, (status.st_dev, status.st_ino), scratch, trusted_folders(shared.path_folders, scratch))
     handler = shared.stopping if stop_when_reachable else shared.reporting
-    refusals = (sealed.Refused, sealed.RefusedImport)
     hook = sealed.seal(
-        sealed.hook, handler, shared.report, context, BaseException, Exception, refusals, type, issubclass
+        sealed.hook, handler, shared.report, context, BaseException, Exception, REFUSALS, type, issubclass
     )
     sys.addaudithook(hook)
