@@ -159,6 +159,7 @@ def test_a_job_sent_to_a_zygote_that_just_died_goes_to_a_new_one(launcher: Launc
 def test_a_job_whose_zygote_dies_before_forking_its_child_is_sent_again(launcher: Launcher) -> None:
     zygote = launcher._fork_servers.first()
     run_briefly(launcher)
+    launcher._waiting.forget(lambda server: False)  # the next job needs a fork: no child is waiting for it
     os.kill(zygote.pid, signal.SIGSTOP)
     cores: list[list[int]] = []
     job = threading.Thread(target=lambda: cores.append(run_briefly(launcher)))

@@ -10,6 +10,7 @@ its calls, so a slow language model never times out an improver. Safe to use fro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -32,6 +33,7 @@ from selftaught.sandbox.packages import PackageShim
 from selftaught.sandbox.policy import CHILD_FOLDER, SandboxPolicy, readable_paths, running_as_root
 from selftaught.sandbox.processes import ChildProcess, OutputFile, fork_child, spawn_child
 from selftaught.sandbox.session import FORKED_STARTUP_SECONDS, SPAWNED_STARTUP_SECONDS, CallRefused, Conversation
+from selftaught.sandbox.started import Identities, StartedChild, WaitingChildren
 
 __all__ = ["CHILD_ENVIRONMENT", "CallRefused", "Launcher"]
 
@@ -57,7 +59,8 @@ class Launcher:
         self._shim = PackageShim(allowed_packages)
         self._layers: dict[str, Any] | None = None
         self._layers_lock = threading.Lock()
-        self._children = 0
+        self._identities = Identities(isolation.CHILD_UID_BASE, isolation.CHILD_UIDS)
+        self._waiting = WaitingChildren()
         self._aborted = False
         #: Children started as fresh interpreters (the fork servers' children die with their zygote).
         self._spawned: set[ChildProcess] = set()
@@ -80,7 +83,7 @@ class Launcher:
         # The host's memory and /proc files (where API keys live) stay out of reach of same-user processes.
         isolation.make_undumpable()
         # The fork servers, folders and cgroups go away at exit even when nobody calls close().
-        self._resources = _Resources(self._scratch_root, self._cgroup, self._shim, self._fork_servers)
+        self._resources = _Resources(self._scratch_root, self._cgroup, self._shim, self._fork_servers, self._waiting)
         self._cleanup = weakref.finalize(self, self._resources.release)
 
     def start(self) -> None:
@@ -108,6 +111,7 @@ class Launcher:
         was ended this way raises SandboxAborted instead of reporting what happened to the child.
         """
         self._aborted = True
+        self._waiting.close()
         self._fork_servers.close()
         with self._layers_lock:
             spawned = list(self._spawned)
@@ -129,19 +133,46 @@ class Launcher:
         """True when children get their empty network namespace from the fork server instead of making one."""
         return self.policy.fork_server and self._fork_servers.network_isolated
 
-    def _identity(self) -> int:
-        """The uid of the next child as root: one no child running now has."""
-        with self._layers_lock:
-            self._children += 1
-            return isolation.CHILD_UID_BASE + self._children % isolation.CHILD_UIDS
-
     def _scratch(self, uid: int) -> str:
         scratch = tempfile.mkdtemp(prefix="selftaught-child-", dir=self._scratch_root)
         if self._isolation()["drop_privileges"]:
             os.chown(scratch, uid, uid)
         return scratch
 
-    def _start_child(
+    def _start(self, server: ForkServer | None, limits: SandboxLimits) -> StartedChild:
+        """A child with its setup sent: it confines itself at once, then waits for its job."""
+        uid = self._identities.take()
+        try:
+            scratch = self._scratch(uid)
+        except BaseException:
+            self._identities.release(uid)
+            raise
+        setup = {
+            "kind": protocol.SETUP,
+            "limits": limits.rlimits(),
+            "package_paths": self._shim.paths(),
+            "isolation": {**self._isolation(), "uid": uid},
+            "scratch": scratch,
+        }
+        output = OutputFile(scratch)
+        host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            process = self._start_process(server, child_end, scratch, output)
+        except BaseException:
+            host_end.close()
+            output.read(0)
+            shutil.rmtree(scratch, ignore_errors=True)
+            self._identities.release(uid)
+            raise
+        finally:
+            child_end.close()
+            output.close_writer()
+        # A child gone already says why, or is found gone, when its job is sent.
+        with contextlib.suppress(OSError):
+            protocol.send_message(host_end, setup)
+        return StartedChild(process, host_end, output, scratch, uid, self._identities)
+
+    def _start_process(
         self, server: ForkServer | None, channel: socket.socket, scratch: str, output: OutputFile
     ) -> ChildProcess:
         if server is not None:
@@ -152,6 +183,11 @@ class Launcher:
         if self._cgroup is not None and child.host_pid is not None:
             self._cgroup.add(child.host_pid)  # before the job is sent: no generated code has run yet
         return child
+
+    def _prepare_next(self, server: ForkServer, limits: SandboxLimits) -> None:
+        """Starts the server's next child for jobs of these limits, if none is waiting; never fails the job under way."""
+        with contextlib.suppress(Exception):  # the zygote gone, say: the next job starts its own child, or learns why
+            self._waiting.prepare(server, _setup_of(limits), lambda: self._start(server, limits))
 
     def run(self, job: Mapping[str, Any], limits: SandboxLimits, serve: CallHandler | None = None) -> ChildOutcome:
         if self._aborted:
@@ -182,38 +218,21 @@ class Launcher:
         if instances is not None and not isinstance(instances, EncodedInstances):
             instances = EncodedInstances.of(instances)
         first = int(job.get("first_instance", 0))
-        uid = self._identity()
-        scratch = self._scratch(uid)
-        try:  # framed before the child is started, so the host waits on the channel right after starting it
-            job_frame = protocol.frame(
-                {
-                    "kind": protocol.JOB,
-                    **{key: value for key, value in job.items() if key not in ("instances", "first_instance")},
-                    "limits": limits.rlimits(),
-                    "package_paths": self._shim.paths(),
-                    "isolation": {**self._isolation(), "uid": uid},
-                    "scratch": scratch,
-                }
-            )
-        except protocol.ProtocolError as error:
-            shutil.rmtree(scratch, ignore_errors=True)
-            return ChildOutcome(violation=f"channel to the child failed: {error}")
-        output = OutputFile(scratch)
-        host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            child = self._start_child(server, child_end, scratch, output)
-        except BaseException:
-            host_end.close()
-            output.read(0)
-            shutil.rmtree(scratch, ignore_errors=True)
-            raise
-        finally:
-            child_end.close()
-            output.close_writer()
+            fields = {key: value for key, value in job.items() if key not in ("instances", "first_instance")}
+            job_frame = protocol.frame({"kind": protocol.JOB, **fields})
+        except protocol.ProtocolError as error:
+            return ChildOutcome(violation=f"channel to the child failed: {error}")
+        child = None
+        if server is not None:
+            self._waiting.forget(lambda waiting_on: waiting_on.alive)  # type: ignore[attr-defined]
+            child = self._waiting.take(server, _setup_of(limits))
+        if child is None:
+            child = self._start(server, limits)
         outcome: dict[str, Any] = {}
         try:
             conversation = Conversation(
-                host_end,
+                child.channel,
                 job_frame,
                 limits.wall_seconds,
                 serve,
@@ -221,20 +240,24 @@ class Launcher:
                 float(job.get("time_limit_seconds", 0)),
                 FORKED_STARTUP_SECONDS if server is not None else SPAWNED_STARTUP_SECONDS,
             )
-            outcome = conversation.run(first)
+            prepare_next = (lambda: self._prepare_next(server, limits)) if server is not None else None
+            outcome = conversation.run(first, then=prepare_next)
         finally:
             # The host decides when a job is over: whatever the child does next, its whole process group ends now.
-            exit_code = child.end(explain=not ("has_result" in outcome or "failure" in outcome))
+            explain = not ("has_result" in outcome or "failure" in outcome)
+            exit_code, text, truncated = child.end(explain, limits.captured_output_bytes)
             with self._layers_lock:
-                self._spawned.discard(child)
-            host_end.close()
-            text, truncated = output.read(limits.captured_output_bytes)
-            shutil.rmtree(scratch, ignore_errors=True)
+                self._spawned.discard(child.process)
         if self._aborted:  # what happened to the child says nothing about its candidate
             raise SandboxAborted("the sandbox was shut down while the job ran")
         if outcome.pop("job_unread", False) and may_retry:
             raise ForkServerStopped(f"the job's child went away without reading its job: {outcome.get('violation')}")
         return ChildOutcome(**outcome, exit_code=exit_code, output=text, output_truncated=truncated)
+
+
+def _setup_of(limits: SandboxLimits) -> tuple[tuple[str, int], ...]:
+    """What a waiting child was confined with, besides what every child of the launcher shares."""
+    return tuple(sorted(limits.rlimits().items()))
 
 
 class SandboxAborted(SandboxError):
@@ -283,8 +306,10 @@ class _Resources:
     cgroup: ChildrenCgroup | None
     shim: PackageShim
     fork_servers: ForkServerPool
+    waiting: WaitingChildren
 
     def release(self) -> None:
+        self.waiting.close()
         self.fork_servers.close()
         if self.cgroup is not None:
             self.cgroup.remove()

@@ -17,6 +17,7 @@ import collections
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from selftaught.sandbox.child import protocol
@@ -90,11 +91,14 @@ class Conversation:
         self._dropped_events = 0
         self._outputs: list[dict[str, Any]] = []
 
-    def run(self, first_instance: int = 0) -> dict[str, Any]:
+    def run(self, first_instance: int = 0, then: Callable[[], None] | None = None) -> dict[str, Any]:
+        """The job's outcome; `then` is called once the job is sent (the host's own work, done while the child starts)."""
         try:
             # A child gone already may have said why on the channel: read on.
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 protocol.send_frames(self._sock, self._job_frame)
+            if then is not None:
+                then()
             if self._instances is None:
                 return self._until_result()
             return self._algorithm(first_instance)

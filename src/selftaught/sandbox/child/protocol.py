@@ -42,7 +42,8 @@ ALONE_TAIL = 0xFFFFFFFF
 ALONE_MARK = ALONE_TAIL.to_bytes(4, "big")
 
 #: Message kinds.
-JOB = "job"  # host -> child: what to run
+SETUP = "setup"  # host -> child: how to confine itself (limits, layers, identity, scratch), nothing of a job
+JOB = "job"  # host -> child: what to run, sent once the child is confined (or may be)
 CALL = "call"  # child -> host: a proxy method call (language model, utility, ...)
 REPLY = "reply"  # host -> child: the answer to a CALL
 EVENT = "event"  # child -> host: something the host should record (budget tampering, ...)

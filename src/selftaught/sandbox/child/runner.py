@@ -292,20 +292,25 @@ def warm_up() -> None:
 
 
 def serve_job(sock: socket.socket, preloaded: bool = False) -> None:
-    """Receives one job, confines this process, runs the job, and exits without returning."""
+    """Receives its setup, confines this process, then waits for a job, runs it, and exits without returning.
+
+    The setup holds nothing of a job, so the host may start a child well before it has a job for
+    it: the job's code arrives only once every layer holds.
+    """
     channel = proxies.Channel(sock)
     try:
-        job, _ = channel.receive()
+        setup = receive_kind(channel, protocol.SETUP)
         if not preloaded:
-            preload(job["package_paths"])
-        apply_limits(job["limits"])
-        missing = confine(job["isolation"], job["scratch"])
+            preload(setup["package_paths"])
+        apply_limits(setup["limits"])
+        missing = confine(setup["isolation"], setup["scratch"])
         if missing:
             channel.notify("sandbox_layer_missing", missing)
-            if job["isolation"].get("strict"):
+            if setup["isolation"].get("strict"):
                 raise PermissionError(f"strict sandbox: {'; '.join(missing.values())}")
-        use_scratch_for_temporary_files(job["scratch"])
-        watch.install(channel.sock, job["scratch"], job["isolation"].get("stop_when_reporter_reachable", True))
+        use_scratch_for_temporary_files(setup["scratch"])
+        watch.install(channel.sock, setup["scratch"], setup["isolation"].get("stop_when_reporter_reachable", True))
+        job = receive_kind(channel, protocol.JOB)
         JOBS[job["job"]](channel, job)
     except BaseException as error:
         with contextlib.suppress(OSError, protocol.ProtocolError):
@@ -317,6 +322,13 @@ def serve_job(sock: socket.socket, preloaded: bool = False) -> None:
             sys.stderr.flush()
         # Skip interpreter teardown: threads or atexit hooks left by generated code must not delay the exit.
         os._exit(0)
+
+
+def receive_kind(channel: proxies.Channel, kind: str) -> dict[str, Any]:
+    message, _ = channel.receive()
+    if message.get("kind") != kind:
+        raise protocol.ProtocolError(f"expected the {kind}")
+    return message
 
 
 def use_scratch_for_temporary_files(scratch: str) -> None:
