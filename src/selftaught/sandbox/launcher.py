@@ -5,7 +5,9 @@ gets a whitelisted environment, a private scratch directory, resource limits and
 isolation layers (policy.py) that it applies to itself before touching generated code, its own
 session (so a timeout kills the whole process group), and a socket to the host as its only way
 to ask for anything. The child's wall-clock budget excludes the time the host spends answering
-its calls, so a slow language model never times out an improver. Safe to use from many threads.
+its calls, so a slow language model never times out an improver. While a job runs, its fork server's
+next child is started and confined, to wait for the next job with the same limits (started.py).
+Safe to use from many threads.
 """
 
 from __future__ import annotations
@@ -190,13 +192,13 @@ class Launcher:
             self._waiting.prepare(server, _setup_of(limits), lambda: self._start(server, limits))
 
     def run(self, job: Mapping[str, Any], limits: SandboxLimits, serve: CallHandler | None = None) -> ChildOutcome:
-        if self._aborted:
-            raise SandboxAborted("the sandbox was shut down")
         """Runs one job.
 
         An algorithm job's `instances` (argument lists, or `EncodedInstances`) go to the child once
         its solution has loaded, from `first_instance` (default 0) on.
         """
+        if self._aborted:
+            raise SandboxAborted("the sandbox was shut down")
         if not self.policy.fork_server:
             return self._run(None, job, limits, serve, may_retry=False)
         try:
@@ -225,7 +227,7 @@ class Launcher:
             return ChildOutcome(violation=f"channel to the child failed: {error}")
         child = None
         if server is not None:
-            self._waiting.forget(lambda waiting_on: waiting_on.alive)  # type: ignore[attr-defined]
+            self._waiting.forget(lambda waiting_on: waiting_on.alive)
             child = self._waiting.take(server, _setup_of(limits))
         if child is None:
             child = self._start(server, limits)

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
+from selftaught.sandbox.fork_server import ForkServer
 from selftaught.sandbox.processes import ChildProcess, OutputFile
 
 #: Children kept waiting per fork server, one per setup (an improver's limits and an algorithm's, say).
@@ -89,11 +90,11 @@ class WaitingChildren:
     """Children started and confined ahead of a job, by fork server and setup. Thread-safe."""
 
     def __init__(self) -> None:
-        self._waiting: collections.OrderedDict[tuple[object, Hashable], StartedChild] = collections.OrderedDict()
+        self._waiting: collections.OrderedDict[tuple[ForkServer, Hashable], StartedChild] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._closed = False
 
-    def take(self, server: object, setup: Hashable) -> StartedChild | None:
+    def take(self, server: ForkServer, setup: Hashable) -> StartedChild | None:
         """The child waiting for the server's next job of this setup, if there is one and it is still there."""
         with self._lock:
             child = self._waiting.pop((server, setup), None)
@@ -102,7 +103,7 @@ class WaitingChildren:
             return None
         return child
 
-    def prepare(self, server: object, setup: Hashable, start: Callable[[], StartedChild]) -> None:
+    def prepare(self, server: ForkServer, setup: Hashable, start: Callable[[], StartedChild]) -> None:
         """Starts a child for the server's next job of this setup, unless one is waiting already."""
         key = (server, setup)
         with self._lock:
@@ -119,7 +120,7 @@ class WaitingChildren:
         for extra in surplus:
             extra.discard()
 
-    def forget(self, keep: Callable[[object], bool]) -> None:
+    def forget(self, keep: Callable[[ForkServer], bool]) -> None:
         """Discards the children of every server `keep` says no to (stopped servers, say)."""
         with self._lock:
             gone = [key for key in self._waiting if not keep(key[0])]
