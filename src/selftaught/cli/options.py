@@ -15,7 +15,7 @@ import click
 from rich.text import Text
 
 from selftaught.api import RunOptions, read_program
-from selftaught.cli.safe_output import SafeConsole, visible_controls
+from selftaught.cli.safe_output import SafeConsole, stderr_console, visible_controls
 from selftaught.config import PROFILES
 from selftaught.errors import SelftaughtError
 from selftaught.llm.cache import CacheMode
@@ -215,10 +215,6 @@ PIPE_WIDTH = 160
 def stdout_console() -> SafeConsole:
     """Every command prints through one of these two: generated text shown safely, never parsed as markup."""
     return SafeConsole(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
-
-
-def stderr_console() -> SafeConsole:
-    return SafeConsole(stderr=True, highlight=False)
 
 
 def print_json(data: Any) -> None:

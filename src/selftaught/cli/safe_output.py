@@ -84,3 +84,7 @@ class SafeConsole(Console):
                 yield segment
             else:
                 yield segment._replace(text=visible_controls(segment.text))
+
+
+def stderr_console() -> SafeConsole:
+    return SafeConsole(stderr=True, highlight=False)
