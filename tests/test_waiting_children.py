@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from selftaught.errors import SandboxError
 from selftaught.sandbox.launcher import Launcher, SandboxAborted
 from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
+from selftaught.sandbox.policy import SandboxPolicy
 from selftaught.sandbox.started import WAITING_PER_SERVER, Identities, StartedChild
 
 
@@ -106,7 +112,7 @@ def test_identities_are_never_shared_and_come_back_once_released() -> None:
     identities = Identities(base=1000, count=3)
     held = [identities.take() for _ in range(3)]
     assert sorted(held) == [1000, 1001, 1002]
-    with pytest.raises(RuntimeError):
+    with pytest.raises(SandboxError):
         identities.take()
     identities.release(1001)
     assert identities.take() == 1001
@@ -145,3 +151,133 @@ def test_children_waiting_for_a_job_end_with_their_launcher(ending: str) -> None
                 run(launcher, WHERE_AM_I)
     finally:
         launcher.close()
+
+
+SLEEPS = "import time\ndef algorithm():\n    time.sleep(4)\n    return 1\n"
+
+
+def test_an_abort_while_the_first_fork_server_starts_ends_the_job_at_once() -> None:
+    launcher = Launcher()
+    ended: dict[str, Any] = {}
+
+    def job() -> None:
+        started = time.monotonic()
+        try:
+            run(launcher, SLEEPS, wall_seconds=10.0)
+        except BaseException as error:
+            ended["error"] = error
+        ended["seconds"] = time.monotonic() - started
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    time.sleep(0.05)  # the job's zygote is starting
+    launcher.abort()
+    thread.join(timeout=30)
+    try:
+        assert isinstance(ended.get("error"), SandboxAborted) and ended["seconds"] < 3.5, ended
+        assert launcher._fork_servers.servers == []
+    finally:
+        launcher.close()
+
+
+@pytest.mark.parametrize("ending", ["close", "abort"])
+def test_a_job_after_the_launcher_ended_is_refused_and_starts_nothing(ending: str) -> None:
+    launcher = Launcher()
+    output(run(launcher, WHERE_AM_I))
+    getattr(launcher, ending)()
+    with pytest.raises(SandboxAborted):
+        run(launcher, WHERE_AM_I)
+    assert launcher._fork_servers.servers == [] and not waiting(launcher)
+    launcher.close()
+
+
+def test_uid_blocks_are_claimed_machine_wide_and_given_back(tmp_path: Path) -> None:
+    claims = (tmp_path / "claims",)
+    first = Identities(base=1000, count=512, block=256, claims=claims)
+    second = Identities(base=1000, count=512, block=256, claims=claims)
+    assert (first.first, second.first) == (1000, 1256) and first.count == second.count == 256
+    with pytest.raises(SandboxError, match="claimed by other selftaught hosts"):
+        Identities(base=1000, count=512, block=256, claims=claims)
+    # Another process finds the same blocks taken, until one is given back.
+    check = (
+        "import sys\nfrom pathlib import Path\nfrom selftaught.sandbox.started import Identities\n"
+        f"print(Identities(base=1000, count=512, block=256, claims=(Path({str(claims[0])!r}),)).first)\n"
+    )
+    refused = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "claimed by other selftaught hosts" in refused.stderr
+    first.close()
+    again = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60, check=True)
+    assert again.stdout.strip() == "1000"
+    second.close()
+
+
+UID = "import os\ndef algorithm():\n    return os.getuid()\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="children run as uids of their own only when the host is root")
+def test_two_launchers_never_give_their_children_the_same_uid() -> None:
+    launchers = [Launcher(), Launcher()]
+    try:
+        ranges = [
+            range(launcher._identities.first, launcher._identities.first + launcher._identities.count)
+            for launcher in launchers
+        ]
+        assert not set(ranges[0]) & set(ranges[1])
+        uids = [output(run(launcher, UID)) for launcher in launchers for _ in range(2)]
+        waiting_uids = [child.uid for launcher in launchers for child in waiting(launcher)]
+        assert len(set(uids + waiting_uids)) == len(uids + waiting_uids)
+        assert all(uid in ranges[index // 2] for index, uid in enumerate(uids))
+    finally:
+        for launcher in launchers:
+            launcher.close()
+
+
+PIDS_SEEN = """\
+import os
+def algorithm():
+    seen = []
+    for pid in range(1, 400):
+        for path in (f"/proc/{pid}", f"/proc/{pid}/task"):
+            try:
+                os.stat(path)
+                seen.append(pid)
+            except OSError:
+                pass
+    try:
+        seen.append(os.readlink("/proc/self"))
+    except OSError:
+        pass
+    return [seen, os.path.exists("/proc/self")]
+"""
+MANY_THREADS = "import threading, time\ndef algorithm():\n    for _ in range(40):\n        threading.Thread(target=time.sleep, args=(0.5,), daemon=True).start()\n    return 1\n"
+
+
+@pytest.mark.parametrize("bubblewrap", [True, False], ids=["bubblewrap", "no-bubblewrap"])
+def test_no_child_sees_any_pid_but_its_own(bubblewrap: bool) -> None:
+    """Not through /proc either: pids a candidate makes the kernel hand out cannot carry anything to the next."""
+    launcher = Launcher(SandboxPolicy(bubblewrap=bubblewrap))
+    try:
+        assert output(run(launcher, MANY_THREADS)) == 1
+        assert output(run(launcher, PIDS_SEEN)) == [[], False]
+    finally:
+        launcher.close()
+
+
+NAPS = "import time\ndef algorithm():\n    time.sleep(0.6)\n    return 1\n"
+
+
+@pytest.mark.parametrize("pinned", [False, True], ids=["free-zygote", "pinned-zygote"])
+def test_the_next_child_starts_during_a_job_only_where_it_takes_no_core_from_it(
+    launcher: Launcher, pinned: bool
+) -> None:
+    """A zygote pinned to a core would fork the next child onto the core the job's instances run on."""
+    output(run(launcher, WHERE_AM_I))
+    launcher._fork_servers.first().pinned = pinned
+    waiting_during: list[int] = []
+    job = threading.Thread(target=lambda: output(run(launcher, NAPS)))
+    job.start()
+    time.sleep(0.3)
+    waiting_during.append(len(waiting(launcher)))
+    job.join(timeout=30)
+    assert waiting_during == [0 if pinned else 1]
+    assert len(waiting(launcher)) == 1  # after the job, either way

@@ -37,6 +37,10 @@ def _last_descendant(pid: int) -> int:
         pid = int(children[0])
 
 
+class PoolClosed(SandboxError):
+    """The pool was closed (its launcher closed or aborted): it starts no fork server and serves no job any more."""
+
+
 class ForkServerStopped(SandboxError):
     """No child ran the job: its zygote is gone (killed, say) or its child went before reading it; it can be sent again."""
 
@@ -88,6 +92,8 @@ class ForkServer:
         self.pid = _last_descendant(self._process.pid) if bwrap_prefix else self._process.pid
         #: True when the zygote sits in an empty network namespace that every child inherits.
         self.network_isolated = ready.get("network") == "isolated"
+        #: True once the pool keeps the zygote, and every child it forks, to one core.
+        self.pinned = False
         self._control.settimeout(None)
         self._reader = threading.Thread(target=self._read, name="fork-server-reader", daemon=True)
         self._reader.start()
@@ -165,6 +171,8 @@ class ForkServer:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()  # reaped, or it stays a zombie of the host
+        if self._process.stderr is not None:
+            self._process.stderr.close()
 
 
 def _close_started(starting: Future[ForkServer]) -> None:
@@ -192,6 +200,7 @@ class ForkServerPool:
         #: Servers taken out to close: a second `close` (the host's own, after an abort's on another thread)
         #: waits for them too, so the host never exits before it has reaped every zygote.
         self._closing: list[ForkServer] = []
+        self._closed = False
         #: Whether the first zygote's children inherit an empty network namespace; every later one must match.
         self._network_isolated: bool | None = None
         self._lock = threading.Lock()
@@ -202,6 +211,7 @@ class ForkServerPool:
     def first(self) -> ForkServer:
         """The first running fork server, started now if there is none."""
         with self._lock:
+            self._refuse_if_closed()
             self._forget_stopped()
             if not self._running:
                 self._add()
@@ -217,6 +227,7 @@ class ForkServerPool:
     def acquire(self) -> Iterator[ForkServer]:
         """The fork server for one job, counted as busy until the job ends."""
         with self._lock:
+            self._refuse_if_closed()
             self._forget_stopped()
             if not self._running or (len(self._running) < self._limit and all(self._running.values())):
                 self._add()
@@ -228,6 +239,10 @@ class ForkServerPool:
             with self._lock:
                 if server in self._running:  # not closed meanwhile
                     self._running[server] -= 1
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise PoolClosed("the sandbox was shut down")
 
     def _forget_stopped(self) -> None:
         for server in [server for server in self._running if not server.alive]:
@@ -248,6 +263,9 @@ class ForkServerPool:
         except BaseException:  # interrupted (Ctrl-C, SIGTERM) while it starts: it is closed once it has started
             starting.add_done_callback(_close_started)
             raise
+        if self._closed:  # closed while it started (an abort from another thread): it serves nothing
+            server.close()
+            raise PoolClosed("the sandbox was shut down")
         if self._network_isolated is None:
             self._network_isolated = server.network_isolated
         elif server.network_isolated != self._network_isolated:
@@ -262,6 +280,7 @@ class ForkServerPool:
             for core, running in zip(self._cores, self._running, strict=False):
                 with contextlib.suppress(OSError):  # gone, or not ours to move: it runs unpinned
                     os.sched_setaffinity(running.pid, {core})
+                    running.pinned = True
 
     @property
     def servers(self) -> list[ForkServer]:
@@ -269,6 +288,7 @@ class ForkServerPool:
             return list(self._running)
 
     def close(self) -> None:
+        self._closed = True  # first, without the lock: a zygote starting under it now is closed as it comes up
         with self._lock:
             self._closing += self._running
             servers, self._running = list(self._closing), {}

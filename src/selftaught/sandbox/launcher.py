@@ -13,6 +13,7 @@ Safe to use from many threads.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import socket
@@ -21,6 +22,7 @@ import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from selftaught.errors import SandboxError
@@ -28,7 +30,7 @@ from selftaught.sandbox.bubblewrap import bwrap_command, bwrap_path
 from selftaught.sandbox.cgroups import CgroupUnavailable, ChildrenCgroup, host_group_name, remove_stale_groups
 from selftaught.sandbox.child import isolation, protocol
 from selftaught.sandbox.executor import CallHandler
-from selftaught.sandbox.fork_server import ForkServer, ForkServerPool, ForkServerStopped
+from selftaught.sandbox.fork_server import ForkServer, ForkServerPool, ForkServerStopped, PoolClosed
 from selftaught.sandbox.instance_data import EncodedInstances
 from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
 from selftaught.sandbox.packages import PackageShim
@@ -39,6 +41,8 @@ from selftaught.sandbox.started import Identities, StartedChild, WaitingChildren
 
 __all__ = ["CHILD_ENVIRONMENT", "CallRefused", "Launcher"]
 
+#: Where launchers running as root claim their blocks of child uids, machine-wide: the first folder that can be made.
+UID_CLAIMS = (Path("/run/selftaught/uid-claims"), Path(tempfile.gettempdir()) / "selftaught-uid-claims")
 #: What a child may see of the host environment: nothing but these fixed values.
 CHILD_ENVIRONMENT = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -61,7 +65,9 @@ class Launcher:
         self._shim = PackageShim(allowed_packages)
         self._layers: dict[str, Any] | None = None
         self._layers_lock = threading.Lock()
-        self._identities = Identities(isolation.CHILD_UID_BASE, isolation.CHILD_UIDS)
+        # As root each child runs as a uid of its own, which no child of another launcher or host may have.
+        claims = UID_CLAIMS if running_as_root() else ()
+        self._identities = Identities(isolation.CHILD_UID_BASE, isolation.CHILD_UIDS, claims=claims)
         self._waiting = WaitingChildren()
         self._aborted = False
         #: Children started as fresh interpreters (the fork servers' children die with their zygote).
@@ -85,7 +91,9 @@ class Launcher:
         # The host's memory and /proc files (where API keys live) stay out of reach of same-user processes.
         isolation.make_undumpable()
         # The fork servers, folders and cgroups go away at exit even when nobody calls close().
-        self._resources = _Resources(self._scratch_root, self._cgroup, self._shim, self._fork_servers, self._waiting)
+        self._resources = _Resources(
+            self._scratch_root, self._cgroup, self._shim, self._fork_servers, self._waiting, self._identities
+        )
         self._cleanup = weakref.finalize(self, self._resources.release)
 
     def start(self) -> None:
@@ -104,6 +112,8 @@ class Launcher:
         return self._cgroup.describe() if self._cgroup is not None else None
 
     def close(self) -> None:
+        """Ends every child and gives back what the launcher holds; later jobs are refused (SandboxAborted)."""
+        self._aborted = True
         self._cleanup()
 
     def abort(self) -> None:
@@ -182,6 +192,8 @@ class Launcher:
         child = spawn_child(channel, scratch, output, {**CHILD_ENVIRONMENT, "HOME": scratch, "TMPDIR": scratch})
         with self._layers_lock:
             self._spawned.add(child)
+            if self._aborted:  # aborted while it started, after `abort` ended the children it knew
+                child.kill()
         if self._cgroup is not None and child.host_pid is not None:
             self._cgroup.add(child.host_pid)  # before the job is sent: no generated code has run yet
         return child
@@ -202,11 +214,14 @@ class Launcher:
         if not self.policy.fork_server:
             return self._run(None, job, limits, serve, may_retry=False)
         try:
-            with self._fork_servers.acquire() as server:
-                return self._run(server, job, limits, serve, may_retry=True)
-        except ForkServerStopped:  # no child ran the job: it goes to another zygote, a new one if need be, once
-            with self._fork_servers.acquire() as server:
-                return self._run(server, job, limits, serve, may_retry=False)
+            try:
+                with self._fork_servers.acquire() as server:
+                    return self._run(server, job, limits, serve, may_retry=True)
+            except ForkServerStopped:  # no child ran the job: it goes to another zygote, a new one if need be, once
+                with self._fork_servers.acquire() as server:
+                    return self._run(server, job, limits, serve, may_retry=False)
+        except PoolClosed:  # closed or aborted meanwhile, from another thread
+            raise SandboxAborted("the sandbox was shut down") from None
 
     def _run(
         self,
@@ -231,6 +246,10 @@ class Launcher:
             child = self._waiting.take(server, _setup_of(limits))
         if child is None:
             child = self._start(server, limits)
+        # The server's next child starts while this job runs where it can take a core the job does not need;
+        # a zygote pinned to a core would fork it onto the very core the job's instances run on: then after.
+        start_next = None if server is None else functools.partial(self._prepare_next, server, limits)
+        while_running = start_next if server is not None and not server.pinned else None
         outcome: dict[str, Any] = {}
         try:
             conversation = Conversation(
@@ -242,14 +261,15 @@ class Launcher:
                 float(job.get("time_limit_seconds", 0)),
                 FORKED_STARTUP_SECONDS if server is not None else SPAWNED_STARTUP_SECONDS,
             )
-            prepare_next = (lambda: self._prepare_next(server, limits)) if server is not None else None
-            outcome = conversation.run(first, then=prepare_next)
+            outcome = conversation.run(first, then=while_running)
         finally:
             # The host decides when a job is over: whatever the child does next, its whole process group ends now.
             explain = not ("has_result" in outcome or "failure" in outcome)
             exit_code, text, truncated = child.end(explain, limits.captured_output_bytes)
             with self._layers_lock:
                 self._spawned.discard(child.process)
+        if start_next is not None and while_running is None and not self._aborted:
+            start_next()
         if self._aborted:  # what happened to the child says nothing about its candidate
             raise SandboxAborted("the sandbox was shut down while the job ran")
         if outcome.pop("job_unread", False) and may_retry:
@@ -309,10 +329,12 @@ class _Resources:
     shim: PackageShim
     fork_servers: ForkServerPool
     waiting: WaitingChildren
+    identities: Identities
 
     def release(self) -> None:
         self.waiting.close()
         self.fork_servers.close()
+        self.identities.close()
         if self.cgroup is not None:
             self.cgroup.remove()
         self.shim.close()

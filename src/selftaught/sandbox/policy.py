@@ -13,7 +13,7 @@ CHILD_FOLDER = Path(__file__).parent / "child"
 
 #: Layers in the order children apply them, with what each one stops.
 LAYERS = {
-    "pid_namespace": "each child alone in a pid namespace of its own: no pid it uses is seen by another",
+    "pid_namespace": "each child alone in a pid namespace of its own, its /proc empty: no pid it uses is seen by another",
     "max_processes": "RLIMIT_NPROC on the child's own uid (fork and thread bombs)",
     "drop_privileges": "as root, each child runs as an unprivileged uid of its own",
     "network_namespace": "user + network namespaces: no network, loopback included",

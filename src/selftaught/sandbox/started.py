@@ -12,36 +12,71 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import itertools
+import os
 import select
 import shutil
 import socket
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from pathlib import Path
 
+from selftaught.errors import SandboxError
 from selftaught.sandbox.fork_server import ForkServer
 from selftaught.sandbox.processes import ChildProcess, OutputFile
 
 #: Children kept waiting per fork server, one per setup (an improver's limits and an algorithm's, say).
 WAITING_PER_SERVER = 2
+#: Uids a launcher claims at once, for its children (at most a few of them run at a time).
+UID_BLOCK = 256
 
 
 class Identities:
-    """Hands out the uids children run as: one no started child holds, and not soon handed out again."""
+    """Hands out the uids children run as: one no started child of any launcher on this machine holds.
 
-    def __init__(self, base: int, count: int) -> None:
-        self._base, self._count = base, count
+    Each launcher claims a block of uids of its own, machine-wide, by holding the lock of the block's
+    file in `claims` (a lock the kernel releases when the process ends, however it ends); within its
+    block it hands out a uid no started child of its own holds, and not soon again.
+    """
+
+    def __init__(self, base: int, count: int, block: int = UID_BLOCK, claims: tuple[Path, ...] = ()) -> None:
+        self._claim: int | None = None
+        if claims:
+            base, count = self._claim_block(base, count, block, claims)
+        self.first, self.count = base, count
         self._next = itertools.count(1)
         self._held: set[int] = set()
         self._lock = threading.Lock()
 
+    def _claim_block(self, base: int, count: int, block: int, folders: tuple[Path, ...]) -> tuple[int, int]:
+        """Locks the first free block in the first folder that can hold claims (every host finds the same one)."""
+        claims = None
+        for folder in folders:
+            with contextlib.suppress(OSError):
+                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+                claims = folder
+                break
+        if claims is None:
+            raise SandboxError(f"cannot claim uids for children in any of {', '.join(map(str, folders))}")
+        for index in range(count // block):
+            descriptor = os.open(claims / f"uids-{base + index * block}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(descriptor)
+                continue
+            self._claim = descriptor
+            return base + index * block, block
+        raise SandboxError(f"every block of uids for children is claimed by other selftaught hosts ({claims})")
+
     def take(self) -> int:
         with self._lock:
-            if len(self._held) >= self._count:
-                raise RuntimeError("every child identity is in use")
+            if len(self._held) >= self.count:
+                raise SandboxError("every uid of this launcher's children is in use")
             while True:
-                uid = self._base + next(self._next) % self._count
+                uid = self.first + next(self._next) % self.count
                 if uid not in self._held:
                     self._held.add(uid)
                     return uid
@@ -49,6 +84,12 @@ class Identities:
     def release(self, uid: int) -> None:
         with self._lock:
             self._held.discard(uid)
+
+    def close(self) -> None:
+        """Gives the block back (its children are gone by then)."""
+        if self._claim is not None:
+            os.close(self._claim)
+            self._claim = None
 
 
 @dataclass(eq=False)

@@ -22,9 +22,11 @@ _libc.prctl.restype = ctypes.c_int
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
+CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 0x4000, 1 << 18
 #: Children run as uids from here on as root, each its own (nobody's uid, 65534, is shared by too much).
 CHILD_UID_BASE = 200_000
 CHILD_UIDS = 1 << 16
@@ -101,9 +103,29 @@ def new_pid_namespace_for_next_fork(own: int) -> None:
 
 
 def check_own_pid_namespace() -> None:
-    """In a child: raises LayerUnavailable unless it is alone in a pid namespace of its own."""
+    """In a child: raises LayerUnavailable unless it is alone in a pid namespace of its own, and sees no other's pids."""
     if os.getpid() != 1:
         raise LayerUnavailable("the fork server could not give this child a pid namespace of its own")
+    try:
+        shown = any(name.isdigit() for name in os.listdir("/proc"))
+    except OSError:
+        shown = False
+    if shown:
+        raise LayerUnavailable("/proc shows other processes' pids (the fork server could not hide it)")
+
+
+def hide_processes() -> None:
+    """For the fork server: a mount namespace of its own whose /proc is empty, which every child inherits.
+
+    A child alone in its pid namespace sees no other process through system calls, but a /proc mounted
+    for an outer namespace still shows their pids to stat and readlink, which Landlock allows: one
+    candidate could pass numbers to the next through the pids the kernel hands out. Children need
+    nothing in /proc (Landlock keeps them from opening it anyway).
+    """
+    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "making the mounts private")
+    flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+    _check(_libc.mount(b"none", b"/proc", b"tmpfs", flags, b"size=4k"), "mounting an empty /proc")
 
 
 def isolate_network() -> None:

@@ -182,6 +182,9 @@ def main() -> None:
     global PID_NAMESPACE
     with contextlib.suppress(OSError):
         PID_NAMESPACE = isolation.open_own_pid_namespace()
+    # Last of what reads /proc here: a child finds out, and reports, if its /proc still shows pids.
+    with contextlib.suppress(isolation.LayerUnavailable):
+        isolation.hide_processes()
     seccomp.prepare()
     # Preloaded objects move to a permanent generation: a collection in a child then never walks (and
     # copies, page by page) the memory it shares with the zygote.
