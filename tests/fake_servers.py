@@ -50,6 +50,26 @@ class FakeServer:
     hang_seconds: float = 5.0
     #: Latency of every answer.
     delay_seconds: float = 0.0
+    #: Requests it serves at once; one more is refused with `pushback` (429, or Anthropic's 529 "overloaded").
+    at_once: int | None = None
+    pushback: int = 429
+    #: Requests in flight now, and the most there ever were.
+    in_flight: int = 0
+    most_in_flight: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextmanager
+    def counted(self) -> Iterator[bool]:
+        """Counts one request in flight; yields whether the server takes it (False: one too many)."""
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            taken = self.at_once is None or self.in_flight <= self.at_once
+        try:
+            yield taken
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
 
 def _usage(fault: str, usage: dict[str, int]) -> dict[str, Any]:
@@ -67,6 +87,14 @@ def fake_server(fake: FakeServer) -> Iterator[FakeServer]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with fake.counted() as taken:
+                if not taken:
+                    time.sleep(0.01)  # as long as a server takes to say so: others stay in flight meanwhile
+                    self._send(fake.pushback, {"error": {"message": "too many requests at once"}}, {"Retry-After": "0"})
+                    return
+                self._answer(body)
+
+        def _answer(self, body: dict[str, Any]) -> None:
             fake.requests.append(body)
             fake.headers.append({key.lower(): value for key, value in self.headers.items()})
             if self.path not in ("/v1/chat/completions", "/v1/messages") or fake.status != 200:

@@ -226,6 +226,7 @@ def context(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         seed=0,
         store_path=tmp_path_factory.mktemp("store") / "runs.sqlite",
         sandbox=MODES[request.param],
+        workers=2,  # evaluations two at a time, where a test asks for them so
     ) as opened:
         yield opened
     del os.environ["OPENAI_API_KEY"]

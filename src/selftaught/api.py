@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from selftaught.experiments.unsandboxing import (
     UnsandboxingResult,
     run_unsandboxing_experiment,
 )
+from selftaught.llm.concurrency import Throttling
 from selftaught.loop.context import Continuation, RunContext, RunStats, open_run
 from selftaught.loop.improver_run import run_improver
 from selftaught.loop.meta_utility import MetaUtility, evaluate_solution, task_utility
@@ -63,6 +64,8 @@ class RunReport:
     unpriced_calls: int
     #: Why the loop ended before its last iteration, if it did.
     stopped: str | None = None
+    #: How often the model's server pushed back on too many requests, and the most the run had in flight.
+    throttling: Throttling = field(default_factory=Throttling)
 
     @property
     def final_improver(self) -> str:
@@ -328,14 +331,23 @@ def _self_improvement_run(
 ) -> RunReport:
     iterations = self_improve(context, initial_improver=improver, completed=completed)
     stopped = "cost limit reached" if len(iterations) <= context.profile.iterations else None
+    throttling = context.backend.throttling()
     report = RunReport(
-        context.run_id, options, tuple(iterations), context.meter.spent_usd, context.meter.unpriced_calls, stopped
+        context.run_id,
+        options,
+        tuple(iterations),
+        context.meter.spent_usd,
+        context.meter.unpriced_calls,
+        stopped,
+        throttling,
     )
     _finish(
         context,
         stopped or "finished",
         {
             "cost_usd": context.meter.spent_usd,
+            "throttled_requests": throttling.throttled_requests,
+            "most_requests_in_flight": throttling.most_in_flight,
             "iterations": [
                 {
                     "iteration": i.iteration,

@@ -39,7 +39,7 @@ class RunOptions:
     cache: CacheMode = CacheMode.READ_WRITE
     #: Where the cache lives; beside the store by default.
     cache_file: Path | None = None
-    #: Independent evaluations run at once (the D runs of a meta-utility, candidates being scored).
+    #: Evaluations of solutions run at once (CPU-bound); improver runs follow the model's concurrency instead.
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     def __post_init__(self) -> None:

@@ -125,8 +125,8 @@ def _with_run_options(function: Callable[..., Any], with_task: bool) -> Callable
         "--workers",
         type=click.IntRange(min=1),
         default=None,
-        help="Evaluations run at once: the improver runs of a meta-utility, candidates being scored. "
-        "Default: the number of CPU cores.",
+        help="Evaluations of generated solutions run at once (they use the CPU; improver runs, which wait for "
+        "the model, go as many at once as its ?concurrency= allows). Default: the number of CPU cores.",
     )(wrapper)
     wrapper = click.option(
         "--sandbox",

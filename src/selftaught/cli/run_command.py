@@ -159,6 +159,8 @@ def _print_report(report: RunReport, stats: RunStats, as_json: bool) -> None:
                 "cost_usd": report.cost_usd,
                 "max_cost_usd": options.max_cost_usd,
                 "unpriced_calls": report.unpriced_calls,
+                "throttled_requests": report.throttling.throttled_requests,
+                "most_requests_in_flight": report.throttling.most_in_flight,
                 "stopped": report.stopped,
             }
         )
@@ -188,5 +190,11 @@ def _print_report(report: RunReport, stats: RunStats, as_json: bool) -> None:
         f"{stats.lm_calls} language-model calls ({stats.lm_responses} responses), {stats.evaluations} evaluations, "
         f"${report.cost_usd:.4f}{cap} spent{unpriced}, {stats.elapsed_seconds:.0f} s; records in {options.store}"
     )
+    if report.throttling.throttled_requests:
+        console.print(
+            f"the model's server pushed back {report.throttling.throttled_requests} times (HTTP 429/529): "
+            f"requests in flight went down from {report.throttling.most_in_flight} to "
+            f"{report.throttling.limit} and grow back as they succeed"
+        )
     if report.stopped:
         console.print(f"stopped early: {report.stopped} (--max-cost {options.max_cost_usd:g})")

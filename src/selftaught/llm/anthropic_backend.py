@@ -12,6 +12,7 @@ from typing import Any
 from selftaught.errors import ModelUnavailable
 from selftaught.llm.base import Backend, Completion, CompletionRequest
 from selftaught.llm.billing import Answer, billed_answer, completion_of, gather
+from selftaught.llm.concurrency import AdaptiveConcurrency, Throttling
 from selftaught.llm.model_spec import ModelSpec
 from selftaught.llm.options import MAX_CONCURRENT_REQUESTS, RateLimiter, parse_http_spec
 from selftaught.llm.registry import register_backend
@@ -47,6 +48,9 @@ class AnthropicBackend(Backend):
         self._client = anthropic.Anthropic(api_key=key, base_url=base_url, timeout=timeout_seconds, max_retries=0)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="anthropic")
         self._rate = RateLimiter(requests_per_second)
+        #: Every request in flight holds one of its slots: `?concurrency=` bounds what the server sees.
+        self._gate = AdaptiveConcurrency(concurrency)
+        self.concurrency = concurrency
 
     def complete(self, request: CompletionRequest) -> Completion:
         arguments: dict[str, Any] = {
@@ -68,6 +72,9 @@ class AnthropicBackend(Backend):
         )
 
     def _create(self, arguments: dict[str, Any]) -> Any:
+        return self._gate.send(lambda: self._send(arguments))
+
+    def _send(self, arguments: dict[str, Any]) -> Any:
         self._rate.wait()
         return call_sdk(
             self._anthropic,
@@ -75,6 +82,9 @@ class AnthropicBackend(Backend):
             self.spec,
             lambda: self._client.messages.create(**arguments),
         )
+
+    def throttling(self) -> Throttling:
+        return self._gate.report()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Literal
 
+from selftaught.llm.concurrency import Throttling
+
 Role = Literal["system", "user", "assistant"]
 
 
@@ -61,9 +63,15 @@ class Backend(ABC):
 
     #: The spec string this backend was created from, as recorded in the store.
     spec: str
+    #: Requests it serves at once: improver runs, which mostly wait for the model, run this many at a time.
+    concurrency: int = 1
 
     @abstractmethod
     def complete(self, request: CompletionRequest) -> Completion: ...
+
+    def throttling(self) -> Throttling:
+        """How often its server pushed back on too many requests, and the most it had in flight (HTTP backends)."""
+        return Throttling()
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Releases connections or model memory; the default has nothing to release."""

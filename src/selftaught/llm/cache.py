@@ -19,6 +19,7 @@ from pathlib import Path
 
 from selftaught.errors import BackendError, StoreError
 from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.concurrency import LOCAL_CONCURRENCY, Throttling
 
 
 class CacheMode(StrEnum):
@@ -80,6 +81,7 @@ class CachingBackend(Backend):
         self, spec: str, backend: Backend | None, cache: ResponseCache, mode: CacheMode, identity: str
     ) -> None:
         self.spec = spec
+        self.concurrency = backend.concurrency if backend is not None else LOCAL_CONCURRENCY
         self._identity = identity
         self._backend = backend
         self._cache = cache
@@ -107,6 +109,9 @@ class CachingBackend(Backend):
             ]
         )
         return completion
+
+    def throttling(self) -> Throttling:
+        return self._backend.throttling() if self._backend is not None else Throttling()
 
     def close(self) -> None:
         if self._backend is not None:

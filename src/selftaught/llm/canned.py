@@ -8,6 +8,7 @@ Its spec starts with `canned:`, so the store shows which responses no model wrot
 from __future__ import annotations
 
 from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.concurrency import LOCAL_CONCURRENCY
 
 CANNED_PREFIX = "canned:"
 
@@ -15,6 +16,7 @@ CANNED_PREFIX = "canned:"
 class CannedBackend(Backend):
     def __init__(self, name: str, text: str) -> None:
         self.spec = CANNED_PREFIX + name
+        self.concurrency = LOCAL_CONCURRENCY
         self._text = text
 
     def complete(self, request: CompletionRequest) -> Completion:

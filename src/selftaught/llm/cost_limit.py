@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from selftaught.errors import BackendError
 from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.concurrency import Throttling
 from selftaught.llm.pricing import CostMeter
 
 
@@ -17,8 +18,12 @@ class CostLimitedBackend(Backend):
 
     def __init__(self, backend: Backend, meter: CostMeter) -> None:
         self.spec = backend.spec
+        self.concurrency = backend.concurrency
         self._backend = backend
         self._meter = meter
+
+    def throttling(self) -> Throttling:
+        return self._backend.throttling()
 
     def complete(self, request: CompletionRequest) -> Completion:
         if self._meter.exhausted:

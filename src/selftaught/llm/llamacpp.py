@@ -16,6 +16,7 @@ from typing import Any
 
 from selftaught.errors import BackendError, ModelUnavailable
 from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.concurrency import LOCAL_CONCURRENCY
 from selftaught.llm.model_spec import ModelSpec
 from selftaught.llm.registry import register_backend
 
@@ -77,6 +78,8 @@ class LlamaCppBackend(Backend):
                 "the llamacpp backend needs llama-cpp-python: pip install 'selftaught[local]'"
             ) from None
         self.spec = spec
+        # One request at a time, but an improver run waiting for it may meanwhile have a solution evaluated.
+        self.concurrency = LOCAL_CONCURRENCY
         self._model_path = model_path
         self._threads = threads
         self._context_tokens = context_tokens

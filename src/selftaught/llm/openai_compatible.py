@@ -14,6 +14,7 @@ from typing import Any
 from selftaught.errors import BackendError, ModelUnavailable
 from selftaught.llm.base import Backend, Completion, CompletionRequest
 from selftaught.llm.billing import Answer, billed_answer, completion_of, gather
+from selftaught.llm.concurrency import AdaptiveConcurrency, Throttling
 from selftaught.llm.model_spec import ModelSpec
 from selftaught.llm.options import MAX_CONCURRENT_REQUESTS, RateLimiter, parse_http_spec
 from selftaught.llm.registry import register_backend
@@ -56,6 +57,9 @@ class OpenAICompatibleBackend(Backend):
         self._client = openai.OpenAI(api_key=key or NO_KEY, base_url=base_url, timeout=timeout_seconds, max_retries=0)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai")
         self._rate = RateLimiter(requests_per_second)
+        #: Every request in flight holds one of its slots: `?concurrency=` bounds what the server sees.
+        self._gate = AdaptiveConcurrency(concurrency)
+        self.concurrency = concurrency
         self._server_ignores_n = False
 
     def complete(self, request: CompletionRequest) -> Completion:
@@ -103,10 +107,16 @@ class OpenAICompatibleBackend(Backend):
         return self._retry.call(lambda: self._create_once(arguments))
 
     def _create_once(self, arguments: dict[str, Any]) -> Any:
+        return self._gate.send(lambda: self._send(arguments))
+
+    def _send(self, arguments: dict[str, Any]) -> Any:
         self._rate.wait()
         return call_sdk(
             self._openai, self._openai.OpenAIError, self.spec, lambda: self._client.chat.completions.create(**arguments)
         )
+
+    def throttling(self) -> Throttling:
+        return self._gate.report()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -27,6 +27,14 @@ class TransientBackendError(BackendError):
         self.retry_after = retry_after
 
 
+class RateLimited(TransientBackendError):
+    """The server refused a request for being one too many (HTTP 429, or Anthropic's 529 "overloaded")."""
+
+
+#: The statuses a server answers with when it is sent more than it will take at once.
+PUSHBACK_STATUSES = frozenset({429, 529})
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 5

@@ -19,6 +19,7 @@ from types import ModuleType
 
 from selftaught.errors import BackendError, ModelUnavailable
 from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.concurrency import LOCAL_CONCURRENCY
 from selftaught.llm.model_spec import ModelSpec
 from selftaught.llm.registry import register_backend
 
@@ -51,6 +52,7 @@ def load_responder(path: Path) -> Responder:
 class ScriptedBackend(Backend):
     def __init__(self, spec: str, respond: Responder) -> None:
         self.spec = spec
+        self.concurrency = LOCAL_CONCURRENCY
         self._respond = respond
         self._takes_seed = "seed" in inspect.signature(respond).parameters
         self._index = 0

@@ -1,7 +1,8 @@
 """One mapping of the HTTP SDKs' errors (openai, anthropic: same generator, same class names) to ours.
 
 Transient failures (429, 5xx, timeouts, dropped connections) become TransientBackendError, which
-the retry policy retries; the rest become one-line BackendErrors that never include a key.
+the retry policy retries (429 and 529 as RateLimited, which also lowers the backend's concurrency);
+the rest become one-line BackendErrors that never include a key.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from types import ModuleType
 from typing import TypeVar
 
 from selftaught.errors import BackendError
-from selftaught.llm.retry import TransientBackendError, retry_after_seconds
+from selftaught.llm.retry import PUSHBACK_STATUSES, RateLimited, TransientBackendError, retry_after_seconds
 
 Result = TypeVar("Result")
 
@@ -24,16 +25,20 @@ def call_sdk(sdk: ModuleType, base_error: type[Exception], spec: str, call: Call
     try:
         return call()
     except (sdk.RateLimitError, sdk.InternalServerError) as error:
-        raise TransientBackendError(
+        pushback = RateLimited if error.status_code in PUSHBACK_STATUSES else TransientBackendError
+        raise pushback(
             f"{spec}: HTTP {error.status_code}: {short(str(error.message))}",
             retry_after_seconds(error.response.headers),
         ) from None
     except sdk.APITimeoutError:
         raise TransientBackendError(f"{spec}: the server did not answer in time") from None
     except sdk.APIStatusError as error:
-        if error.status_code >= 500:  # among them Anthropic's 529 "overloaded"
-            raise TransientBackendError(f"{spec}: HTTP {error.status_code}: {short(str(error.message))}") from None
-        raise BackendError(f"{spec}: HTTP {error.status_code}: {short(str(error.message))}") from None
+        message = f"{spec}: HTTP {error.status_code}: {short(str(error.message))}"
+        if error.status_code in PUSHBACK_STATUSES:  # Anthropic's 529 "overloaded" among them
+            raise RateLimited(message, retry_after_seconds(error.response.headers)) from None
+        if error.status_code >= 500:
+            raise TransientBackendError(message) from None
+        raise BackendError(message) from None
     except sdk.APIConnectionError as error:
         raise TransientBackendError(f"{spec}: cannot reach the server: {short(str(error))}") from None
     except base_error as error:

@@ -18,6 +18,7 @@ from selftaught.llm.base import Backend
 from selftaught.llm.cache import CacheMode
 from selftaught.llm.pricing import CostMeter, PriceTable
 from selftaught.llm.registry import open_backend
+from selftaught.loop.limits import LimitedEvaluator, improver_run_guard
 from selftaught.loop.replay import ReplayingBackend, ReplayingEvaluator, RunRecord
 from selftaught.sandbox.doctor import SandboxReport, probe
 from selftaught.sandbox.executor import JobRunner
@@ -91,8 +92,10 @@ class RunContext:
     stats: RunStats
     #: The run's seed, from which evaluation seeds derive.
     seed: int
-    #: Independent evaluations that may run at once (improver runs of a meta-utility, candidates).
+    #: Evaluations that may run at once (CPU-bound: one per core by default, `--workers`).
     workers: int
+    #: Improver runs that may run at once (they mostly wait for the model): its concurrency, within the memory guard.
+    improver_runs: int
     #: Evaluates candidates as soon as a language model proposes them, before the improver asks.
     prefetch: ThreadPoolExecutor
     prices: PriceTable
@@ -158,6 +161,7 @@ def open_run(
     """
     prices = PriceTable.load(config)
     prices.check_limit(model, max_cost_usd)  # before the sandbox, the backend or the store: nothing to undo
+    improver_guard = improver_run_guard()
     launcher = Launcher(sandbox)
     # Counts what the run spends, live or replayed from its record (what it paid before it was resumed).
     meter = CostMeter(max_cost_usd)
@@ -174,7 +178,8 @@ def open_run(
     except BaseException:
         launcher.close()
         raise
-    evaluator: Evaluator = SolutionEvaluator(launcher)
+    # Every evaluation of generated code runs in this many children at most, whoever asks for it.
+    evaluator: Evaluator = LimitedEvaluator(SolutionEvaluator(launcher), workers)
     store: RunStore | None = None
     try:
         store = RunStore(store_path)
@@ -212,6 +217,7 @@ def open_run(
         stats=stats or RunStats(),
         seed=seed,
         workers=workers,
+        improver_runs=max(1, min(backend.concurrency, improver_guard)),
         prefetch=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prefetch"),
         prices=prices,
         meter=meter,

@@ -136,10 +136,10 @@ class MetaUtility:
         return UtilityService(description=self.description, budget=budget, score=score)
 
     def evaluate(self, improver: str, *, with_test: bool, parent_id: int | None = None) -> MetaUtilityResult:
-        """Runs the D improver runs, in parallel up to the run's workers; seeds are drawn first, in order."""
+        """Runs the D improver runs, as many at once as the model serves; seeds are drawn first, in order."""
         context = self._context
         seeds = [context.seeds() for _ in range(context.profile.meta_utility_runs)]
-        with ThreadPoolExecutor(max_workers=context.workers, thread_name_prefix="meta-utility") as pool:
+        with ThreadPoolExecutor(max_workers=context.improver_runs, thread_name_prefix="meta-utility") as pool:
             runs = list(pool.map(lambda seed: self._one_run(improver, seed, with_test, parent_id), seeds))
         count = len(runs)
         return MetaUtilityResult(

@@ -15,6 +15,7 @@ from typing import Any
 
 from selftaught.errors import BackendError
 from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.concurrency import LOCAL_CONCURRENCY, Throttling
 from selftaught.store.reading import StoreReader
 from selftaught.store.run_store import program_hash
 from selftaught.tasks.base import Task
@@ -86,6 +87,7 @@ class ReplayingBackend(Backend):
 
     def __init__(self, record: RunRecord, live: Backend | None, spec: str) -> None:
         self.spec = spec
+        self.concurrency = live.concurrency if live is not None else LOCAL_CONCURRENCY
         self._live = live
         self._run_id = record.run_id
         self._queues = {key: deque(completions) for key, completions in record.responses.items()}
@@ -110,6 +112,9 @@ class ReplayingBackend(Backend):
                 f"{self.spec}: run {self._run_id} recorded no answer to this request (a replay never asks)"
             )
         return self._live.complete(request)
+
+    def throttling(self) -> Throttling:
+        return self._live.throttling() if self._live is not None else Throttling()
 
     def close(self) -> None:
         if self._live is not None:

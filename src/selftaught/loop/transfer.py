@@ -71,7 +71,8 @@ def transfer_on_task(context: RunContext, improver: str, repeats: int) -> Transf
             return 0.0
         return evaluate_solution(context, run.solution, TEST, run.improver_run_id).score
 
-    with ThreadPoolExecutor(max_workers=context.workers, thread_name_prefix="transfer") as pool:
+    # Improver runs mostly wait for the model; their evaluations are held to the run's workers by its evaluator.
+    with ThreadPoolExecutor(max_workers=context.improver_runs, thread_name_prefix="transfer") as pool:
         originals = list(pool.map(original, seeds))
         context.stats.stage = f"{context.task.name}: the seed improver"
         seeded = list(pool.map(lambda seed: improved(SEED_IMPROVER, seed), seeds))
