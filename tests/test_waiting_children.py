@@ -281,3 +281,26 @@ def test_the_next_child_starts_during_a_job_only_where_it_takes_no_core_from_it(
     job.join(timeout=30)
     assert waiting_during == [0 if pinned else 1]
     assert len(waiting(launcher)) == 1  # after the job, either way
+
+
+DEEP_TREE = """\
+import os
+def algorithm():
+    folder = os.open(".", os.O_RDONLY)
+    for _ in range(3000):
+        os.mkdir("d", dir_fd=folder)
+        deeper = os.open("d", os.O_RDONLY, dir_fd=folder)
+        os.close(folder)
+        folder = deeper
+    return 1
+"""
+
+
+def test_a_tree_too_deep_for_rmtree_is_removed_and_the_host_goes_on(launcher: Launcher) -> None:
+    assert output(run(launcher, DEEP_TREE)) == 1
+    scratch_root = Path(launcher._scratch_root)
+    assert [child.scratch for child in waiting(launcher)] == [str(path) for path in scratch_root.iterdir()]
+    assert launcher._identities._held == {child.uid for child in waiting(launcher)}
+    assert output(run(launcher, WHERE_AM_I))
+    launcher.close()
+    assert not scratch_root.exists()

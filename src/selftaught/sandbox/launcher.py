@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import shutil
 import socket
 import tempfile
 import threading
@@ -35,7 +34,7 @@ from selftaught.sandbox.instance_data import EncodedInstances
 from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
 from selftaught.sandbox.packages import PackageShim
 from selftaught.sandbox.policy import CHILD_FOLDER, SandboxPolicy, readable_paths, running_as_root
-from selftaught.sandbox.processes import ChildProcess, OutputFile, fork_child, spawn_child
+from selftaught.sandbox.processes import ChildProcess, OutputFile, fork_child, remove_folder, spawn_child
 from selftaught.sandbox.session import FORKED_STARTUP_SECONDS, SPAWNED_STARTUP_SECONDS, CallRefused, Conversation
 from selftaught.sandbox.started import Identities, StartedChild, WaitingChildren
 
@@ -173,7 +172,7 @@ class Launcher:
         except BaseException:
             host_end.close()
             output.read(0)
-            shutil.rmtree(scratch, ignore_errors=True)
+            remove_folder(scratch)
             self._identities.release(uid)
             raise
         finally:
@@ -338,4 +337,4 @@ class _Resources:
         if self.cgroup is not None:
             self.cgroup.remove()
         self.shim.close()
-        shutil.rmtree(self.scratch_root, ignore_errors=True)
+        remove_folder(self.scratch_root)

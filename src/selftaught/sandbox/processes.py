@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,32 @@ from selftaught.sandbox.fork_server import ForkServer
 
 RUNNER = Path(__file__).parent / "child" / "runner.py"
 EXIT_GRACE_SECONDS = 2.0
+#: Longest a removal of what a child left behind may take before the host gives up on it.
+REMOVAL_SECONDS = 60.0
+
+
+def remove_folder(path: str) -> None:
+    """Removes a folder a child wrote in, however it shaped it; never raises.
+
+    shutil.rmtree recurses, so a tree thousands of folders deep (made with dir_fd, say) ends it with a
+    RecursionError: `rm -rf` (which does not recurse on the stack) then removes what is left.
+    """
+    try:
+        shutil.rmtree(path)
+        return
+    except FileNotFoundError:
+        return
+    except (OSError, RecursionError):
+        pass
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            ["rm", "-rf", "--one-file-system", "--", path],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=REMOVAL_SECONDS,
+            check=False,
+        )
 
 
 class OutputFile:

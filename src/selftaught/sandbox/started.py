@@ -16,7 +16,6 @@ import fcntl
 import itertools
 import os
 import select
-import shutil
 import socket
 import threading
 from collections.abc import Callable, Hashable
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from selftaught.errors import SandboxError
 from selftaught.sandbox.fork_server import ForkServer
-from selftaught.sandbox.processes import ChildProcess, OutputFile
+from selftaught.sandbox.processes import ChildProcess, OutputFile, remove_folder
 
 #: Children kept waiting per fork server, one per setup (an improver's limits and an algorithm's, say).
 WAITING_PER_SERVER = 2
@@ -109,10 +108,12 @@ class StartedChild:
         try:
             exit_code = self.process.end(explain)
         finally:
-            self.channel.close()
-            text, truncated = self.output.read(captured_bytes)
-            shutil.rmtree(self.scratch, ignore_errors=True)
-            self.identities.release(self.uid)
+            try:
+                self.channel.close()
+                text, truncated = self.output.read(captured_bytes)
+                remove_folder(self.scratch)
+            finally:
+                self.identities.release(self.uid)
         return exit_code, text, truncated
 
     def gone(self) -> bool:
