@@ -66,6 +66,9 @@ class RunReport:
     stopped: str | None = None
     #: How often the model's server pushed back on too many requests, and the most the run had in flight.
     throttling: Throttling = field(default_factory=Throttling)
+    #: Calls and USD spent on candidates scored ahead (`speculate`) that the improver never asked about.
+    speculative_calls: int = 0
+    speculative_cost_usd: float = 0.0
 
     @property
     def final_improver(self) -> str:
@@ -329,7 +332,7 @@ def _iteration_of(row: dict[str, Any], reader: StoreReader) -> IterationResult:
 def _self_improvement_run(
     context: RunContext, options: RunOptions, improver: str, completed: Sequence[IterationResult]
 ) -> RunReport:
-    iterations = self_improve(context, initial_improver=improver, completed=completed)
+    iterations = self_improve(context, initial_improver=improver, completed=completed, speculate=options.speculate)
     stopped = "cost limit reached" if len(iterations) <= context.profile.iterations else None
     throttling = context.backend.throttling()
     report = RunReport(
@@ -340,12 +343,16 @@ def _self_improvement_run(
         context.meter.unpriced_calls,
         stopped,
         throttling,
+        context.stats.speculative_calls,
+        context.stats.speculative_cost_usd,
     )
     _finish(
         context,
         stopped or "finished",
         {
             "cost_usd": context.meter.spent_usd,
+            "speculative_calls": context.stats.speculative_calls,
+            "speculative_cost_usd": context.stats.speculative_cost_usd,
             "throttled_requests": throttling.throttled_requests,
             "most_requests_in_flight": throttling.most_in_flight,
             "iterations": [

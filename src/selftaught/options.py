@@ -41,6 +41,9 @@ class RunOptions:
     cache_file: Path | None = None
     #: Evaluations of solutions run at once (CPU-bound); improver runs follow the model's concurrency instead.
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    #: Score every candidate improver as soon as the model proposes it (`run` only): sooner, at the cost
+    #: of candidates the improver never asks about.
+    speculate: bool = False
 
     def __post_init__(self) -> None:
         if self.max_cost_usd is not None and not is_usd_amount(self.max_cost_usd):
@@ -70,6 +73,7 @@ def options_record(options: RunOptions, improver: str) -> dict[str, Any]:
         "cache": options.cache.value,
         "cache_file": str(options.cache_file) if options.cache_file else None,
         "workers": options.workers,
+        "speculate": options.speculate,
         "initial_improver_hash": program_hash(improver),
     }
 
@@ -94,4 +98,5 @@ def options_from_record(record: dict[str, Any], store: Path, run_id: str, task: 
         cache=CacheMode(record["cache"]),
         cache_file=Path(record["cache_file"]) if record["cache_file"] else None,
         workers=record["workers"],
+        speculate=bool(record.get("speculate", False)),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -45,6 +46,14 @@ _CONTINUATION_OPTIONS = {
 )
 @improver_option
 @click.option(
+    "--speculate",
+    is_flag=True,
+    default=False,
+    help="Score every candidate improver as soon as the model proposes it, before the improver asks: an "
+    "iteration waits for about 4 rounds of model calls instead of 9, the same results, but candidates the "
+    "improver never asks about are paid for (counted apart as speculative calls and cost).",
+)
+@click.option(
     "--resume",
     metavar="RUN_ID",
     default=None,
@@ -66,6 +75,7 @@ def run_command(
     improver_file: Path | None,
     resume: str | None,
     replay: str | None,
+    speculate: bool,
     dry_run: bool,
     as_json: bool,
 ) -> None:
@@ -78,6 +88,7 @@ def run_command(
     Ctrl-C, SIGTERM or SIGHUP stop cleanly and print the command that resumes the run.
     """
     _refuse_options_a_continuation_ignores(resume, replay)
+    options = replace(options, speculate=speculate)
     if resume is None and replay is None:
         # The first line of progress: what the run can cost at most, before it costs anything.
         estimate = estimate_run(options, read_improver(improver_file))
@@ -159,6 +170,9 @@ def _print_report(report: RunReport, stats: RunStats, as_json: bool) -> None:
                 "cost_usd": report.cost_usd,
                 "max_cost_usd": options.max_cost_usd,
                 "unpriced_calls": report.unpriced_calls,
+                "speculate": options.speculate,
+                "speculative_calls": report.speculative_calls,
+                "speculative_cost_usd": report.speculative_cost_usd,
                 "throttled_requests": report.throttling.throttled_requests,
                 "most_requests_in_flight": report.throttling.most_in_flight,
                 "stopped": report.stopped,
@@ -190,6 +204,11 @@ def _print_report(report: RunReport, stats: RunStats, as_json: bool) -> None:
         f"{stats.lm_calls} language-model calls ({stats.lm_responses} responses), {stats.evaluations} evaluations, "
         f"${report.cost_usd:.4f}{cap} spent{unpriced}, {stats.elapsed_seconds:.0f} s; records in {options.store}"
     )
+    if options.speculate:
+        console.print(
+            f"speculation: {report.speculative_calls} calls (${report.speculative_cost_usd:.4f}) went to candidates "
+            "scored ahead that the improver never asked about"
+        )
     if report.throttling.throttled_requests:
         console.print(
             f"the model's server pushed back {report.throttling.throttled_requests} times (HTTP 429/529): "

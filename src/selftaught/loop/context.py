@@ -37,6 +37,7 @@ class SeedSequence:
 
     def __init__(self, seed: int) -> None:
         self._seed = seed
+        self._step: int | None = None
         self._generator = random.Random(seed)
 
     def __call__(self) -> int:
@@ -44,7 +45,14 @@ class SeedSequence:
 
     def restart(self, step: int) -> None:
         """Seeds of step `step` depend only on the run's seed and the step, so a resumed run can start at any step."""
+        self._step = step
         self._generator = random.Random(f"{self._seed}/{step}")
+
+    def derived(self, key: str) -> SeedSequence:
+        """Seeds of one thing of this step (a candidate, by its hash): the same whenever, and in whatever order, it is asked for."""
+        derived = SeedSequence(self._seed)
+        derived._generator = random.Random(f"{self._seed}/{self._step}/{key}")
+        return derived
 
 
 @dataclass
@@ -64,6 +72,9 @@ class RunStats:
     meta_utility_val: float | None = None
     meta_utility_test: float | None = None
     cost_usd: float = 0.0
+    #: Calls and cost of candidates scored ahead (`--speculate`) that their improver never asked about.
+    speculative_calls: int = 0
+    speculative_cost_usd: float = 0.0
 
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -96,6 +107,8 @@ class RunContext:
     workers: int
     #: Improver runs that may run at once (they mostly wait for the model): its concurrency, within the memory guard.
     improver_runs: int
+    #: Held by each improver run of a meta-utility, however many meta-utilities are being computed at once.
+    improver_slots: threading.BoundedSemaphore
     #: Evaluates candidates as soon as a language model proposes them, before the improver asks.
     prefetch: ThreadPoolExecutor
     prices: PriceTable
@@ -218,6 +231,7 @@ def open_run(
         seed=seed,
         workers=workers,
         improver_runs=max(1, min(backend.concurrency, improver_guard)),
+        improver_slots=threading.BoundedSemaphore(max(1, min(backend.concurrency, improver_guard))),
         prefetch=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prefetch"),
         prices=prices,
         meter=meter,

@@ -33,14 +33,14 @@ ScoreFunction = Callable[[str, int], float]
 class UtilityService:
     """A utility as an improver sees it: the description it reads as `utility.str`, and a hidden scorer.
 
-    `prefetch`, when given, is told about every program a language model proposes, so that it can
-    start scoring before the improver asks.
+    `prefetch`, when given, is told about every program a language model proposes (and the improver
+    run it was proposed to), so that it can start scoring before the improver asks.
     """
 
     description: str
     budget: int
     score: ScoreFunction
-    prefetch: Callable[[str], None] | None = None
+    prefetch: Callable[[str, int], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,8 @@ class ImproverRunResult:
     lm_responses: int
     utility_calls: int
     seconds: float
+    #: USD its live language-model calls cost.
+    cost_usd: float = 0.0
 
 
 class _ImproverServices:
@@ -67,6 +69,7 @@ class _ImproverServices:
         self._utility = utility
         self._improver_run_id = improver_run_id
         self.utility_uses = 0
+        self.cost_usd = 0.0
         self.language_model = BudgetedLanguageModel(
             context.backend,
             budget=budget.language_model_calls,
@@ -80,11 +83,12 @@ class _ImproverServices:
 
     def _record_call(self, call: LanguageModelCall) -> None:
         self._context.stats.add(lm_responses=len(call.responses), cost_usd=call.cost_usd or 0.0)
+        self.cost_usd += call.cost_usd or 0.0
         self._context.store.record_lm_call(self._context.run_id, self._improver_run_id, call)
         if self._utility.prefetch is not None:
             for program in extract_code(list(call.responses)):
                 if program:
-                    self._utility.prefetch(program)
+                    self._utility.prefetch(program, self._improver_run_id)
 
     def utility_state(self) -> dict[str, Any]:
         return {"budget": self._utility.budget, "uses": self.utility_uses}
@@ -186,6 +190,7 @@ def run_improver(
         lm_responses=services.language_model.responses_received,
         utility_calls=services.utility_uses,
         seconds=time.monotonic() - started,
+        cost_usd=services.cost_usd,
     )
     store.finish_improver_run(
         improver_run_id,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from selftaught.config import Profile
-from selftaught.loop.context import RunContext
+from selftaught.loop.context import RunContext, SeedSequence
 from selftaught.loop.improver_run import ImproverRunResult, UtilityService, run_improver
+from selftaught.store.run_store import program_hash
 from selftaught.tasks.base import TEST, VALIDATION
 from selftaught.tasks.evaluation import Evaluation, evaluation_seed
 
@@ -79,7 +81,7 @@ def task_utility(context: RunContext) -> UtilityService:
     """
     pending: dict[str, Future[Evaluation]] = {}
 
-    def prefetch(solution: str) -> None:
+    def prefetch(solution: str, proposed_to: int) -> None:
         if solution not in pending:
             pending[solution] = context.prefetch.submit(_evaluate, context, solution, VALIDATION)
 
@@ -122,25 +124,19 @@ class MetaUtility:
     def description(self) -> str:
         return meta_utility_description(self._context.profile)
 
-    def as_utility(self) -> UtilityService:
-        """The meta-utility as an improver of improvers sees it; validation only."""
-        budget = self._context.profile.meta_utility_calls
-        candidates = 0
+    def evaluate(
+        self, improver: str, *, with_test: bool, parent_id: int | None = None, seeds: SeedSequence | None = None
+    ) -> MetaUtilityResult:
+        """Runs the D improver runs, as many at once as the model serves; their seeds are drawn first, in order.
 
-        def score(improver: str, improver_run_id: int) -> float:
-            nonlocal candidates
-            candidates += 1
-            self._context.stats.stage = f"improving the improver · scoring candidate {candidates}/{budget}"
-            return self.evaluate(improver, with_test=False, parent_id=improver_run_id).val
-
-        return UtilityService(description=self.description, budget=budget, score=score)
-
-    def evaluate(self, improver: str, *, with_test: bool, parent_id: int | None = None) -> MetaUtilityResult:
-        """Runs the D improver runs, as many at once as the model serves; seeds are drawn first, in order."""
+        Seeds come from `seeds`, or else the run's sequence (which only the thread driving the run draws from).
+        """
         context = self._context
-        seeds = [context.seeds() for _ in range(context.profile.meta_utility_runs)]
-        with ThreadPoolExecutor(max_workers=context.improver_runs, thread_name_prefix="meta-utility") as pool:
-            runs = list(pool.map(lambda seed: self._one_run(improver, seed, with_test, parent_id), seeds))
+        draw = seeds or context.seeds
+        run_seeds = [draw() for _ in range(context.profile.meta_utility_runs)]
+        # Every run at once: the run's improver slots, shared by all meta-utilities under way, bound them.
+        with ThreadPoolExecutor(max_workers=len(run_seeds), thread_name_prefix="meta-utility") as pool:
+            runs = list(pool.map(lambda seed: self._one_run(improver, seed, with_test, parent_id), run_seeds))
         count = len(runs)
         return MetaUtilityResult(
             val=sum(r.utility_val for r in runs) / count,
@@ -150,18 +146,103 @@ class MetaUtility:
 
     def _one_run(self, improver: str, seed: int, with_test: bool, parent_id: int | None) -> MetaUtilityRun:
         context = self._context
-        run = run_improver(
-            context,
-            improver=improver,
-            initial_solution=context.task.seed_solution,
-            utility=task_utility(context),
-            purpose="meta-utility",
-            parent_id=parent_id,
-            seed=seed,
-        )
+        with context.improver_slots:
+            run = run_improver(
+                context,
+                improver=improver,
+                initial_solution=context.task.seed_solution,
+                utility=task_utility(context),
+                purpose="meta-utility",
+                parent_id=parent_id,
+                seed=seed,
+            )
         val = test = 0.0
         if run.solution is not None:
             val = evaluate_solution(context, run.solution, VALIDATION, run.improver_run_id).score
             if with_test:
                 test = evaluate_solution(context, run.solution, TEST, run.improver_run_id).score
         return MetaUtilityRun(run, val, test if with_test else None)
+
+
+@dataclass(frozen=True)
+class Speculation:
+    """Candidates scored ahead that their improver never asked about, and what they cost."""
+
+    candidates: int = 0
+    lm_calls: int = 0
+    cost_usd: float = 0.0
+
+
+class CandidateScores:
+    """The meta-utility as one self-improvement run's improver sees it: validation only, one budget.
+
+    A candidate's D runs take their seeds from the candidate itself (its hash, in this iteration,
+    and how many times it was asked for before), so its score does not depend on when it is asked for. With `speculate`, every candidate the
+    model proposes is scored at once, in the background, before the improver asks (`prefetch`); a
+    utility call then only waits for its result, and still counts against the budget. What the
+    improver never asks about is counted apart by `finish`.
+    """
+
+    def __init__(self, meta_utility: MetaUtility, context: RunContext, speculate: bool) -> None:
+        self._meta_utility = meta_utility
+        self._context = context
+        self._budget = context.profile.meta_utility_calls
+        self._asked = 0
+        self._pending: dict[str, Future[MetaUtilityResult]] = {}
+        self._times_asked: collections.Counter[str] = collections.Counter()
+        self._speculating = (
+            ThreadPoolExecutor(max_workers=self._budget, thread_name_prefix="speculate") if speculate else None
+        )
+
+    def service(self) -> UtilityService:
+        return UtilityService(
+            description=self._meta_utility.description,
+            budget=self._budget,
+            score=self._score,
+            prefetch=self._prefetch if self._speculating is not None else None,
+        )
+
+    def _evaluate(self, improver: str, occurrence: int, parent_id: int) -> MetaUtilityResult:
+        """The meta-utility of the `occurrence`-th asking for this candidate: each is a fresh sample, as without speculation."""
+        seeds = self._context.seeds.derived(f"{program_hash(improver)}/{occurrence}")
+        return self._meta_utility.evaluate(improver, with_test=False, parent_id=parent_id, seeds=seeds)
+
+    def _prefetch(self, improver: str, proposed_to: int) -> None:
+        if self._speculating is None or improver in self._pending or self._times_asked[improver]:
+            return
+        if len(self._pending) < self._budget:
+            self._pending[improver] = self._speculating.submit(self._evaluate, improver, 0, proposed_to)
+
+    def _score(self, improver: str, improver_run_id: int) -> float:
+        self._asked += 1
+        self._context.stats.stage = f"improving the improver · scoring candidate {self._asked}/{self._budget}"
+        occurrence = self._times_asked[improver]
+        self._times_asked[improver] += 1
+        future = self._pending.pop(improver, None) if occurrence == 0 else None
+        if future is not None:
+            return future.result().val
+        return self._evaluate(improver, occurrence, improver_run_id).val
+
+    def finish(self, improver_run_id: int) -> Speculation:
+        """Ends speculation for this run: what never started is dropped, what did is waited for and counted apart."""
+        if self._speculating is None:
+            return Speculation()
+        pending, self._pending = list(self._pending.values()), {}
+        unasked = [future.result() for future in pending if not future.cancel()]
+        self._speculating.shutdown(wait=True)
+        runs = [run.improver_run for result in unasked for run in result.runs]
+        speculation = Speculation(len(unasked), sum(run.lm_calls for run in runs), sum(run.cost_usd for run in runs))
+        if unasked:
+            self._context.stats.add(speculative_calls=speculation.lm_calls, speculative_cost_usd=speculation.cost_usd)
+            self._context.store.record_event(
+                self._context.run_id,
+                improver_run_id,
+                "speculation",
+                {
+                    "unasked_candidates": speculation.candidates,
+                    "lm_calls": speculation.lm_calls,
+                    "cost_usd": speculation.cost_usd,
+                    "improver_run_ids": [run.improver_run_id for run in runs],
+                },
+            )
+        return speculation

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from selftaught.loop.context import RunContext
 from selftaught.loop.improver_run import run_improver
-from selftaught.loop.meta_utility import MetaUtility
+from selftaught.loop.meta_utility import CandidateScores, MetaUtility
 from selftaught.loop.seed_improver import SEED_IMPROVER
 from selftaught.store.run_store import program_hash
 
@@ -53,12 +53,15 @@ def self_improve(
     initial_improver: str = SEED_IMPROVER,
     on_iteration: Callable[[IterationResult], None] = lambda result: None,
     completed: Sequence[IterationResult] = (),
+    speculate: bool = False,
 ) -> list[IterationResult]:
     """Runs T iterations of self-improvement; a failing candidate is recorded and the run goes on.
 
     `completed` are the iterations a resumed run recorded before it stopped; the loop goes on
     after the last of them. Each iteration draws its seeds afresh from the run's seed and its
-    number, so it asks the same questions whether or not the run stopped before it.
+    number, so it asks the same questions whether or not the run stopped before it. With
+    `speculate`, candidates are scored as soon as they are proposed (CandidateScores): the same
+    scores, sooner, and candidates the improver never asks about are paid for and counted apart.
     """
     meta_utility = MetaUtility(context)
     stats = context.stats
@@ -80,15 +83,17 @@ def self_improve(
         context.seeds.restart(iteration)
         stats.iteration = iteration
         stats.stage = "improving the improver"
+        scores = CandidateScores(meta_utility, context, speculate)
         attempt = run_improver(
             context,
             improver=current.improver,
             initial_solution=current.improver,
-            utility=meta_utility.as_utility(),
+            utility=scores.service(),
             purpose="self-improvement",
             parent_id=None,
             seed=context.seeds(),
         )
+        scores.finish(attempt.improver_run_id)
         if attempt.solution is None:
             result = IterationResult(
                 iteration,

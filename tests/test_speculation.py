@@ -1,0 +1,104 @@
+"""`--speculate`: candidates scored as soon as they are proposed give the same results, sooner, with the unasked counted apart."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from conftest import TEST_PROFILE, ZERO_LPN_SOLUTION
+from fake_servers import FakeServer, fake_server
+from selftaught import api
+from selftaught.api import RunOptions
+from selftaught.config import ImproverBudget
+from selftaught.loop.seed_improver import SEED_IMPROVER
+
+#: Asks for three candidates but scores only the first: the other two are what speculation pays for in vain.
+FIRST_ONLY_IMPROVER = SEED_IMPROVER.replace(
+    "best_solution = max(new_solutions, key=utility)",
+    "best_solution = new_solutions[0]\n    utility(best_solution)",
+)
+BRUTE_FORCE = """\
+import itertools
+import numpy as np
+
+MASKS = np.array(list(itertools.product([0, 1], repeat=10)))
+
+def algorithm(train_samples, train_parity, test_samples):
+    errors = ((train_samples @ MASKS.T) % 2 != train_parity[:, None]).sum(axis=0)
+    return (test_samples @ MASKS[np.argmin(errors)]) % 2
+"""
+#: Answers by the request's seed, never by order: improvers when asked to improve one, else LPN solutions.
+RESPONDER = f"""
+IMPROVERS = [{SEED_IMPROVER!r}, {FIRST_ONLY_IMPROVER!r}, {SEED_IMPROVER.replace("Improves a", "Improves, carefully, a")!r}]
+SOLUTIONS = [{ZERO_LPN_SOLUTION!r}, {BRUTE_FORCE!r}, "def algorithm(a, b, c):\\n    return [1] * len(c)\\n"]
+
+def respond(system, user, temperature, index, seed):
+    chosen = (IMPROVERS if "meta_utility" in user else SOLUTIONS)[seed % 3]
+    return "An idea.\\n```python\\n" + chosen + "\\n```\\n"
+"""
+PROFILE = replace(
+    TEST_PROFILE,
+    iterations=2,
+    meta_utility_runs=2,
+    meta_utility_calls=3,
+    improver=ImproverBudget(language_model_calls=1, responses_per_call=3, utility_calls=3, max_tokens=64),
+)
+
+
+def run(tmp_path: Path, speculate: bool, name: str) -> api.RunReport:
+    responder = tmp_path / "responder.py"
+    responder.write_text(RESPONDER)
+    options = RunOptions(
+        task="parity_noise",
+        model=f"scripted:{responder}",
+        profile=PROFILE,
+        seed=7,
+        store=tmp_path / f"{name}.sqlite",
+        workers=2,
+        speculate=speculate,
+    )
+    return api.run(options, improver=FIRST_ONLY_IMPROVER)
+
+
+def test_speculation_changes_no_result_and_counts_what_the_improver_never_asked_about(tmp_path: Path) -> None:
+    plain, speculated = run(tmp_path, False, "plain"), run(tmp_path, True, "speculated")
+    # The same iterations (only the store's numbering of improver runs differs: speculation made more of them).
+    assert [replace(it, improver_run_id=None) for it in plain.iterations] == [
+        replace(it, improver_run_id=None) for it in speculated.iterations
+    ]
+    assert len({it.meta_utility_val for it in plain.iterations} | {it.candidate_val for it in plain.iterations}) > 2
+    assert (plain.speculative_calls, plain.speculative_cost_usd) == (0, 0.0)
+    # Two unasked candidates an iteration, each scored by two improver runs of one call.
+    assert speculated.speculative_calls == 2 * 2 * 1 * PROFILE.iterations
+    with sqlite3.connect(tmp_path / "speculated.sqlite") as db:
+        events = db.execute("SELECT detail FROM events WHERE kind = 'speculation'").fetchall()
+        status, result = db.execute("SELECT status, result FROM runs").fetchone()
+    assert len(events) == PROFILE.iterations and status == "finished"
+    assert '"speculative_calls": 8' in result
+
+
+def test_speculation_puts_every_candidates_runs_in_flight_at_once(
+    tmp_path: Path, options_for: Callable[..., RunOptions]
+) -> None:
+    improver = SEED_IMPROVER.replace("Improves a", "Improves, again, a")
+
+    def answer(body: dict[str, object]) -> list[str]:
+        prompt = str(body["messages"][-1]["content"])  # type: ignore[index]
+        count = int(body.get("n", 1))  # type: ignore[call-overload]
+        if "meta_utility" not in prompt:
+            return [f"An idea.\n```python\n{ZERO_LPN_SOLUTION}\n```\n"] * count
+        return [f"Idea {i}.\n```python\n{improver.replace('again', f'again ({i})')}\n```\n" for i in range(count)]
+
+    profile = replace(PROFILE, iterations=1)
+    in_flight = {}
+    for speculate in (False, True):
+        with fake_server(FakeServer(answer, delay_seconds=0.4)) as fake:
+            options = replace(
+                options_for(f"openai:m@{fake.base_url}?concurrency=16"), profile=profile, speculate=speculate
+            )
+            api.run(options)
+            in_flight[speculate] = fake.most_in_flight
+    # Without it a candidate's two runs at a time; with it the three candidates' six at once.
+    assert in_flight == {False: 2, True: 6}
