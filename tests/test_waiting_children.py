@@ -304,3 +304,21 @@ def test_a_tree_too_deep_for_rmtree_is_removed_and_the_host_goes_on(launcher: La
     assert output(run(launcher, WHERE_AM_I))
     launcher.close()
     assert not scratch_root.exists()
+
+
+READS = "def algorithm(path):\n    with open(path, 'rb') as marked:\n        return len(marked.read())\n"
+
+
+@pytest.mark.parametrize("bubblewrap", [True, False], ids=["bubblewrap", "no-bubblewrap"])
+def test_reading_an_allowed_file_leaves_no_trace_a_later_candidate_could_see(bubblewrap: bool) -> None:
+    """A read would set an old access time (relatime): one bit per file, for a later candidate's stat."""
+    launcher = Launcher(SandboxPolicy(bubblewrap=bubblewrap))
+    try:
+        readable = Path(launcher._shim.paths()[0]) / "marked.txt"  # a folder of the allowed packages
+        readable.write_text("x")
+        os.chmod(readable, 0o644)
+        os.utime(readable, (1_000_000, 2_000_000))  # read before it was last written: the next read updates it
+        assert output(run(launcher, READS, [str(readable)])) == 1
+        assert readable.stat().st_atime == 1_000_000
+    finally:
+        launcher.close()

@@ -27,6 +27,8 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 0x4000, 1 << 18
+MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE = 442, -100, 0x8000
+MOUNT_ATTR_NOATIME, MOUNT_ATTR_ATIME_MASK = 0x10, 0x70
 #: Children run as uids from here on as root, each its own (nobody's uid, 65534, is shared by too much).
 CHILD_UID_BASE = 200_000
 CHILD_UIDS = 1 << 16
@@ -114,18 +116,23 @@ def check_own_pid_namespace() -> None:
         raise LayerUnavailable("/proc shows other processes' pids (the fork server could not hide it)")
 
 
-def hide_processes() -> None:
-    """For the fork server: a mount namespace of its own whose /proc is empty, which every child inherits.
+def isolate_mounts() -> None:
+    """For the fork server: a mount namespace of its own, which every child inherits, where reading leaves no trace.
 
-    A child alone in its pid namespace sees no other process through system calls, but a /proc mounted
-    for an outer namespace still shows their pids to stat and readlink, which Landlock allows: one
-    candidate could pass numbers to the next through the pids the kernel hands out. Children need
-    nothing in /proc (Landlock keeps them from opening it anyway).
+    Its /proc is empty: a child alone in its pid namespace sees no other process through system
+    calls, but a /proc mounted for an outer namespace still shows their pids to stat and readlink,
+    which Landlock allows, so one candidate could pass numbers to the next through the pids the
+    kernel hands out (children need nothing in /proc; Landlock keeps them from opening it anyway).
+    And no read updates a file's access time: a candidate could otherwise mark files it may read,
+    one bit each, for a later one to find with stat. Best effort for the second: where the mounts'
+    time flags are locked (a user namespace, without root), they stay as they are.
     """
     _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "making the mounts private")
     flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
     _check(_libc.mount(b"none", b"/proc", b"tmpfs", flags, b"size=4k"), "mounting an empty /proc")
+    no_access_times = struct.pack("QQQQ", MOUNT_ATTR_NOATIME, MOUNT_ATTR_ATIME_MASK, 0, 0)
+    _libc.syscall(MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, no_access_times, len(no_access_times))
 
 
 def isolate_network() -> None:

@@ -184,7 +184,7 @@ def main() -> None:
         PID_NAMESPACE = isolation.open_own_pid_namespace()
     # Last of what reads /proc here: a child finds out, and reports, if its /proc still shows pids.
     with contextlib.suppress(isolation.LayerUnavailable):
-        isolation.hide_processes()
+        isolation.isolate_mounts()
     seccomp.prepare()
     # Preloaded objects move to a permanent generation: a collection in a child then never walks (and
     # copies, page by page) the memory it shares with the zygote.
