@@ -167,3 +167,14 @@ def test_evaluations_run_at_most_workers_at_once_whoever_asks() -> None:
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(lambda seed: limited.evaluate(None, "", "validation", seed), range(16))) == list(range(16))  # type: ignore[arg-type]
     assert most == 2
+
+
+def test_a_run_against_a_server_that_takes_fewer_requests_at_once_fails_no_call(
+    options_for: Callable[..., RunOptions],
+) -> None:
+    profile = replace(TEST_PROFILE, meta_utility_runs=4)
+    with fake_server(FakeServer(slow_answers(0.1), at_once=2)) as fake:
+        options = replace(options_for(f"openai:m@{fake.base_url}?concurrency=8"), profile=profile, workers=1)
+        result = api.meta_utility(options)
+    assert len(result.runs) == 4 and not any(run["error"] for run in result.runs)
+    assert fake.most_in_flight > 2  # the server did push back, and nothing failed for it

@@ -7,11 +7,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from conftest import TEST_PROFILE, ZERO_LPN_SOLUTION
 from fake_servers import FakeServer, fake_server
 from selftaught import api
 from selftaught.api import RunOptions
 from selftaught.config import ImproverBudget
+from selftaught.loop.limits import MAX_IMPROVER_RUNS_VARIABLE
 from selftaught.loop.seed_improver import SEED_IMPROVER
 
 #: Asks for three candidates but scores only the first: the other two are what speculation pays for in vain.
@@ -47,7 +50,7 @@ PROFILE = replace(
 )
 
 
-def run(tmp_path: Path, speculate: bool, name: str) -> api.RunReport:
+def run(tmp_path: Path, speculate: bool, name: str, workers: int = 2) -> api.RunReport:
     responder = tmp_path / "responder.py"
     responder.write_text(RESPONDER)
     options = RunOptions(
@@ -56,18 +59,25 @@ def run(tmp_path: Path, speculate: bool, name: str) -> api.RunReport:
         profile=PROFILE,
         seed=7,
         store=tmp_path / f"{name}.sqlite",
-        workers=2,
+        workers=workers,
         speculate=speculate,
     )
     return api.run(options, improver=FIRST_ONLY_IMPROVER)
 
 
-def test_speculation_changes_no_result_and_counts_what_the_improver_never_asked_about(tmp_path: Path) -> None:
+def test_speculation_changes_no_result_and_counts_what_the_improver_never_asked_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plain, speculated = run(tmp_path, False, "plain"), run(tmp_path, True, "speculated")
-    # The same iterations (only the store's numbering of improver runs differs: speculation made more of them).
-    assert [replace(it, improver_run_id=None) for it in plain.iterations] == [
-        replace(it, improver_run_id=None) for it in speculated.iterations
-    ]
+    monkeypatch.setenv(MAX_IMPROVER_RUNS_VARIABLE, "1")
+    one_at_a_time = run(tmp_path, False, "one-at-a-time", workers=1)
+    # The same iterations (only the store's numbering of improver runs differs: speculation made more of them),
+    # and the same as with one improver run and one evaluation at a time.
+    assert (
+        [replace(it, improver_run_id=None) for it in plain.iterations]
+        == [replace(it, improver_run_id=None) for it in speculated.iterations]
+        == [replace(it, improver_run_id=None) for it in one_at_a_time.iterations]
+    )
     assert len({it.meta_utility_val for it in plain.iterations} | {it.candidate_val for it in plain.iterations}) > 2
     assert (plain.speculative_calls, plain.speculative_cost_usd) == (0, 0.0)
     # Two unasked candidates an iteration, each scored by two improver runs of one call.

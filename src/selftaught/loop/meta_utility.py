@@ -177,10 +177,11 @@ class CandidateScores:
     """The meta-utility as one self-improvement run's improver sees it: validation only, one budget.
 
     A candidate's D runs take their seeds from the candidate itself (its hash, in this iteration,
-    and how many times it was asked for before), so its score does not depend on when it is asked for. With `speculate`, every candidate the
-    model proposes is scored at once, in the background, before the improver asks (`prefetch`); a
-    utility call then only waits for its result, and still counts against the budget. What the
-    improver never asks about is counted apart by `finish`.
+    and how many times it was asked for before), so its score does not depend on when it is asked
+    for. With `speculate`, every candidate the model proposes is scored at once, in the background,
+    before the improver asks (`prefetch`; the n-th copy of a program as its n-th asking); a utility
+    call then only waits for its result, and still counts against the budget. What the improver
+    never asks about is counted apart by `finish`.
     """
 
     def __init__(self, meta_utility: MetaUtility, context: RunContext, speculate: bool) -> None:
@@ -188,8 +189,10 @@ class CandidateScores:
         self._context = context
         self._budget = context.profile.meta_utility_calls
         self._asked = 0
-        self._pending: dict[str, Future[MetaUtilityResult]] = {}
+        self._pending: dict[tuple[str, int], Future[MetaUtilityResult]] = {}
         self._times_asked: collections.Counter[str] = collections.Counter()
+        self._times_proposed: collections.Counter[str] = collections.Counter()
+        self._scored_ahead = 0
         self._speculating = (
             ThreadPoolExecutor(max_workers=self._budget, thread_name_prefix="speculate") if speculate else None
         )
@@ -208,17 +211,22 @@ class CandidateScores:
         return self._meta_utility.evaluate(improver, with_test=False, parent_id=parent_id, seeds=seeds)
 
     def _prefetch(self, improver: str, proposed_to: int) -> None:
-        if self._speculating is None or improver in self._pending or self._times_asked[improver]:
+        """The n-th proposal of a program is scored as its n-th asking will be (an improver asks once per copy)."""
+        occurrence = self._times_proposed[improver]
+        self._times_proposed[improver] += 1
+        if self._speculating is None or self._scored_ahead >= self._budget:
             return
-        if len(self._pending) < self._budget:
-            self._pending[improver] = self._speculating.submit(self._evaluate, improver, 0, proposed_to)
+        self._scored_ahead += 1
+        self._pending[(improver, occurrence)] = self._speculating.submit(
+            self._evaluate, improver, occurrence, proposed_to
+        )
 
     def _score(self, improver: str, improver_run_id: int) -> float:
         self._asked += 1
         self._context.stats.stage = f"improving the improver · scoring candidate {self._asked}/{self._budget}"
         occurrence = self._times_asked[improver]
         self._times_asked[improver] += 1
-        future = self._pending.pop(improver, None) if occurrence == 0 else None
+        future = self._pending.pop((improver, occurrence), None)
         if future is not None:
             return future.result().val
         return self._evaluate(improver, occurrence, improver_run_id).val
