@@ -21,11 +21,12 @@ EXIT_GRACE_SECONDS = 2.0
 REMOVAL_SECONDS = 60.0
 
 
-def remove_folder(path: str) -> None:
+def remove_folder(path: str, settle: Callable[[], object] = lambda: None) -> None:
     """Removes a folder a child wrote in, however it shaped it; never raises.
 
     shutil.rmtree recurses, so a tree thousands of folders deep (made with dir_fd, say) ends it with a
-    RecursionError: `rm -rf` (which does not recurse on the stack) then removes what is left.
+    RecursionError: `rm -rf` (which does not recurse on the stack) then removes what is left, once
+    `settle` has returned (it waits for the child to be gone: nothing then moves under the removal).
     """
     try:
         shutil.rmtree(path)
@@ -34,6 +35,8 @@ def remove_folder(path: str) -> None:
         return
     except (OSError, RecursionError):
         pass
+    with contextlib.suppress(Exception):
+        settle()
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         subprocess.run(
             ["rm", "-rf", "--one-file-system", "--", path],

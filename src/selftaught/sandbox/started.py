@@ -24,7 +24,7 @@ from pathlib import Path
 
 from selftaught.errors import SandboxError
 from selftaught.sandbox.fork_server import ForkServer
-from selftaught.sandbox.processes import ChildProcess, OutputFile, remove_folder
+from selftaught.sandbox.processes import EXIT_GRACE_SECONDS, ChildProcess, OutputFile, remove_folder
 
 #: Children kept waiting per fork server, one per setup (an improver's limits and an algorithm's, say).
 WAITING_PER_SERVER = 2
@@ -111,7 +111,7 @@ class StartedChild:
             try:
                 self.channel.close()
                 text, truncated = self.output.read(captured_bytes)
-                remove_folder(self.scratch)
+                remove_folder(self.scratch, settle=lambda: self.process.wait(EXIT_GRACE_SECONDS))
             finally:
                 self.identities.release(self.uid)
         return exit_code, text, truncated
