@@ -23,7 +23,8 @@ from selftaught.llm.openai_compatible import OpenAICompatibleBackend
 from selftaught.llm.retry import RateLimited, RetryPolicy
 from selftaught.loop.limits import MAX_IMPROVER_RUNS_VARIABLE, LimitedEvaluator, improver_run_guard
 
-FAST_RETRY = RetryPolicy(attempts=30, initial_wait_seconds=0.01, max_wait_seconds=0.05)
+#: The default attempts, with short waits.
+FAST_RETRY = RetryPolicy(initial_wait_seconds=0.01, max_wait_seconds=0.05)
 
 
 def request(n: int = 1, seed: int = 0) -> CompletionRequest:
@@ -37,7 +38,10 @@ def test_pushback_halves_the_limit_and_successes_grow_it_back_to_the_ceiling_onl
     gate.throttled()
     gate.throttled()
     assert gate.report().limit == 2 and gate.report().throttled_requests == 2
-    for _ in range(2 + 3 + 4 + 5 + 6 + 7 + 100):
+    for _ in range(8 * 5):
+        gate.succeeded()
+    assert gate.report().limit == 7  # one step back for every 8 successes in a row
+    for _ in range(100):
         gate.succeeded()
     assert gate.report().limit == 8
     for _ in range(10):
@@ -100,15 +104,15 @@ def anthropic(fake: FakeServer, concurrency: int, monkeypatch: pytest.MonkeyPatc
 def test_a_server_that_takes_fewer_requests_at_once_is_found_out_without_failed_calls(
     kind: str, pushback: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with fake_server(FakeServer(lambda body: ["x"], delay_seconds=0.03, at_once=2, pushback=pushback)) as fake:
+    with fake_server(FakeServer(lambda body: ["x"], delay_seconds=0.03, at_once=1, pushback=pushback)) as fake:
         backend = openai(fake, 8) if kind == "openai" else anthropic(fake, 8, monkeypatch)
         try:
-            with ThreadPoolExecutor(8) as pool:
-                completions = list(pool.map(lambda seed: backend.complete(request(1, seed)), range(40)))
+            with ThreadPoolExecutor(16) as pool:
+                completions = list(pool.map(lambda seed: backend.complete(request(1, seed)), range(80)))
         finally:
             backend.close()
     throttling = backend.throttling()
-    assert [completion.texts for completion in completions] == [("x",)] * 40
+    assert [completion.texts for completion in completions] == [("x",)] * 80
     assert throttling.throttled_requests > 0 and throttling.limit < 8
 
 

@@ -14,6 +14,7 @@ from fake_servers import FakeServer, fake_server
 from selftaught import api
 from selftaught.api import RunOptions
 from selftaught.config import ImproverBudget
+from selftaught.loop.estimate import estimate_run
 from selftaught.loop.limits import MAX_IMPROVER_RUNS_VARIABLE
 from selftaught.loop.seed_improver import SEED_IMPROVER
 
@@ -112,3 +113,66 @@ def test_speculation_puts_every_candidates_runs_in_flight_at_once(
             in_flight[speculate] = fake.most_in_flight
     # Without it a candidate's two runs at a time; with it the three candidates' six at once.
     assert in_flight == {False: 2, True: 6}
+
+
+def scripted(tmp_path: Path, body: str) -> str:
+    responder = tmp_path / "answers.py"
+    responder.write_text(body)
+    return f"scripted:{responder}"
+
+
+def test_speculation_never_runs_a_program_longer_than_a_program_may_be(tmp_path: Path) -> None:
+    """Such a program scores 0 unrun and unstored when asked about; proposed, it is not scored ahead either."""
+    long_improver = SEED_IMPROVER + "\n# " + "x" * 250_000 + "\n"
+    model = scripted(
+        tmp_path,
+        f"LONG = {long_improver!r}\nSOLUTION = {ZERO_LPN_SOLUTION!r}\n"
+        "def respond(system, user, temperature, index, seed):\n"
+        "    return '```python\\n' + (LONG if 'meta_utility' in user else SOLUTION) + '\\n```'\n",
+    )
+    options = RunOptions(
+        model=model, profile=replace(PROFILE, iterations=1), store=tmp_path / "s.sqlite", speculate=True
+    )
+    report = api.run(options)
+    assert report.speculative_calls == 0
+    with sqlite3.connect(options.store) as db:
+        longest = db.execute("SELECT MAX(LENGTH(source)) FROM programs").fetchone()[0]
+    assert longest < 200_000
+
+
+def test_a_lone_surrogate_in_an_answer_is_an_answer_not_a_crash(tmp_path: Path) -> None:
+    model = scripted(
+        tmp_path,
+        f"SOLUTION = {ZERO_LPN_SOLUTION!r}\n"
+        "def respond(system, user, temperature, index, seed):\n"
+        "    return 'An idea \\ud800.\\n```python\\n' + SOLUTION + '\\n```'\n",
+    )
+    result = api.improve(RunOptions(model=model, profile=PROFILE, store=tmp_path / "s.sqlite"))
+    assert result.algorithm is not None and result.error is None
+    with fake_server(
+        FakeServer(lambda body: ["An idea \ud800.\n```python\n" + ZERO_LPN_SOLUTION + "```"] * body["n"])
+    ) as fake:
+        served = api.improve(
+            RunOptions(model=f"openai:m@{fake.base_url}", profile=PROFILE, store=tmp_path / "s.sqlite")
+        )
+    assert served.algorithm is not None and served.error is None
+
+
+def test_the_worst_case_counts_what_speculation_may_pay_for_in_vain(tmp_path: Path) -> None:
+    options = RunOptions(model=scripted(tmp_path, RESPONDER), profile=PROFILE, store=tmp_path / "s.sqlite")
+    plain = estimate_run(options, FIRST_ONLY_IMPROVER)
+    speculated = estimate_run(replace(options, speculate=True), FIRST_ONLY_IMPROVER)
+    runs, calls = PROFILE.meta_utility_runs, PROFILE.improver.language_model_calls
+    assert speculated.lm_calls - plain.lm_calls == PROFILE.iterations * PROFILE.meta_utility_calls * runs * calls
+    assert run(tmp_path, True, "bounded").speculative_calls > 0  # and a run stays within it:
+    assert api.run(replace(options, speculate=True, store=tmp_path / "b.sqlite"), FIRST_ONLY_IMPROVER).iterations
+
+
+def test_speculation_with_no_meta_utility_budget_runs(tmp_path: Path) -> None:
+    options = RunOptions(
+        model=scripted(tmp_path, RESPONDER),
+        profile=replace(PROFILE, iterations=1, meta_utility_calls=0),
+        store=tmp_path / "s.sqlite",
+        speculate=True,
+    )
+    assert api.run(options, FIRST_ONLY_IMPROVER).speculative_calls == 0

@@ -41,12 +41,20 @@ def counted_tokens(reported: object, upper_bound: int) -> int:
 
 def prompt_tokens_bound(messages: Iterable[ChatMessage]) -> int:
     """At least the prompt's tokens: a byte-level tokenizer's token is at least one byte of text."""
-    return sum(len(message.content.encode("utf-8")) + TEMPLATE_TOKENS_PER_MESSAGE for message in messages)
+    return sum(
+        len(message.content.encode("utf-8", "surrogatepass")) + TEMPLATE_TOKENS_PER_MESSAGE for message in messages
+    )
 
 
 def completion_tokens_bound(texts: Iterable[str]) -> int:
     """At least the tokens of the returned texts, by the same reasoning."""
-    return sum(len(text.encode("utf-8")) + END_TOKENS_PER_RESPONSE for text in texts)
+    # surrogatepass: a lone surrogate (valid JSON, "\ud800") counts as the three bytes it came as.
+    return sum(len(text.encode("utf-8", "surrogatepass")) + END_TOKENS_PER_RESPONSE for text in texts)
+
+
+def encodable(text: str) -> str:
+    """The text with lone surrogates (valid in JSON as "\\ud800", not in UTF-8: no store, cache or file takes them) replaced."""
+    return text if text.isascii() else text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def billed_answer(
@@ -54,7 +62,7 @@ def billed_answer(
 ) -> Answer:
     """An answer to `messages` with the tokens its server reported, or their upper bounds where it did not."""
     return Answer(
-        texts,
+        tuple(encodable(text) for text in texts),
         counted_tokens(reported_prompt, prompt_tokens_bound(messages)),
         counted_tokens(reported_completion, completion_tokens_bound(texts)),
     )

@@ -14,6 +14,7 @@ from typing import Any
 
 from selftaught.errors import BackendError, ModelUnavailable
 from selftaught.llm.base import Backend, ChatMessage, CompletionRequest
+from selftaught.llm.billing import encodable
 from selftaught.llm.pricing import CostMeter, PriceTable
 
 BUDGET_EXCEEDED = "Error: You have exceeded your call budget."
@@ -146,7 +147,7 @@ class BudgetedLanguageModel:
         try:
             completion = self._backend.complete(request)
             texts, prompt_tokens, completion_tokens = (
-                completion.texts[:n],
+                tuple(encodable(text) for text in completion.texts[:n]),
                 completion.prompt_tokens,
                 completion.completion_tokens,
             )

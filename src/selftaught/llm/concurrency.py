@@ -2,9 +2,10 @@
 
 Every HTTP request a backend sends (each attempt, each of the single requests it splits `n` into)
 holds a slot while it is in flight, so `?concurrency=N` bounds what the server sees. On a 429 (rate
-limited) or a 529 (overloaded) the limit halves, and it grows back by one after as many successes in a
-row as the limit itself, never above N (additive increase, multiplicative decrease, as TCP does): a
-server that allows fewer requests at once than asked is found out instead of failing calls.
+limited) or a 529 (overloaded) the limit halves, and it grows back by one after N successes in a row,
+never above N (additive increase, multiplicative decrease, as TCP does), while the refused requests
+wait and try again (retry.py gives pushback more attempts than failures): a server that allows
+fewer requests at once than asked is found out instead of failing calls.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ class AdaptiveConcurrency:
     def succeeded(self) -> None:
         with self._changed:
             self._successes += 1
-            if self._successes >= self._limit and self._limit < self.ceiling:
+            # Grown back slowly: requests that waited out a pushback come back together, and find room.
+            if self._successes >= self.ceiling and self._limit < self.ceiling:
                 self._limit += 1
                 self._successes = 0
                 self._changed.notify_all()

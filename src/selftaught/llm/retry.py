@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from selftaught.errors import BackendError
 
@@ -38,6 +38,9 @@ PUSHBACK_STATUSES = frozenset({429, 529})
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 5
+    #: Attempts of a request the server refused for being one too many: the backend sends fewer at once
+    #: meanwhile, so pushback is waited out longer than a failure (minutes, at the longest waits).
+    pushback_attempts: int = 12
     initial_wait_seconds: float = 1.0
     max_wait_seconds: float = 60.0
 
@@ -50,8 +53,13 @@ class RetryPolicy:
             requested = getattr(error, "retry_after", None) or 0.0
             return min(max(float(requested), backoff(state)), self.max_wait_seconds)
 
+        def stop(state: RetryCallState) -> bool:
+            error = state.outcome.exception() if state.outcome is not None else None
+            limit = self.pushback_attempts if isinstance(error, RateLimited) else self.attempts
+            return state.attempt_number >= limit
+
         retrying = Retrying(
-            stop=stop_after_attempt(self.attempts),
+            stop=stop,
             wait=wait,
             retry=retry_if_exception_type(TransientBackendError),
             reraise=True,
@@ -59,7 +67,8 @@ class RetryPolicy:
         try:
             return retrying(attempt)
         except TransientBackendError as error:
-            raise BackendError(f"{error} (after {self.attempts} attempts)") from None
+            attempts = self.pushback_attempts if isinstance(error, RateLimited) else self.attempts
+            raise BackendError(f"{error} (after {attempts} attempts)") from None
 
 
 def retry_after_seconds(headers: object) -> float | None:

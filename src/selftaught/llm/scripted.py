@@ -19,6 +19,7 @@ from types import ModuleType
 
 from selftaught.errors import BackendError, ModelUnavailable
 from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.billing import encodable
 from selftaught.llm.concurrency import LOCAL_CONCURRENCY
 from selftaught.llm.model_spec import ModelSpec
 from selftaught.llm.registry import register_backend
@@ -71,7 +72,7 @@ class ScriptedBackend(Backend):
                 raise BackendError(f"scripted model raised {type(error).__name__}: {error}") from None
             if not isinstance(text, str):
                 raise BackendError(f"scripted model returned {type(text).__name__}, not str")
-            texts.append(text)
+            texts.append(encodable(text))
         prompt_tokens = sum(_approximate_tokens(message.content) for message in request.messages)
         return Completion(
             texts=tuple(texts),

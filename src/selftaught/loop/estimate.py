@@ -129,7 +129,8 @@ def estimate_meta_utility(options: RunOptions, improver: str) -> CostEstimate:
 
 def estimate_run(options: RunOptions, improver: str) -> CostEstimate:
     """Iteration 0 scores the improver (D runs); each later one runs the current improver on itself and
-    scores up to `meta_utility_calls` candidates and the one it returns (D runs each)."""
+    scores up to `meta_utility_calls` candidates and the one it returns (D runs each); with speculation
+    up to `meta_utility_calls` more, proposed but never asked about."""
     task, profile = get_task(options.task), options.profile
     budget, runs = profile.improver, profile.meta_utility_runs
     spend = improver_runs(runs, budget, prompt_tokens(text_tokens(improver), task.seed_solution, task.description))
@@ -138,7 +139,8 @@ def estimate_run(options: RunOptions, improver: str) -> CostEstimate:
     on_task = prompt_tokens(current, task.seed_solution, task.description)
     for _ in range(profile.iterations):
         spend += improver_runs(1, budget, on_itself)
-        spend += improver_runs((profile.meta_utility_calls + 1) * runs, budget, on_task)
+        scored = profile.meta_utility_calls * (2 if options.speculate else 1)
+        spend += improver_runs((scored + 1) * runs, budget, on_task)
     return estimate("run", options, spend, [task])
 
 

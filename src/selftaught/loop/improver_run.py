@@ -87,7 +87,7 @@ class _ImproverServices:
         self._context.store.record_lm_call(self._context.run_id, self._improver_run_id, call)
         if self._utility.prefetch is not None:
             for program in extract_code(list(call.responses)):
-                if program:
+                if program and len(program) <= MAX_PROGRAM_CHARS:  # a longer one scores 0, unrun and unstored
                     self._utility.prefetch(program, self._improver_run_id)
 
     def utility_state(self) -> dict[str, Any]:

@@ -194,7 +194,7 @@ class CandidateScores:
         self._times_proposed: collections.Counter[str] = collections.Counter()
         self._scored_ahead = 0
         self._speculating = (
-            ThreadPoolExecutor(max_workers=self._budget, thread_name_prefix="speculate") if speculate else None
+            ThreadPoolExecutor(max_workers=max(1, self._budget), thread_name_prefix="speculate") if speculate else None
         )
 
     def service(self) -> UtilityService:
