@@ -49,23 +49,29 @@ def test_pushback_halves_the_limit_and_successes_grow_it_back_to_the_ceiling_onl
     assert gate.report().limit == 1
 
 
+class Briefly:
+    """Takes 20 ms a call, counting the most calls under way at once."""
+
+    def __init__(self) -> None:
+        self.in_flight = self.most = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, value: Any = None) -> Any:
+        with self._lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        time.sleep(0.02)
+        with self._lock:
+            self.in_flight -= 1
+        return value
+
+
 def test_no_more_requests_are_in_flight_than_the_limit_allows() -> None:
     gate = AdaptiveConcurrency(3)
-    in_flight, most = 0, 0
-    lock = threading.Lock()
-
-    def request() -> None:
-        nonlocal in_flight, most
-        with lock:
-            in_flight += 1
-            most = max(most, in_flight)
-        time.sleep(0.02)
-        with lock:
-            in_flight -= 1
-
+    request = Briefly()
     with ThreadPoolExecutor(10) as pool:
         list(pool.map(lambda _: gate.send(request), range(30)))
-    assert most == 3 == gate.report().most_in_flight
+    assert request.most == 3 == gate.report().most_in_flight
 
     def refused() -> None:
         raise RateLimited("HTTP 429")
@@ -153,24 +159,16 @@ def test_improver_runs_wait_for_the_model_together_whatever_the_workers(
 
 
 def test_evaluations_run_at_most_workers_at_once_whoever_asks() -> None:
-    in_flight, most = 0, 0
-    lock = threading.Lock()
+    briefly = Briefly()
 
     class Slow:
         def evaluate(self, task: Any, source: str, split: str, seed: int) -> Any:
-            nonlocal in_flight, most
-            with lock:
-                in_flight += 1
-                most = max(most, in_flight)
-            time.sleep(0.02)
-            with lock:
-                in_flight -= 1
-            return seed
+            return briefly(seed)
 
     limited = LimitedEvaluator(Slow(), workers=2)
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(lambda seed: limited.evaluate(None, "", "validation", seed), range(16))) == list(range(16))  # type: ignore[arg-type]
-    assert most == 2
+    assert briefly.most == 2
 
 
 def test_a_run_against_a_server_that_takes_fewer_requests_at_once_fails_no_call(
