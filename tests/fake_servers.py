@@ -50,6 +50,8 @@ class FakeServer:
     hang_seconds: float = 5.0
     #: Latency of every answer.
     delay_seconds: float = 0.0
+    #: The error message of an answer with `status`.
+    error_message: str = "simulated failure"
     #: Requests it serves at once; one more is refused with `pushback` (429, or Anthropic's 529 "overloaded").
     at_once: int | None = None
     pushback: int = 429
@@ -98,7 +100,7 @@ def fake_server(fake: FakeServer) -> Iterator[FakeServer]:
             fake.requests.append(body)
             fake.headers.append({key.lower(): value for key, value in self.headers.items()})
             if self.path not in ("/v1/chat/completions", "/v1/messages") or fake.status != 200:
-                self._send(fake.status if fake.status != 200 else 404, {"error": {"message": "simulated failure"}})
+                self._send(fake.status if fake.status != 200 else 404, {"error": {"message": fake.error_message}})
                 return
             fault = fake.faults.pop(0) if fake.faults else "ok"
             if fault != "ok" and fault not in USAGE_FAULTS:

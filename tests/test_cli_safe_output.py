@@ -229,3 +229,14 @@ def test_doctor_shows_a_probe_childs_text_visibly_and_keeps_its_own_colors(monke
         assert text in colored.stdout
     plain = invoke("doctor")
     assert_shown_not_obeyed(plain, f"child: {NOTE_SHOWN}", "X[/bogus]", "NOT BLOCKED")
+
+
+@pytest.mark.parametrize(
+    "character",
+    ["\u3164", "\u115f", "\uffa0", "\u034f", "\ufe0f", "\U000e0100", "\u17b4", "\u180b", "\u2800", "\u00ad"],
+)
+def test_characters_that_show_as_nothing_are_escaped(character: str) -> None:
+    """Hangul fillers are valid in Python names: `def f(x\u3164=None)` hides a parameter in plain sight."""
+    shown = visible_controls(f"x{character}y")
+    assert character not in shown and shown == f"x{character.encode('unicode_escape').decode()}y"
+    assert visible_controls(shown) == shown and visible_controls("café ü 日本") == "café ü 日本"

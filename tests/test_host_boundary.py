@@ -342,6 +342,10 @@ def algorithm(index):
         "SysV semaphore": refused(lambda: libc.semget(0x5E1F, 1, 0o1666)),
         "a lock on a file every child reads": refused(lambda: fcntl.flock(os.open(os.__file__, os.O_RDONLY), fcntl.LOCK_EX)),
         "a record lock on it": refused(lambda: fcntl.lockf(os.open(os.__file__, os.O_RDONLY), fcntl.LOCK_SH)),
+        "a dnotify watch on a folder every child reads": refused(
+            lambda: fcntl.fcntl(os.open(os.path.dirname(os.__file__), os.O_RDONLY), fcntl.F_NOTIFY, fcntl.DN_ACCESS)
+        ),
+        "a lease on it": refused(lambda: fcntl.fcntl(os.open(os.__file__, os.O_RDONLY), fcntl.F_SETLEASE, fcntl.F_RDLCK)),
         "POSIX message queue": refused(lambda: libc.syscall(240, b"/selftaught", 0o102, 0o666, None)),
         "clear the death signal": refused(lambda: libc.prctl(1, 0, 0, 0, 0)),
         "become dumpable": refused(lambda: libc.prctl(4, 1, 0, 0, 0)),

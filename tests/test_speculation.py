@@ -176,3 +176,13 @@ def test_speculation_with_no_meta_utility_budget_runs(tmp_path: Path) -> None:
         speculate=True,
     )
     assert api.run(options, FIRST_ONLY_IMPROVER).speculative_calls == 0
+
+
+def test_a_lone_surrogate_in_a_servers_error_is_a_recorded_error_not_a_crash(tmp_path: Path) -> None:
+    store = tmp_path / "s.sqlite"
+    with fake_server(FakeServer(lambda body: ["x"], status=400, error_message="bad \ud800 request")) as fake:
+        result = api.improve(RunOptions(model=f"openai:m@{fake.base_url}", profile=PROFILE, store=store))
+    assert result.algorithm is None and result.error is not None
+    with sqlite3.connect(store) as db:
+        errors = [row[0] for row in db.execute("SELECT error FROM lm_calls")]
+    assert errors and all("HTTP 400" in error and "bad" in error for error in errors)

@@ -18,6 +18,15 @@ _NOT_PLAIN_ASCII = re.compile(r"[^\t\n\x20-\x7e]")
 #: (the bidi overrides and isolates of "Trojan Source", zero-width characters, the BOM), lone surrogates
 #: (which cannot even be encoded) and the line and paragraph separators.
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+#: Characters of other categories that show as nothing: Unicode's default-ignorable code points (Hangul
+#: fillers, which are valid in Python names, variation selectors, the combining grapheme joiner, tags) and
+#: the blank braille pattern.
+_INVISIBLE_RANGES = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+    (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x2800, 0x2800),
+    (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)  # fmt: skip
 
 
 def visible_controls(text: str) -> str:
@@ -31,9 +40,10 @@ def visible_controls(text: str) -> str:
 
 def _escape_if_hidden(match: re.Match[str]) -> str:
     character = match.group()
-    if unicodedata.category(character) not in _HIDDEN_CATEGORIES:
-        return character
     code = ord(character)
+    invisible = any(first <= code <= last for first, last in _INVISIBLE_RANGES)
+    if not invisible and unicodedata.category(character) not in _HIDDEN_CATEGORIES:
+        return character
     if code < 0x100:
         return f"\\x{code:02x}"
     return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"

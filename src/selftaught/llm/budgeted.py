@@ -162,7 +162,7 @@ class BudgetedLanguageModel:
             if len(texts) < n:
                 error = f"{self._backend.spec}: asked for {n} responses, got {len(texts)}"
         except (BackendError, ModelUnavailable) as failure:
-            error = str(failure)
+            error = encodable(str(failure))
             if isinstance(failure, BackendError) and (failure.prompt_tokens or failure.completion_tokens):
                 # Requests of the call that were answered before another failed were paid for: they count.
                 prompt_tokens, completion_tokens = failure.prompt_tokens, failure.completion_tokens

@@ -12,13 +12,15 @@ from types import ModuleType
 from typing import TypeVar
 
 from selftaught.errors import BackendError
+from selftaught.llm.billing import encodable
 from selftaught.llm.retry import PUSHBACK_STATUSES, RateLimited, TransientBackendError, retry_after_seconds
 
 Result = TypeVar("Result")
 
 
 def short(text: str) -> str:
-    return " ".join(text.split())[:300]
+    """A server's text for an error message: one line, bounded, encodable (servers put anything in them)."""
+    return encodable(" ".join(text.split())[:300])
 
 
 def call_sdk(sdk: ModuleType, base_error: type[Exception], spec: str, call: Callable[[], Result]) -> Result:

@@ -6,7 +6,7 @@ children share them), and kernel attack surface. Allowed only on the child itsel
 own pid): signals, resource limits, priority, scheduling, CPU affinity, I/O priority and memory
 placement, so one child can never slow, starve or kill a sibling of the same uid. prctl may not
 clear the death signal (the child would outlive the host) nor make the process dumpable or
-traceable again. No file locks (`flock`, `fcntl`'s lock commands) and no file watches (inotify,
+traceable again. No file locks (`flock`, `fcntl`'s lock and lease commands) and no file watches (dnotify, inotify,
 fanotify): children read the same files, so either would be a channel between candidates. Threads are allowed, processes are not.
 """
 
@@ -107,10 +107,14 @@ CLONE_THREAD = 0x00010000
 #: prctl options refused: clearing the death signal, becoming dumpable again, letting a process trace it.
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_PTRACER = 1, 4, 0x59616D61
 DENIED_PRCTL_OPTIONS = (PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_PTRACER)
-#: fcntl commands refused: file locks. Every child can read the same files (the standard library), so a
-#: lock one holds and another tests would be a channel between candidates running at the same time.
+#: fcntl commands refused: file locks, leases and dnotify watches. Every child can read the same files (the
+#: standard library), so a lock one holds and another tests, or a watch that counts another's reads (an
+#: adversarial review's dnotify watch counted them exactly), would be a channel between candidates.
 F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW = 5, 6, 7, 36, 37, 38
-DENIED_FCNTL_COMMANDS = (F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW)
+F_SETLEASE, F_GETLEASE, F_NOTIFY = 1024, 1025, 1026
+DENIED_FCNTL_COMMANDS = (
+    F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW, F_SETLEASE, F_GETLEASE, F_NOTIFY,
+)  # fmt: skip
 
 BPF_LD_W_ABS, BPF_JEQ_K, BPF_JSET_K, BPF_JGE_K, BPF_RET_K = 0x20, 0x15, 0x45, 0x35, 0x06
 SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO, SECCOMP_RET_KILL_PROCESS = 0x7FFF0000, 0x00050000, 0x80000000
