@@ -183,7 +183,8 @@ def test_finished_children_are_reaped_and_nothing_of_them_is_kept(launcher: Laun
     while sum(not exited(pid) for pid in children) > len(launcher._waiting) and time.monotonic() < deadline:
         time.sleep(0.05)
     finished = {pid for pid in children if exited(pid)}
-    assert len(children - finished) == len(launcher._waiting) <= WAITING_PER_SERVER
+    # The newest waiting child may not be forked yet: its zygote reads the request when it gets a core.
+    assert len(children - finished) <= len(launcher._waiting) <= WAITING_PER_SERVER
     # The fork server reaps every exited child when its next request arrives (which it reads when it gets a core).
     assert run_algorithm(launcher, "def algorithm():\n    return 1\n").problem is None
     deadline = time.monotonic() + 20
@@ -211,10 +212,15 @@ def test_a_failed_fork_is_reported_and_the_fork_server_goes_on(launcher: Launche
     limit.write_text((pids / "pids.current").read_text().strip())  # no room for one more process
     try:
         outcome = run_algorithm(launcher, "def algorithm():\n    return 1\n")
+        # The child started meanwhile for the next job fails to fork too: let the zygote get to it first.
+        deadline = time.monotonic() + 10
+        while not all(child.gone() for child in launcher._waiting._waiting.values()) and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         limit.write_text(str(PROCESS_LIMIT))
     assert "the sandbox could not start a process for this job" in (outcome.problem or "")
-    assert run_algorithm(launcher, "def algorithm():\n    return 2\n").instances[0]["output"] == 2
+    after = run_algorithm(launcher, "def algorithm():\n    return 2\n")
+    assert after.instances and after.instances[0]["output"] == 2, after
 
 
 def test_a_child_exits_at_idle_priority() -> None:
