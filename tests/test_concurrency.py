@@ -151,7 +151,8 @@ def test_improver_runs_wait_for_the_model_together_whatever_the_workers(
     if guard is not None:
         monkeypatch.setenv(MAX_IMPROVER_RUNS_VARIABLE, guard)
     profile = replace(TEST_PROFILE, meta_utility_runs=4)
-    with fake_server(FakeServer(slow_answers(0.3))) as fake:
+    # Long enough answers that the four runs' first requests overlap even when their children start slowly.
+    with fake_server(FakeServer(slow_answers(1.0))) as fake:
         options = replace(options_for(f"openai:m@{fake.base_url}?concurrency=8"), profile=profile, workers=1)
         result = api.meta_utility(options)
     assert len(result.runs) == 4 and not any(run["error"] for run in result.runs)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from selftaught.errors import BackendError
 from selftaught.llm.base import ChatMessage, Completion
+from selftaught.text import encodable
 
 #: Tokens a chat template may add to each message (role markers, separators): part of a prompt's upper bound.
 TEMPLATE_TOKENS_PER_MESSAGE = 16
@@ -50,11 +51,6 @@ def completion_tokens_bound(texts: Iterable[str]) -> int:
     """At least the tokens of the returned texts, by the same reasoning."""
     # surrogatepass: a lone surrogate (valid JSON, "\ud800") counts as the three bytes it came as.
     return sum(len(text.encode("utf-8", "surrogatepass")) + END_TOKENS_PER_RESPONSE for text in texts)
-
-
-def encodable(text: str) -> str:
-    """The text with lone surrogates (valid in JSON as "\\ud800", not in UTF-8: no store, cache or file takes them) replaced."""
-    return text if text.isascii() else text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def billed_answer(

@@ -14,8 +14,8 @@ from typing import Any
 
 from selftaught.errors import BackendError, ModelUnavailable
 from selftaught.llm.base import Backend, ChatMessage, CompletionRequest
-from selftaught.llm.billing import encodable
 from selftaught.llm.pricing import CostMeter, PriceTable
+from selftaught.text import encodable
 
 BUDGET_EXCEEDED = "Error: You have exceeded your call budget."
 

@@ -19,10 +19,10 @@ from types import ModuleType
 
 from selftaught.errors import BackendError, ModelUnavailable
 from selftaught.llm.base import Backend, Completion, CompletionRequest
-from selftaught.llm.billing import encodable
 from selftaught.llm.concurrency import LOCAL_CONCURRENCY
 from selftaught.llm.model_spec import ModelSpec
 from selftaught.llm.registry import register_backend
+from selftaught.text import encodable
 
 Responder = Callable[..., str]
 

@@ -12,8 +12,8 @@ from types import ModuleType
 from typing import TypeVar
 
 from selftaught.errors import BackendError
-from selftaught.llm.billing import encodable
 from selftaught.llm.retry import PUSHBACK_STATUSES, RateLimited, TransientBackendError, retry_after_seconds
+from selftaught.text import encodable
 
 Result = TypeVar("Result")
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from selftaught.sandbox.child import protocol
+from selftaught.text import encodable
 
 #: Messages one job may send.
 MAX_MESSAGES_PER_JOB = 10_000
@@ -294,25 +295,21 @@ def _repaired(value: Any) -> Any:
         if isinstance(item, list):
             for position, child in enumerate(item):
                 if isinstance(child, str):
-                    item[position] = _encodable(child)
+                    item[position] = encodable(child)
                 elif isinstance(child, (list, dict)):
                     stack.append(child)
         elif isinstance(item, dict):
             for key in list(item):
                 child = item[key]
-                if isinstance(key, str) and _encodable(key) != key:
+                if isinstance(key, str) and encodable(key) != key:
                     del item[key]
-                    key = _encodable(key)
+                    key = encodable(key)
                     item[key] = child
                 if isinstance(child, str):
-                    item[key] = _encodable(child)
+                    item[key] = encodable(child)
                 elif isinstance(child, (list, dict)):
                     stack.append(child)
     return value
-
-
-def _encodable(text: str) -> str:
-    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 # --- what each kind of message must hold -------------------------------------------------------
