@@ -5,11 +5,15 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 import pytest
 
+from conftest import STRONG_LPN_SOLUTION, responder_returning
+from selftaught import api
+from selftaught.api import RunOptions
 from selftaught.cli.main import COMMANDS, cli
 
 HEAVY_MODULES = ("numpy", "openai", "anthropic", "llama_cpp", "matplotlib", "sqlite3", "selftaught.api")
@@ -46,3 +50,26 @@ def test_help_and_version_load_only_what_they_show(arguments: list[str]) -> None
         assert "selftaught.api" in loaded
     else:
         assert loaded == "loaded: []", completed.stdout
+
+
+def test_commands_that_only_read_the_store_load_neither_numpy_nor_the_run_machinery(
+    tmp_path: Path, scripted_model: Callable[[str], str], options_for: Callable[..., RunOptions]
+) -> None:
+    run_id = api.run(options_for(scripted_model(*responder_returning(STRONG_LPN_SOLUTION)))).run_id
+    store = str(options_for("unused").store)
+    for arguments in (
+        ["runs", "--store", store],
+        ["show", run_id[:10], "--store", store],
+        ["show", run_id, "--store", store, "--json"],
+        ["audit", run_id, "--store", store],
+        ["export", run_id, "--store", store, "-o", str(tmp_path / "run.tar.gz")],
+    ):
+        check = (
+            "import sys\nfrom selftaught.cli.main import cli\n"
+            f"try:\n    cli({arguments!r})\nexcept SystemExit as stop:\n    assert not stop.code, stop.code\n"
+            "print('loaded:', sorted(name for name in ('numpy', 'openai', 'anthropic', 'llama_cpp', 'matplotlib',"
+            " 'selftaught.api', 'selftaught.sandbox.launcher') if name in sys.modules))\n"
+        )
+        completed = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
+        assert completed.returncode == 0, (arguments, completed.stderr)
+        assert completed.stdout.strip().splitlines()[-1] == "loaded: []", arguments

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from selftaught.cli.options import json_option, print_json, stdout_console, store_option, user_errors
+from selftaught.cli.plumbing import json_option, print_json, stdout_console, store_option, user_errors
 from selftaught.store.archive import export_run, import_run
 
 

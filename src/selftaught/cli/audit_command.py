@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from selftaught.audit.run_audit import AuditThresholds, ProgramAudit, audit_run
-from selftaught.cli.options import json_option, print_json, stdout_console, store_option, user_errors
+from selftaught.cli.plumbing import json_option, print_json, stdout_console, store_option, user_errors
 from selftaught.store.reading import StoreReader
 
 

@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from selftaught.cli.options import json_option, print_json, stdout_console, user_errors
+from selftaught.cli.plumbing import json_option, print_json, stdout_console, user_errors
 from selftaught.cli.safe_output import safe_text, visible_controls
 from selftaught.sandbox.doctor import probe
 from selftaught.sandbox.launcher import Launcher

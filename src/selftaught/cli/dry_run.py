@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from selftaught.cli.options import print_json, stdout_console
+from selftaught.cli.plumbing import print_json, stdout_console
 from selftaught.loop.estimate import CostEstimate
 
 

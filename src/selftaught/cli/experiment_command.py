@@ -8,8 +8,15 @@ from rich.table import Table
 from selftaught import api
 from selftaught.api import RunOptions
 from selftaught.cli.dry_run import dry_run_option, show_estimate
-from selftaught.cli.options import json_option, print_json, run_options, stderr_console, stdout_console, user_errors
+from selftaught.cli.options import run_options
+from selftaught.cli.plumbing import (
+    json_option,
+    print_json,
+    stdout_console,
+    user_errors,
+)
 from selftaught.cli.progress import ProgressDisplay
+from selftaught.cli.safe_output import stderr_console
 from selftaught.experiments.unsandboxing import PAPER_RATES, estimate_unsandboxing
 from selftaught.loop.context import RunStats
 

@@ -8,7 +8,7 @@ import time
 import click
 from rich.table import Table
 
-from selftaught.cli.options import json_option, print_json, stdout_console, user_errors
+from selftaught.cli.plumbing import json_option, print_json, stdout_console, user_errors
 from selftaught.errors import SelftaughtError
 from selftaught.llm.base import ChatMessage, CompletionRequest
 from selftaught.llm.registry import create_backend, registered_backends

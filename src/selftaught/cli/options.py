@@ -1,21 +1,17 @@
-"""Options shared by the commands, and the plumbing every command needs: errors, JSON, consoles."""
+"""The options of the commands that run generated code, turned into one `RunOptions`."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
-from rich.text import Text
 
 from selftaught.api import RunOptions, read_program
-from selftaught.cli.safe_output import SafeConsole, stderr_console, visible_controls
 from selftaught.config import PROFILES
 from selftaught.errors import SelftaughtError
 from selftaught.llm.cache import CacheMode
@@ -23,17 +19,9 @@ from selftaught.llm.pricing import is_usd_amount
 from selftaught.loop.seed_improver import SEED_IMPROVER
 from selftaught.options import DEFAULT_MODEL
 from selftaught.sandbox.policy import SandboxPolicy
-from selftaught.stop_signals import stop_signal
 from selftaught.store.run_store import DEFAULT_STORE
 from selftaught.tasks.registry import get_task
 from selftaught.tasks.user_task import looks_like_a_folder
-
-#: Exit codes: bad input (nothing started), and a command that ran but produced nothing usable.
-EXIT_BAD_INPUT = 2
-EXIT_NOTHING_PRODUCED = 1
-#: A command stopped by a signal exits this plus the signal's number, as shells report it: 130 after
-#: Ctrl-C (SIGINT), 143 after SIGTERM, 129 after SIGHUP.
-EXIT_STOPPED_BY_SIGNAL = 128
 
 SANDBOX_MODES = {
     "default": SandboxPolicy(),
@@ -176,17 +164,6 @@ def _finite_usd(context: click.Context, parameter: click.Parameter, value: float
     return value
 
 
-def store_option(function: Callable[..., Any]) -> Callable[..., Any]:
-    """--store for the commands that read recorded runs."""
-    return click.option(
-        "--store",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=DEFAULT_STORE,
-        show_default=True,
-        help="SQLite file the runs are recorded in.",
-    )(function)
-
-
 def improver_option(function: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--improver",
@@ -200,47 +177,3 @@ def improver_option(function: Callable[..., Any]) -> Callable[..., Any]:
 
 def read_improver(improver_file: Path | None) -> str:
     return read_program(improver_file, "improve_algorithm") if improver_file else SEED_IMPROVER
-
-
-def json_option(function: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (progress goes to stderr)."
-    )(function)
-
-
-#: Width of tables written to a pipe or file, where no terminal says how wide to be.
-PIPE_WIDTH = 160
-
-
-def stdout_console() -> SafeConsole:
-    """Every command prints through one of these two: generated text shown safely, never parsed as markup."""
-    return SafeConsole(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
-
-
-def user_errors(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Prints a SelftaughtError as one line and exits non-zero; Ctrl-C, SIGTERM, SIGHUP exit without a traceback."""
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except SelftaughtError as error:
-            stderr_console().print(Text.assemble(("error: ", "bold red"), visible_controls(str(error))), soft_wrap=True)
-            sys.exit(EXIT_BAD_INPUT)
-        except KeyboardInterrupt as interruption:
-            exit_interrupted(interruption, "a run it started is recorded as interrupted in the store")
-
-    return wrapper
-
-
-def exit_interrupted(interruption: KeyboardInterrupt, explanation: str) -> NoReturn:
-    """Says which signal stopped the command and what became of its work, then exits 128 + the signal's number."""
-    number = stop_signal(interruption)
-    # After SIGHUP the terminal may be gone: the exit code must not depend on being able to say so.
-    with contextlib.suppress(OSError):
-        stderr_console().print(f"interrupted by {number.name}; {explanation}", soft_wrap=True, markup=False)
-    sys.exit(EXIT_STOPPED_BY_SIGNAL + number)

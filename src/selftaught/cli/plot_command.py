@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from selftaught.cli.options import stdout_console, store_option, user_errors
+from selftaught.cli.plumbing import stdout_console, store_option, user_errors
 from selftaught.report.plot import plot_runs
 from selftaught.report.views import run_curve
 from selftaught.store.reading import StoreReader

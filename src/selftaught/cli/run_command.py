@@ -12,18 +12,16 @@ from rich.table import Table
 from selftaught import api
 from selftaught.api import RunOptions, RunReport
 from selftaught.cli.dry_run import dry_run_option, show_estimate
-from selftaught.cli.options import (
+from selftaught.cli.options import improver_option, read_improver, run_options
+from selftaught.cli.plumbing import (
     exit_interrupted,
-    improver_option,
     json_option,
     print_json,
-    read_improver,
-    run_options,
-    stderr_console,
     stdout_console,
     user_errors,
 )
 from selftaught.cli.progress import ProgressDisplay
+from selftaught.cli.safe_output import stderr_console
 from selftaught.errors import SelftaughtError
 from selftaught.loop.context import RunStats
 from selftaught.loop.estimate import estimate_run

@@ -8,7 +8,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from selftaught.cli.options import json_option, print_json, stdout_console, store_option, user_errors
+from selftaught.cli.plumbing import json_option, print_json, stdout_console, store_option, user_errors
 from selftaught.store.reading import StoreReader
 
 #: Statuses a user can act on with `selftaught run --resume`.

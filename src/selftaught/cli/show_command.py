@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from selftaught.cli.options import json_option, print_json, stdout_console, store_option, user_errors
+from selftaught.cli.plumbing import json_option, print_json, stdout_console, store_option, user_errors
 from selftaught.cli.safe_output import visible_controls
 from selftaught.report.views import iteration_view, run_view
 from selftaught.store.reading import StoreReader

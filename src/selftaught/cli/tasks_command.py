@@ -8,11 +8,9 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from selftaught.cli.options import json_option, print_json, stdout_console, user_errors
+from selftaught.cli.plumbing import json_option, print_json, stdout_console, user_errors
 from selftaught.errors import SelftaughtError
-from selftaught.sandbox.launcher import Launcher
 from selftaught.tasks.base import TEST, VALIDATION
-from selftaught.tasks.evaluation import SolutionEvaluator
 from selftaught.tasks.registry import get_task, task_names
 from selftaught.tasks.user_task import load_task_folder
 
@@ -66,6 +64,10 @@ def check_command(folder: Path, as_json: bool) -> None:
 
     Every problem names the file it is in. Exits 1 when there is any.
     """
+    # The sandbox and the evaluator load only here: listing the tasks needs neither.
+    from selftaught.sandbox.launcher import Launcher
+    from selftaught.tasks.evaluation import SolutionEvaluator
+
     problems: list[str] = []
     seed_score = None
     try:

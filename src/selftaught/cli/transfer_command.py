@@ -10,15 +10,15 @@ from rich.table import Table
 from selftaught import api
 from selftaught.api import RunOptions
 from selftaught.cli.dry_run import dry_run_option, show_estimate
-from selftaught.cli.options import (
+from selftaught.cli.options import run_options_for_many_tasks
+from selftaught.cli.plumbing import (
     json_option,
     print_json,
-    run_options_for_many_tasks,
-    stderr_console,
     stdout_console,
     user_errors,
 )
 from selftaught.cli.progress import ProgressDisplay
+from selftaught.cli.safe_output import stderr_console
 from selftaught.errors import InvalidProgram
 from selftaught.loop.context import RunStats
 from selftaught.loop.estimate import estimate_transfer

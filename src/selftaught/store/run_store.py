@@ -12,12 +12,15 @@ import threading
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selftaught.errors import StoreError
-from selftaught.llm.budgeted import LanguageModelCall
 from selftaught.store.schema import MIGRATIONS
-from selftaught.tasks.evaluation import Evaluation
+
+if TYPE_CHECKING:
+    # Annotations only: the store sits beneath the layers that make these rows, and must not import them.
+    from selftaught.llm.budgeted import LanguageModelCall
+    from selftaught.tasks.evaluation import Evaluation
 
 DEFAULT_STORE = Path("selftaught-runs") / "runs.sqlite"
 

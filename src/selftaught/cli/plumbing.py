@@ -1,0 +1,85 @@
+"""What every command shares: --json, --store, safe printing, exit codes and one-line errors.
+
+Commands that only read import this and nothing of the run machinery, so they start without numpy,
+the sandbox or model SDKs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.text import Text
+
+from selftaught.cli.safe_output import SafeConsole, stderr_console, visible_controls
+from selftaught.errors import SelftaughtError
+from selftaught.stop_signals import stop_signal
+from selftaught.store.run_store import DEFAULT_STORE
+
+#: Exit codes: bad input (nothing started), and a command that ran but produced nothing usable.
+EXIT_BAD_INPUT = 2
+EXIT_NOTHING_PRODUCED = 1
+#: A command stopped by a signal exits this plus the signal's number, as shells report it: 130 after
+#: Ctrl-C (SIGINT), 143 after SIGTERM, 129 after SIGHUP.
+EXIT_STOPPED_BY_SIGNAL = 128
+
+
+def store_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    """--store for the commands that read recorded runs."""
+    return click.option(
+        "--store",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=DEFAULT_STORE,
+        show_default=True,
+        help="SQLite file the runs are recorded in.",
+    )(function)
+
+
+def json_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (progress goes to stderr)."
+    )(function)
+
+
+#: Width of tables written to a pipe or file, where no terminal says how wide to be.
+PIPE_WIDTH = 160
+
+
+def stdout_console() -> SafeConsole:
+    """Every command prints through one of these two: generated text shown safely, never parsed as markup."""
+    return SafeConsole(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def user_errors(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Prints a SelftaughtError as one line and exits non-zero; Ctrl-C, SIGTERM, SIGHUP exit without a traceback."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except SelftaughtError as error:
+            stderr_console().print(Text.assemble(("error: ", "bold red"), visible_controls(str(error))), soft_wrap=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except KeyboardInterrupt as interruption:
+            exit_interrupted(interruption, "a run it started is recorded as interrupted in the store")
+
+    return wrapper
+
+
+def exit_interrupted(interruption: KeyboardInterrupt, explanation: str) -> NoReturn:
+    """Says which signal stopped the command and what became of its work, then exits 128 + the signal's number."""
+    number = stop_signal(interruption)
+    # After SIGHUP the terminal may be gone: the exit code must not depend on being able to say so.
+    with contextlib.suppress(OSError):
+        stderr_console().print(f"interrupted by {number.name}; {explanation}", soft_wrap=True, markup=False)
+    sys.exit(EXIT_STOPPED_BY_SIGNAL + number)
