@@ -5,43 +5,99 @@ It runs inside the sandbox, so it uses the standard library only.
 
 from __future__ import annotations
 
+import re
 from typing import overload
 
-FENCE = "```"
+#: Up to 3 spaces, a run of 3 or more backticks or tildes, then the info string (a language tag, if anything).
+_FENCE_LINE = re.compile(r"(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>.*)")
+
+
+class _Fence:
+    """A fence line: its character, how many of them, how far it is indented, and its info string."""
+
+    __slots__ = ("character", "indent", "info", "length")
+
+    def __init__(self, character: str, length: int, indent: int, info: str) -> None:
+        self.character = character
+        self.length = length
+        self.indent = indent
+        self.info = info
+
+    def closes(self, opening: _Fence) -> bool:
+        """CommonMark's closing fence: the same character, at least as many of them, nothing after them."""
+        return self.character == opening.character and self.length >= opening.length and not self.info
+
+    def opens_nested(self, opening: _Fence) -> bool:
+        """A fence exactly like the opening one but with a language tag: a nested example, as in an improver whose
+        prompt shows ```python ... ``` inside a ```python block. CommonMark would read the example's closing fence
+        as the end of the outer block; a model that fenced with a longer fence or with ~~~ never gets here."""
+        return self.character == opening.character and self.length == opening.length and bool(self.info)
+
+
+def _fence_of(line: str) -> _Fence | None:
+    match = _FENCE_LINE.fullmatch(line)
+    if match is None:
+        return None
+    fence, info = match["fence"], match["info"]
+    if fence[0] == "`" and "`" in info:
+        return None  # inline code such as ```x```, not a fence
+    return _Fence(fence[0], len(fence), len(match["indent"]), info.strip())
+
+
+def _without_indent(line: str, indent: int) -> str:
+    """The line without up to `indent` leading spaces: the content of an indented fence is indented with it."""
+    spaces = len(line) - len(line.lstrip(" "))
+    return line[min(spaces, indent) :]
+
+
+def _fenced_blocks(text: str) -> list[list[str]]:
+    """The lines of each fenced block of `text`, fences removed; a block left open runs to the end of the text."""
+    blocks: list[list[str]] = []
+    opening: _Fence | None = None
+    depth = 0
+    content: list[str] = []
+    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        fence = _fence_of(line)
+        if opening is None:
+            if fence is not None:
+                opening, depth, content = fence, 1, []
+            continue
+        if fence is not None and fence.closes(opening):
+            depth -= 1
+            if depth == 0:
+                blocks.append(content)
+                opening = None
+                continue
+        elif fence is not None and fence.opens_nested(opening):
+            depth += 1
+        content.append(_without_indent(line, opening.indent))
+    if opening is not None:
+        blocks.append(content)
+    return blocks
 
 
 def _largest_fenced_block(text: str) -> str | None:
-    """The longest fenced code block of `text`, fences removed; None when there is none.
+    """The longest fenced code block of `text`, fences removed (the first of equally long ones); None when there
+    is none, or when it is empty.
 
-    A fence line with a language tag opens a block (nested blocks stay inside their outer
-    block); a bare fence closes the innermost open block, or opens one when none is open.
-    A block left open by a truncated response runs to the end of the text.
+    Fences follow Markdown's (CommonMark's) rules: a line of 3 or more backticks or tildes, indented by at most 3
+    spaces, optionally followed by a language tag (which, after backticks, holds no backtick); the block ends at a
+    fence of the same character, at least as long, with nothing after it, so a model that fences code holding ```
+    with ```` or ~~~ gets all of it back. Up to as many spaces as the opening fence is indented are removed from
+    each line of the block, and a block left open by a truncated response runs to the end of the text.
+
+    One exception, for what CommonMark cannot express: models fence an improver with ```python although its
+    prompt shows ```python ... ``` examples. Inside a block, a fence of the same character and length as the
+    opening one that has a language tag opens a nested block, which the next bare fence closes; the nested block
+    stays part of the outer one.
     """
     largest: list[str] | None = None
-    current: list[str] = []
-    depth = 0
-    for line in text.split("\n"):
-        if line.startswith(FENCE):
-            is_bare = not line[len(FENCE) :].strip()
-            if depth == 0:
-                depth, current = 1, []
-                continue
-            if is_bare:
-                depth -= 1
-                if depth == 0:
-                    if largest is None or len("\n".join(current)) > len("\n".join(largest)):
-                        largest = current
-                    continue
-            else:
-                depth += 1
-        if depth > 0:
-            current.append(line)
-    if depth > 0 and current and (largest is None or len("\n".join(current)) > len("\n".join(largest))):
-        largest = current
+    for block in _fenced_blocks(text):
+        if largest is None or len("\n".join(block)) > len("\n".join(largest)):
+            largest = block
     if largest is None:
         return None
-    block = "\n".join(largest).strip("\n")
-    return block or None
+    return "\n".join(largest).strip("\n") or None
 
 
 @overload
