@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from selftaught.cli.plumbing import json_option, print_json, stdout_console, store_option, user_errors
+from selftaught.cli.safe_output import stderr_console
 from selftaught.store.archive import export_run, import_run
 
 
@@ -23,9 +24,12 @@ def export_command(run_id: str, output: Path, store: Path, as_json: bool) -> Non
 
     `selftaught import FILE` on another machine adds it to that store; there `selftaught run
     --replay RUN_ID` re-runs it and `--resume` continues it, without a live language-model call
-    for anything the run already asked.
+    for anything the run already asked. A run on a task folder takes the folder's files along
+    (not hidden files, nor files over 16 MiB or links out of the folder: it says which it left out).
     """
     summary = export_run(store, run_id, output)
+    for note in summary.task_notes:
+        stderr_console().print(f"note: {note}", soft_wrap=True, markup=False)
     if as_json:
         print_json(
             {
@@ -34,12 +38,16 @@ def export_command(run_id: str, output: Path, store: Path, as_json: bool) -> Non
                 "lm_calls": summary.lm_calls,
                 "responses": summary.responses,
                 "evaluations": summary.evaluations,
+                "task_folder": str(summary.task_folder) if summary.task_folder else None,
+                "task_notes": list(summary.task_notes),
             }
         )
         return
+    with_folder = f", and the task folder {summary.task_folder}" if summary.task_folder else ""
     stdout_console().print(
         f"exported run {summary.run_id} to {output}: {summary.lm_calls} language-model calls "
-        f"({summary.responses} responses), {summary.evaluations} evaluations",
+        f"({summary.responses} responses), {summary.evaluations} evaluations{with_folder}",
+        soft_wrap=True,
     )
 
 
@@ -58,9 +66,18 @@ def import_command(archive: Path, store: Path, cache_file: Path | None, as_json:
     """Add a run exported with `selftaught export` to the store, and its responses to the cache.
 
     A run that was still going when exported becomes 'interrupted' here and continues with
-    `selftaught run --resume RUN_ID`.
+    `selftaught run --resume RUN_ID`. A run's task folder is restored beside the store, in
+    tasks/, where --replay and --resume find it; its task.py runs in selftaught's own process
+    (not in the sandbox) when they do, so read it first if the archive is not yours.
     """
     summary = import_run(archive, store, cache_file or store.parent / "cache.sqlite")
+    if summary.task_folder is not None:
+        stderr_console().print(
+            f"note: restored the run's task folder to {summary.task_folder}; its task.py runs unsandboxed in "
+            "selftaught's process when the run is replayed or resumed: read it first if the archive is not yours",
+            soft_wrap=True,
+            markup=False,
+        )
     if as_json:
         print_json(
             {
@@ -69,10 +86,12 @@ def import_command(archive: Path, store: Path, cache_file: Path | None, as_json:
                 "lm_calls": summary.lm_calls,
                 "responses": summary.responses,
                 "evaluations": summary.evaluations,
+                "task_folder": str(summary.task_folder) if summary.task_folder else None,
             }
         )
         return
     stdout_console().print(
         f"imported run {summary.run_id} into {store}: {summary.lm_calls} language-model calls, "
         f"{summary.evaluations} evaluations; replay it with: selftaught run --replay {summary.run_id}",
+        soft_wrap=True,
     )

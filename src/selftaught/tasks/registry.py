@@ -6,6 +6,7 @@ from pathlib import Path
 
 from selftaught.errors import UnknownTask
 from selftaught.tasks.base import Task
+from selftaught.tasks.folder_identity import task_folder_identity
 from selftaught.tasks.maxcut import MaxCut
 from selftaught.tasks.modified_quadratic_assignment import ModifiedQuadraticAssignment
 from selftaught.tasks.parity_noise import ParityNoise
@@ -30,9 +31,11 @@ def get_task(name: str | Task) -> Task:
     if isinstance(name, Task):
         return name
     if looks_like_a_folder(name):
-        key = str(Path(name).resolve())
+        folder = Path(name)
+        # Keyed by content too: a folder edited since it was loaded is loaded again, never run as it was.
+        key = f"{folder.resolve()}#{task_folder_identity(folder) if folder.is_dir() else ''}"
         if key not in _INSTANCES:
-            _INSTANCES[key] = load_task_folder(Path(name))
+            _INSTANCES[key] = load_task_folder(folder)
         return _INSTANCES[key]
     if name not in _TASKS:
         raise UnknownTask(
