@@ -59,6 +59,12 @@ class FakeServer:
     in_flight: int = 0
     most_in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: Callable[[], None] | None = None
+
+    def stop(self) -> None:
+        """Goes away as a crashed server does: connections are refused from now on (answers in flight finish)."""
+        if self._stop is not None:
+            threading.Thread(target=self._stop, daemon=True).start()
 
     @contextmanager
     def counted(self) -> Iterator[bool]:
@@ -85,7 +91,9 @@ def _usage(fault: str, usage: dict[str, int]) -> dict[str, Any]:
 
 
 @contextmanager
-def fake_server(fake: FakeServer) -> Iterator[FakeServer]:
+def fake_server(fake: FakeServer, port: int = 0) -> Iterator[FakeServer]:
+    """Serves `fake` on 127.0.0.1:`port` (any free port by default; give one to restart a stopped server)."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -177,12 +185,19 @@ def fake_server(fake: FakeServer) -> Iterator[FakeServer]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     fake.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    stopped = threading.Lock()
+
+    def stop() -> None:
+        if stopped.acquire(blocking=False):
+            server.shutdown()
+            server.server_close()
+
+    fake._stop = stop
     try:
         yield fake
     finally:
-        server.shutdown()
-        server.server_close()
+        stop()

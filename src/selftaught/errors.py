@@ -29,6 +29,21 @@ class BackendError(SelftaughtError):
         self.completion_tokens = completion_tokens
 
 
+class ModelOutage(BackendError):
+    """The model cannot be used at all: its server is unreachable, refuses the key, or fails every request.
+
+    Unlike a failed call (an error the improver sees and may survive), an outage stops the run: it is
+    recorded as interrupted, with this message as the reason, and `--resume` continues it.
+
+    `certain` is False for what one request could have brought on itself (a server error or a timeout,
+    every attempt): the run's circuit breaker then trips only if no other request got through meanwhile.
+    """
+
+    def __init__(self, message: str, certain: bool = True, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        super().__init__(message, prompt_tokens, completion_tokens)
+        self.certain = certain
+
+
 class UnknownTask(SelftaughtError):
     """A task name that is not registered."""
 

@@ -5,6 +5,7 @@ The API returns one response per request, so n responses are n concurrent reques
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,7 +17,7 @@ from selftaught.llm.concurrency import AdaptiveConcurrency, Throttling
 from selftaught.llm.model_spec import ModelSpec
 from selftaught.llm.options import MAX_CONCURRENT_REQUESTS, RateLimiter, parse_http_spec
 from selftaught.llm.registry import register_backend
-from selftaught.llm.retry import RetryPolicy
+from selftaught.llm.retry import RetryPolicy, reporting_unreachable
 from selftaught.llm.sdk_errors import call_sdk
 
 REQUEST_TIMEOUT_SECONDS = 600.0
@@ -44,8 +45,9 @@ class AnthropicBackend(Backend):
         self.spec = spec
         self._model = model
         self._anthropic = anthropic
-        self._retry = retry
+        self.retry = retry
         self._client = anthropic.Anthropic(api_key=key, base_url=base_url, timeout=timeout_seconds, max_retries=0)
+        self._server = str(self._client.base_url).rstrip("/")
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="anthropic")
         self._rate = RateLimiter(requests_per_second)
         #: Every request in flight holds one of its slots: `?concurrency=` bounds what the server sees.
@@ -61,7 +63,7 @@ class AnthropicBackend(Backend):
         }
         if request.system:
             arguments["system"] = request.system
-        requests = [lambda: self._answer(request, self._retry.call(lambda: self._create(arguments)))] * request.n
+        requests = [lambda: self._answer(request, self.retry.call(lambda: self._create(arguments)))] * request.n
         return completion_of(gather(self._pool, requests), request.n)
 
     def _answer(self, request: CompletionRequest, response: Any) -> Answer:
@@ -76,11 +78,12 @@ class AnthropicBackend(Backend):
 
     def _send(self, arguments: dict[str, Any]) -> Any:
         self._rate.wait()
+        create = functools.partial(self._client.messages.create, **arguments)
         return call_sdk(
             self._anthropic,
             self._anthropic.AnthropicError,
             self.spec,
-            lambda: self._client.messages.create(**arguments),
+            lambda: reporting_unreachable(self._server, self.spec, create),
         )
 
     def throttling(self) -> Throttling:
@@ -95,6 +98,7 @@ class AnthropicBackend(Backend):
     "anthropic",
     "Anthropic's Claude models; key from ANTHROPIC_API_KEY; options ?concurrency=N&rps=N",
     "anthropic:MODEL[@URL]",
+    url_form="anthropic:MODEL@https://HOST[:PORT]",
 )
 def create_anthropic_backend(spec: ModelSpec) -> Backend:
     parsed = parse_http_spec(spec, "anthropic:claude-sonnet-4-5")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, wait
 from dataclasses import dataclass
 
-from selftaught.errors import BackendError
+from selftaught.errors import BackendError, ModelOutage
 from selftaught.llm.base import ChatMessage, Completion
 from selftaught.text import encodable
 
@@ -84,11 +84,12 @@ def gather(pool: Executor, requests: Iterable[Callable[[], Answer]], earlier: Se
         billed = [*earlier, *answers, *unusable]
         # Any other failure (a client library's own error) still leaves the answered requests paid for.
         message = str(first) if isinstance(first, BackendError) else f"{type(first).__name__}: {first}"
-        raise BackendError(
-            message,
-            prompt_tokens=sum(part.prompt_tokens for part in billed),
-            completion_tokens=sum(part.completion_tokens for part in billed),
-        ) from (None if isinstance(first, BackendError) else first)
+        tokens = sum(part.prompt_tokens for part in billed), sum(part.completion_tokens for part in billed)
+        # An outage among the failures is what the call ran into: the run's circuit breaker must see it as one.
+        outage = next((error for error in failures if isinstance(error, ModelOutage)), None)
+        if outage is not None:
+            raise ModelOutage(str(outage), outage.certain, *tokens) from None
+        raise BackendError(message, *tokens) from (None if isinstance(first, BackendError) else first)
     return answers
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from selftaught.errors import ModelUnavailable, UnknownModelSpec
 
@@ -43,6 +43,15 @@ class ModelSpec:
     def base_url(self) -> str | None:
         return self.target.partition("@")[2] or None
 
+    def check_server_url(self, form: str) -> None:
+        """Refuses a `@URL` that is not `http(s)://HOST...`, naming `form`, the spec's form with a URL: the client
+        libraries would take `localhost:8000/v1` for a path, and every request would fail without saying why."""
+        if "@" not in self.target:
+            return
+        problem = server_url_problem(self.base_url or "")
+        if problem is not None:
+            raise ModelUnavailable(f"{self.text}: {problem}; give the server as {form}")
+
     @property
     def without_options(self) -> str:
         """`BACKEND:TARGET`: the spec as the price table knows it."""
@@ -60,6 +69,24 @@ class ModelSpec:
                 _count(self.text, name, value) if name in counts else _positive_number(self.text, name, value)
             )
         return values
+
+
+def server_url_problem(url: str) -> str | None:
+    """What keeps `url` from naming a server over HTTP; None when nothing does."""
+    if not url:
+        return "no server URL follows the @"
+    if "://" not in url:
+        return f"the server URL {url!r} has no scheme (http:// or https://)"
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"the server URL {url!r} is not http:// or https://"
+    if not parts.hostname:
+        return f"the server URL {url!r} has no host"
+    try:
+        _ = parts.port  # reading it checks it
+    except ValueError:
+        return f"the server URL {url!r} has no valid port"
+    return None
 
 
 def _positive_number(spec: str, name: str, value: str) -> float:

@@ -18,7 +18,7 @@ from selftaught.llm.concurrency import AdaptiveConcurrency, Throttling
 from selftaught.llm.model_spec import ModelSpec
 from selftaught.llm.options import MAX_CONCURRENT_REQUESTS, RateLimiter, parse_http_spec
 from selftaught.llm.registry import register_backend
-from selftaught.llm.retry import RetryPolicy
+from selftaught.llm.retry import RetryPolicy, reporting_unreachable
 from selftaught.llm.sdk_errors import call_sdk
 
 REQUEST_TIMEOUT_SECONDS = 600.0
@@ -53,8 +53,9 @@ class OpenAICompatibleBackend(Backend):
         self.spec = spec
         self._model = model
         self._openai = openai
-        self._retry = retry
+        self.retry = retry
         self._client = openai.OpenAI(api_key=key or NO_KEY, base_url=base_url, timeout=timeout_seconds, max_retries=0)
+        self._server = str(self._client.base_url).rstrip("/")
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai")
         self._rate = RateLimiter(requests_per_second)
         #: Every request in flight holds one of its slots: `?concurrency=` bounds what the server sees.
@@ -104,15 +105,19 @@ class OpenAICompatibleBackend(Backend):
         }
         if request.seed is not None:
             arguments["seed"] = request.seed + offset
-        return self._retry.call(lambda: self._create_once(arguments))
+        return self.retry.call(lambda: self._create_once(arguments))
 
     def _create_once(self, arguments: dict[str, Any]) -> Any:
         return self._gate.send(lambda: self._send(arguments))
 
     def _send(self, arguments: dict[str, Any]) -> Any:
         self._rate.wait()
+        create = functools.partial(self._client.chat.completions.create, **arguments)
         return call_sdk(
-            self._openai, self._openai.OpenAIError, self.spec, lambda: self._client.chat.completions.create(**arguments)
+            self._openai,
+            self._openai.OpenAIError,
+            self.spec,
+            lambda: reporting_unreachable(self._server, self.spec, create),
         )
 
     def throttling(self) -> Throttling:
@@ -133,6 +138,7 @@ def _content(choice: Any) -> str:
     "openai",
     "OpenAI, or any OpenAI-compatible server given by URL; key from OPENAI_API_KEY; options ?concurrency=N&rps=N",
     "openai:MODEL[@http://HOST:PORT/v1]",
+    url_form="openai:MODEL@http://HOST:PORT/v1",
 )
 def create_openai_backend(spec: ModelSpec) -> Backend:
     parsed = parse_http_spec(spec, "openai:gpt-4o")
@@ -140,6 +146,7 @@ def create_openai_backend(spec: ModelSpec) -> Backend:
         spec.text,
         parsed.model,
         parsed.base_url,
+        retry=DEFAULT_RETRY,  # looked up now, not when the class was defined: tests shorten the waits
         concurrency=parsed.concurrency,
         requests_per_second=parsed.requests_per_second,
     )

@@ -3,18 +3,27 @@
 A backend raises `TransientBackendError` for what may succeed later, with the server's Retry-After
 when it sent one; the wait before the next attempt is the longer of that and the backoff. What
 still fails after the last attempt surfaces as a plain BackendError: a recorded error of the
-improver run, never a crash of the whole run.
+improver run, never a crash of the whole run. A request that stays transient after every attempt
+(a server down, a network gone) is a `ModelOutage`: the run's circuit breaker stops the run.
+
+A server no connection can be made to (refused, unknown host) is `Unreachable`: a run retries it
+like any transient failure, as the server may be restarting, while `models --check`, whose policy
+does not retry it, says so at once.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
+from urllib.parse import urlsplit
 
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
-from selftaught.errors import BackendError
+from selftaught.errors import BackendError, ModelOutage
 
 Result = TypeVar("Result")
 
@@ -31,8 +40,14 @@ class RateLimited(TransientBackendError):
     """The server refused a request for being one too many (HTTP 429, or Anthropic's 529 "overloaded")."""
 
 
+class Unreachable(TransientBackendError):
+    """No connection could be made to the server: it refused it, or its host is unknown or unreachable."""
+
+
 #: The statuses a server answers with when it is sent more than it will take at once.
 PUSHBACK_STATUSES = frozenset({429, 529})
+#: What the operating system says when no connection can be made: nothing listens, no route to the host.
+UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH})
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,8 @@ class RetryPolicy:
     pushback_attempts: int = 12
     initial_wait_seconds: float = 1.0
     max_wait_seconds: float = 60.0
+    #: False for a check that must answer at once: a refused connection will not be accepted a second later.
+    retries_unreachable: bool = True
 
     def call(self, attempt: Callable[[], Result]) -> Result:
         initial = self.initial_wait_seconds
@@ -61,14 +78,64 @@ class RetryPolicy:
         retrying = Retrying(
             stop=stop,
             wait=wait,
-            retry=retry_if_exception_type(TransientBackendError),
+            retry=retry_if_exception(self.retries),
             reraise=True,
         )
         try:
             return retrying(attempt)
         except TransientBackendError as error:
+            if not self.retries(error):
+                raise ModelOutage(str(error)) from None
             attempts = self.pushback_attempts if isinstance(error, RateLimited) else self.attempts
-            raise BackendError(f"{error} (after {attempts} attempts)") from None
+            # No connection at all says nothing about the request; a server error or a timeout might.
+            certain = isinstance(error, Unreachable)
+            raise ModelOutage(f"{error} (after {attempts} attempts)", certain) from None
+
+    def retries(self, error: BaseException) -> bool:
+        """Whether `error` is worth another attempt."""
+        if isinstance(error, Unreachable):
+            return self.retries_unreachable
+        return isinstance(error, TransientBackendError)
+
+
+@runtime_checkable
+class RetriesRequests(Protocol):
+    """A backend that retries failed requests by its `retry` policy, which a caller may replace."""
+
+    retry: RetryPolicy
+
+
+def reporting_unreachable(server: str, spec: str, request: Callable[[], Result]) -> Result:
+    """`request()`, raising Unreachable when no connection could be made to `server`, whatever the client library
+    wraps that failure in: its own 'Connection error.' says neither where nor why."""
+    try:
+        return request()
+    except Exception as error:
+        reason = connection_failure(error)
+        if reason is None:
+            raise
+        raise Unreachable(f"{spec}: cannot reach the server at {without_credentials(server)}: {reason}") from None
+
+
+def connection_failure(error: BaseException) -> str | None:
+    """Why no connection could be made, from the operating system's error among the causes of `error`, as in
+    'connection refused'; None when there is none (a connection made and then dropped, a timeout)."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, socket.gaierror):
+            return f"unknown host ({cause.strerror})"
+        if isinstance(cause, OSError) and cause.errno in UNREACHABLE_ERRNOS:
+            return os.strerror(cause.errno).lower()  # 'connection refused', to follow a colon
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def without_credentials(url: str) -> str:
+    """The URL without a `user:password@` (a base URL from the environment may carry one)."""
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def retry_after_seconds(headers: object) -> float | None:

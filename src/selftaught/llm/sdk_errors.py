@@ -11,11 +11,19 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TypeVar
 
-from selftaught.errors import BackendError
+from selftaught.errors import BackendError, ModelOutage
 from selftaught.llm.retry import PUSHBACK_STATUSES, RateLimited, TransientBackendError, retry_after_seconds
 from selftaught.text import encodable
 
 Result = TypeVar("Result")
+
+
+#: Answers that no later request will change: the run stops rather than send every call to fail the same way.
+OUTAGE_STATUSES = {
+    401: "the server refused the API key",
+    403: "the server refused the API key",
+    404: "no such model or endpoint on this server",
+}
 
 
 def short(text: str) -> str:
@@ -40,6 +48,8 @@ def call_sdk(sdk: ModuleType, base_error: type[Exception], spec: str, call: Call
             raise RateLimited(message, retry_after_seconds(error.response.headers)) from None
         if error.status_code >= 500:
             raise TransientBackendError(message) from None
+        if error.status_code in OUTAGE_STATUSES:
+            raise ModelOutage(f"{message} ({OUTAGE_STATUSES[error.status_code]})") from None
         raise BackendError(message) from None
     except sdk.APIConnectionError as error:
         raise TransientBackendError(f"{spec}: cannot reach the server: {short(str(error))}") from None

@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from selftaught.config import Profile
-from selftaught.errors import SandboxError, StoreError
+from selftaught.errors import ModelOutage, SandboxError, StoreError
 from selftaught.llm.base import Backend
 from selftaught.llm.cache import CacheMode
+from selftaught.llm.circuit_breaker import CircuitBreaker
 from selftaught.llm.pricing import CostMeter, PriceTable
 from selftaught.llm.registry import open_backend
 from selftaught.loop.limits import LimitedEvaluator, improver_run_guard
@@ -27,7 +28,7 @@ from selftaught.sandbox.policy import SandboxPolicy
 from selftaught.stop_signals import stop_signal
 from selftaught.store.run_store import RunStore
 from selftaught.tasks.base import Task
-from selftaught.tasks.evaluation import Evaluator, SolutionEvaluator
+from selftaught.tasks.evaluation import Evaluator, ScorerErrorTally, SolutionEvaluator
 
 logger = logging.getLogger("selftaught")
 
@@ -71,10 +72,17 @@ class RunStats:
     evaluations: int = 0
     meta_utility_val: float | None = None
     meta_utility_test: float | None = None
+    #: What the run has spent, counting what it paid before it was resumed (what its cost limit sees).
     cost_usd: float = 0.0
+    #: Of this attempt's calls, those answered from the run's record (resuming it) rather than asked live,
+    #: and what this attempt's other calls cost.
+    replayed_lm_calls: int = 0
+    attempt_cost_usd: float = 0.0
     #: Calls and cost of candidates scored ahead (`--speculate`) that their improver never asked about.
     speculative_calls: int = 0
     speculative_cost_usd: float = 0.0
+    #: Outputs the task's own scorer raised on, by what it raised: warned about apart from invalid outputs.
+    scorer_errors: ScorerErrorTally = field(default_factory=ScorerErrorTally)
 
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -114,6 +122,8 @@ class RunContext:
     prices: PriceTable
     #: The run's spending so far, and its limit.
     meter: CostMeter
+    #: Trips when the model cannot answer at all; the loop then stops the run (`ModelOutage`).
+    breaker: CircuitBreaker
 
 
 @dataclass(frozen=True)
@@ -161,12 +171,13 @@ def open_run(
     config: Path | None = None,
     stats: RunStats | None = None,
     options_record: dict[str, object] | None = None,
+    initial_improver: str | None = None,
     continuation: Continuation | None = None,
 ) -> Iterator[RunContext]:
     """Creates the sandbox, backend and store record of a run; marks the run failed if the body raises.
 
     A KeyboardInterrupt (Ctrl-C, or SIGTERM and SIGHUP once `stop_on_signals` was called) marks it
-    interrupted instead, naming the signal; either way the sandbox is closed before the error goes on.
+    interrupted instead, naming the signal, and so does a `ModelOutage`, naming it; either way the sandbox is closed before the error goes on.
 
     The sandbox starts first, so its fork server never holds anything the backend loads. A
     resumed run keeps its id and takes over its record; a replay is a new run whose backend is
@@ -178,15 +189,16 @@ def open_run(
     launcher = Launcher(sandbox)
     # Counts what the run spends, live or replayed from its record (what it paid before it was resumed).
     meter = CostMeter(max_cost_usd)
+    breaker = CircuitBreaker()
     try:
         launcher.start()
         check_sandbox(launcher)
         cache_file = cache_path or store_path.parent / "cache.sqlite"
         backend: Backend
         if continuation is None:
-            backend = open_backend(model, cache_mode, cache_file, meter)
+            backend = open_backend(model, cache_mode, cache_file, meter, breaker)
         else:
-            live = open_backend(model, cache_mode, cache_file, meter) if continuation.resume else None
+            live = open_backend(model, cache_mode, cache_file, meter, breaker) if continuation.resume else None
             backend = ReplayingBackend(continuation.record, live, model)
     except BaseException:
         launcher.close()
@@ -203,6 +215,9 @@ def open_run(
             evaluator = ReplayingEvaluator(continuation.record, evaluator)
             meter.add(continuation.spent_usd)
         else:
+            if initial_improver is not None:
+                # Before the run exists: a run killed at any instant after it is recorded can be resumed from it.
+                store.save_program(initial_improver, "improver")
             run_id = store.create_run(
                 command=command,
                 task=task.name,
@@ -235,6 +250,7 @@ def open_run(
         prefetch=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prefetch"),
         prices=prices,
         meter=meter,
+        breaker=breaker,
     )
     context.stats.cost_usd = meter.spent_usd
     context.stats.run_id = run_id
@@ -242,6 +258,9 @@ def open_run(
         yield context
     except KeyboardInterrupt as interruption:  # Ctrl-C, or SIGTERM/SIGHUP under `stop_on_signals`
         store.finish_run(run_id, "interrupted", {"signal": stop_signal(interruption).name})
+        raise
+    except ModelOutage as outage:  # nothing the run did is lost: `--resume` continues it once the model answers
+        store.finish_run(run_id, "interrupted", {"reason": str(outage)})
         raise
     except BaseException as error:
         store.finish_run(run_id, "failed", {"error": f"{type(error).__name__}: {error}"})

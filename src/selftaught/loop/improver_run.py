@@ -82,7 +82,13 @@ class _ImproverServices:
         )
 
     def _record_call(self, call: LanguageModelCall) -> None:
-        self._context.stats.add(lm_responses=len(call.responses), cost_usd=call.cost_usd or 0.0)
+        cost = call.cost_usd or 0.0
+        self._context.stats.add(
+            lm_responses=len(call.responses),
+            cost_usd=cost,
+            replayed_lm_calls=int(call.replayed),
+            attempt_cost_usd=0.0 if call.replayed else cost,
+        )
         self.cost_usd += call.cost_usd or 0.0
         self._context.store.record_lm_call(self._context.run_id, self._improver_run_id, call)
         if self._utility.prefetch is not None:
@@ -94,6 +100,9 @@ class _ImproverServices:
         return {"budget": self._utility.budget, "uses": self.utility_uses}
 
     def serve(self, method: str, params: dict[str, Any]) -> Any:
+        # Once the model is out, no call of the child is answered: the ModelOutage (not a refusal the
+        # child could catch) ends its job, and the run stops where it is.
+        self._context.breaker.check()
         if method == "utility":
             if params.get("sandbox_off_requested") is True:
                 self._context.store.record_event(
@@ -120,6 +129,7 @@ class _ImproverServices:
             else:
                 raise CallRefused(f"no such service: {method[:80]}")
         except LanguageModelRefusal as refusal:
+            self._context.breaker.check()
             raise CallRefused(str(refusal)) from None
         finally:
             self._context.stats.add(lm_calls=model.calls_used - calls_before)
@@ -181,6 +191,9 @@ def run_improver(
             store.record_event(context.run_id, improver_run_id, event["name"], {"detail": event["detail"]})
     for violation in outcome.violations:
         store.record_event(context.run_id, improver_run_id, "sandbox_violation", violation)
+    # An improver that caught the model's errors and returned anyway ran on a model that was out:
+    # its result is not the one the run would have had.
+    context.breaker.check()
     solution, error = _solution_of(outcome.result, outcome.problem)
     result = ImproverRunResult(
         improver_run_id=improver_run_id,

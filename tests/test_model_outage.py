@@ -1,0 +1,186 @@
+"""A model that cannot answer stops the run (interrupted, resumable), instead of burning it one error at a time."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import STRONG_LPN_SOLUTION, TEST_PROFILE, fenced
+from fake_servers import FakeServer, fake_server
+from selftaught import api
+from selftaught.cli.main import cli
+from selftaught.cli.plumbing import EXIT_MODEL_OUTAGE
+from selftaught.errors import BackendError, ModelOutage
+from selftaught.llm import openai_compatible
+from selftaught.llm.base import Backend, ChatMessage, Completion, CompletionRequest
+from selftaught.llm.cache import CacheMode
+from selftaught.llm.circuit_breaker import BreakerBackend, CircuitBreaker
+from selftaught.llm.retry import RetryPolicy
+from selftaught.loop.seed_improver import SEED_IMPROVER
+from selftaught.options import RunOptions
+from selftaught.store.reading import StoreReader
+
+#: Retries as the real policy makes them, with waits short enough for a test.
+QUICK_RETRY = RetryPolicy(attempts=2, initial_wait_seconds=0.01, max_wait_seconds=0.05)
+PROFILE = replace(TEST_PROFILE, iterations=2)
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(openai_compatible, "DEFAULT_RETRY", QUICK_RETRY)
+
+
+def capable_model(
+    stop_after: Callable[[], None] | None = None, requests: int = 0
+) -> Callable[[dict[str, Any]], list[str]]:
+    """Answers as a capable model would, the same for the same request; calls `stop_after` after `requests` answers."""
+    answered = 0
+    lock = threading.Lock()
+
+    def answer(body: dict[str, Any]) -> list[str]:
+        nonlocal answered
+        with lock:
+            answered += 1
+            if stop_after is not None and answered == requests:
+                stop_after()
+        prompt = body["messages"][-1]["content"]
+        code = SEED_IMPROVER if "def improve_algorithm" in prompt else STRONG_LPN_SOLUTION
+        return [fenced(code)] * body.get("n", 1)
+
+    return answer
+
+
+def options_at(options_for: Callable[..., RunOptions], url: str) -> RunOptions:
+    # No response cache: what the resumed run is not asked again must come from the run's own record.
+    return replace(options_for(f"openai:m@{url}"), profile=PROFILE, cache=CacheMode.OFF)
+
+
+def iterations(report: api.RunReport) -> list[tuple[int, float, float, bool]]:
+    return [(i.iteration, i.meta_utility_val, i.meta_utility_test, i.accepted) for i in report.iterations]
+
+
+def test_a_server_killed_mid_run_stops_the_run_and_resume_finishes_it_as_if_it_had_not(
+    options_for: Callable[..., RunOptions], tmp_path: Any
+) -> None:
+    with fake_server(FakeServer(capable_model())) as reference_server:
+        reference = api.run(replace(options_at(options_for, reference_server.base_url), store=tmp_path / "ref.sqlite"))
+    total = len(reference_server.requests)
+    assert total > 6
+
+    killed = FakeServer(lambda body: [])
+    killed.answer = capable_model(stop_after=killed.stop, requests=total // 2)
+    with fake_server(killed):
+        options = options_at(options_for, killed.base_url)
+        with pytest.raises(ModelOutage, match="cannot reach the server"):
+            api.run(options)
+    with StoreReader(options.store) as reader:
+        run = reader.runs()[-1]
+        assert run["status"] == "interrupted"
+        assert "cannot reach the server" in run["result"]["reason"]
+        failed = [call for call in reader.lm_calls(run["id"]) if call["error"]]
+    # The breaker stopped the run at the first call that failed for good, not one error per improver run.
+    assert 1 <= len(failed) <= PROFILE.meta_utility_runs + 1
+
+    port = int(killed.base_url.rsplit(":", 1)[1].split("/")[0])
+    with fake_server(FakeServer(capable_model()), port=port) as restarted:
+        resumed = api.resume(run["id"], options.store)
+    assert iterations(resumed) == iterations(reference)
+    # The answers the first attempt received were served from its record, not asked again.
+    assert len(restarted.requests) <= total - total // 2 + len(failed)
+    with StoreReader(options.store) as reader:
+        assert reader.run(run["id"])["status"] == "finished"
+
+
+def test_a_refused_key_stops_the_run_at_once_and_says_how_to_continue(
+    options_for: Callable[..., RunOptions], tmp_path: Any
+) -> None:
+    with fake_server(FakeServer(capable_model(), status=401, error_message="invalid api key")) as server:
+        options = options_at(options_for, server.base_url)
+        result = CliRunner().invoke(
+            cli,
+            ["run", "--model", options.model, "--store", str(options.store), "--iterations", "1", "--cache", "off"],
+        )
+    assert result.exit_code == EXIT_MODEL_OUTAGE, result.output
+    assert "refused the API key" in result.stderr
+    assert "selftaught run --resume" in result.stderr
+    assert len(server.requests) == 1  # not one refused request per improver run
+    with StoreReader(options.store) as reader:
+        run = reader.runs()[-1]
+    assert run["status"] == "interrupted" and "HTTP 401" in run["result"]["reason"]
+    shown = CliRunner().invoke(cli, ["show", run["id"], "--store", str(options.store)])
+    assert "HTTP 401" in shown.stdout
+
+
+def test_a_model_answering_badly_is_not_an_outage(options_for: Callable[..., RunOptions]) -> None:
+    """Code that does not parse, or no code at all, is the model's answer: per-call, the run goes on."""
+    with fake_server(FakeServer(lambda body: ["I would rather not."] * body.get("n", 1))) as server:
+        report = api.run(options_at(options_for, server.base_url))
+    assert len(report.iterations) == PROFILE.iterations + 1
+
+
+def test_a_server_refusing_every_request_for_what_it_asks_does_not_stop_the_run(
+    options_for: Callable[..., RunOptions],
+) -> None:
+    with fake_server(FakeServer(capable_model(), status=400, error_message="prompt too long")) as server:
+        report = api.run(options_at(options_for, server.base_url))
+    assert len(report.iterations) == PROFILE.iterations + 1
+    with StoreReader(options_at(options_for, server.base_url).store) as reader:
+        assert reader.run(report.run_id)["status"] == "finished"
+
+
+class Failing(Backend):
+    def __init__(self, error: BackendError | None) -> None:
+        self.spec, self.concurrency, self.error, self.requests = "failing", 1, error, 0
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        self.requests += 1
+        if self.error is None:
+            return Completion(texts=("x",), prompt_tokens=1, completion_tokens=1)
+        raise self.error
+
+
+REQUEST = CompletionRequest(messages=(ChatMessage("user", "hi"),), n=1, temperature=0.0, max_tokens=8)
+
+
+def test_the_breaker_trips_on_an_outage_and_then_fails_every_request_without_sending_it() -> None:
+    backend = Failing(ModelOutage("gone"))
+    guarded = BreakerBackend(backend, breaker := CircuitBreaker())
+    with pytest.raises(ModelOutage):
+        guarded.complete(REQUEST)
+    assert breaker.reason is not None and "gone" in breaker.reason
+    with pytest.raises(ModelOutage):
+        guarded.complete(REQUEST)
+    assert backend.requests == 1
+
+
+def test_what_a_request_asks_never_trips_the_breaker_however_often_it_fails() -> None:
+    """Generated code writes the requests: a request refused for its content must not stop the run."""
+    backend = Failing(BackendError("HTTP 400: the prompt is longer than the context"))
+    guarded = BreakerBackend(backend, breaker := CircuitBreaker())
+    for _ in range(100):
+        with pytest.raises(BackendError):
+            guarded.complete(REQUEST)
+    assert breaker.reason is None and backend.requests == 100
+
+
+def test_a_server_error_on_every_attempt_trips_the_breaker_only_if_nothing_got_through_meanwhile() -> None:
+    breaker = CircuitBreaker()
+    answering = BreakerBackend(Failing(None), breaker)
+
+    class AnotherRequestGetsThrough(Failing):
+        def complete(self, request: CompletionRequest) -> Completion:
+            answering.complete(REQUEST)  # while this one was being retried
+            return super().complete(request)
+
+    flaky = ModelOutage("HTTP 500: this request crashes the server (after 5 attempts)", certain=False)
+    with pytest.raises(BackendError) as raised:
+        BreakerBackend(AnotherRequestGetsThrough(flaky), breaker).complete(REQUEST)
+    assert not isinstance(raised.value, ModelOutage) and breaker.reason is None
+    with pytest.raises(ModelOutage):
+        BreakerBackend(Failing(flaky), breaker).complete(REQUEST)
+    assert breaker.reason is not None and "HTTP 500" in breaker.reason
