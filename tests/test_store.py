@@ -13,8 +13,11 @@ from conftest import STRONG_LPN_SOLUTION, responder_returning
 from selftaught import api
 from selftaught.api import RunOptions
 from selftaught.errors import StoreError
+from selftaught.loop.replay import RunRecord
+from selftaught.store.reading import StoreReader
 from selftaught.store.run_store import RunStore
 from selftaught.store.schema import MIGRATIONS
+from selftaught.tasks.evaluation import Evaluation
 
 
 def test_migrations_are_recorded_once(tmp_path: Path) -> None:
@@ -59,3 +62,32 @@ def test_a_file_that_is_not_a_database_gives_a_clear_error(tmp_path: Path) -> No
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="cannot open the run store"):
         RunStore(path)
+
+
+def test_scorer_errors_are_recorded_and_replayed_and_an_older_store_has_none(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    before = [name for name, _ in MIGRATIONS].index("0008_evaluations_scorer_errors")
+    with sqlite3.connect(path) as db:  # a store written before scorer errors were counted apart
+        db.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        for name, script in MIGRATIONS[:before]:
+            db.executescript(f"{script}; INSERT INTO migrations VALUES ('{name}', 'then');")
+        db.execute(
+            "INSERT INTO runs (id, command, task, model, seed, config, status, started_at)"
+            " VALUES ('old', 'run', 't', 'm', 0, '{}', 'failed', 'then')"
+        )
+        db.execute("INSERT INTO programs VALUES ('h', 'solution', 'def algorithm(): pass')")
+        db.execute(
+            "INSERT INTO evaluations (run_id, solution_hash, task, split, score, instances, invalid, timeouts,"
+            " errors, seconds, created_at) VALUES ('old', 'h', 't', 'validation', 0.5, 4, 1, 0, 0, 1.0, 'then')"
+        )
+    store = RunStore(path)
+    run_id = store.create_run(command="run", task="t", model="m", seed=0, config={}, options={})
+    problems = (("ZeroDivisionError: division by zero at t/task.py:3", 2), ("KeyError: 'x' at t/task.py:5", 1))
+    evaluation = Evaluation("t", "validation", 0.25, instances=4, scorer_errors=3, scorer_problems=problems)
+    store.record_evaluation(run_id, None, "def algorithm(): return 0", evaluation)
+    store.close()
+    with StoreReader(path) as reader:
+        [old] = RunRecord.load(reader, "old").evaluations.values()
+        [new] = RunRecord.load(reader, run_id).evaluations.values()
+    assert (old.invalid, old.scorer_errors, old.scorer_problems) == (1, 0, ())
+    assert (new.invalid, new.scorer_errors, new.scorer_problems) == (0, 3, problems)  # what a resumed run replays

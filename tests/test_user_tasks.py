@@ -100,6 +100,12 @@ BREAKAGES = {
         ),
         "make_instance must return (arguments tuple, answer)",
     ),
+    "set_argument": (
+        lambda folder: (folder / "task.py").write_text(
+            "DESCRIPTION = 'd'\ndef make_instance(seed):\n    return (1, {seed}), 1\ndef score(a, b, c):\n    return 1.0\n"
+        ),
+        "make_instance(100): arguments[1] is a set",
+    ),
 }  # fmt: skip
 
 

@@ -53,10 +53,12 @@ def score(arguments, answer, output):
     n = len(cities)
     if not isinstance(output, (list, tuple, np.ndarray)) or len(output) != n:
         raise ValueError(f"the tour must list all {n} cities")
+    # Whatever a solution returns, only ValueError may come out: anything else is a bug of this scorer's.
     try:
         tour = [int(city) for city in output]
-    except (TypeError, ValueError):
+        as_floats = np.asarray(output, dtype=float)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: infinity, or an int too large for a float
         raise ValueError("the tour must hold city indices") from None
-    if any(city != float(raw) for city, raw in zip(tour, np.asarray(output, dtype=float))) or sorted(tour) != list(range(n)):
+    if any(city != float(raw) for city, raw in zip(tour, as_floats)) or sorted(tour) != list(range(n)):
         raise ValueError(f"the tour must be a permutation of range({n})")
     return min(1.0, answer / tour_length(cities, tour))

@@ -4,6 +4,9 @@ Three sources, kept apart in the report: what the sandbox saw happen (violations
 host recorded while the code ran), what the host's scores show (invalid outputs, validation/test
 gaps, perfect scores from tiny programs), and what the source says (strategies, tampering and
 sandbox circumvention read from the syntax tree, never by running it).
+
+Outputs the task's own scorer raised on are a bug in the scorer, not reward hacking: they are
+listed apart, as scorer errors, and flag no program.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ class ProgramAudit:
     tampering_events: Counter[str] = field(default_factory=Counter)
     reward_hacking: list[dict[str, Any]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    #: Outputs of this program the task's scorer raised on, by what it raised. Not a flag: the scorer's bug.
+    scorer_errors: Counter[str] = field(default_factory=Counter)
 
     @property
     def flagged(self) -> bool:
@@ -84,6 +89,7 @@ class ProgramAudit:
             "sandbox_events": dict(self.sandbox_events),
             "tampering_events": dict(self.tampering_events),
             "reward_hacking": self.reward_hacking,
+            "scorer_errors": dict(self.scorer_errors),
             "strategies": [f.as_dict() for f in self.findings if f.kind == "strategy"],
             "static_tampering": [f.as_dict() for f in self.findings if f.kind == "tampering"],
             "unsandboxing": [f.as_dict() for f in self.findings if f.kind == "unsandboxing"],
@@ -108,6 +114,7 @@ class RunAudit:
             "sandbox_events": dict(sum((p.sandbox_events for p in everything), Counter())),
             "tampering_events": dict(sum((p.tampering_events for p in everything), Counter())),
             "reward_hacking": dict(Counter(flag["flag"] for p in everything for flag in p.reward_hacking)),
+            "scorer_errors": dict(sum((p.scorer_errors for p in everything), Counter())),
             "static_tampering": dict(Counter(f.label for p in everything for f in p.findings if f.kind == "tampering")),
             "unsandboxing": dict(Counter(f.label for p in everything for f in p.findings if f.kind == "unsandboxing")),
             "strategies": dict(strategies),
@@ -163,6 +170,7 @@ def audit_run(reader: StoreReader, run_id: str, thresholds: AuditThresholds | No
             evaluated.sandbox_events.update(
                 SANDBOX_CATEGORIES.get(str(violation.get("kind")), "other") for violation in row["violations"]
             )
+            evaluated.scorer_errors.update(dict(row["scorer_problems"]))
     for audit in solutions.values():
         audit.reward_hacking.extend(
             _reward_hacking(audit, sources.get(audit.hash, ""), evaluations_of[audit.hash], thresholds)
@@ -224,14 +232,24 @@ def _reward_hacking(
         )  # fmt: skip
     best = {split: max(row["score"] for row in mine if row["split"] == split) for split in {r["split"] for r in mine}}
     if "validation" in best and "test" in best and best["validation"] - best["test"] > thresholds.val_test_gap:
+        # Kept on the scores as they are: a solution that made the scorer raise on the test outputs it got wrong
+        # must not hide its gap. What the scorer's errors could explain is said, for the reader to weigh.
         flags.append(
-            {"flag": "validation_test_gap", "detail": f"val {best['validation']:.3f} vs test {best['test']:.3f}"}
-        )
+            {"flag": "validation_test_gap", "detail": f"val {best['validation']:.3f} vs test {best['test']:.3f}"
+             + _scorer_errors_on_test(mine)}
+        )  # fmt: skip
     top = max(best.values(), default=0.0)
     nodes = _syntax_nodes(source)
     if top >= thresholds.perfect_score and nodes is not None and nodes < thresholds.tiny_program_nodes:
         flags.append({"flag": "tiny_perfect_solution", "detail": f"score {top:.3f} from {nodes} syntax-tree nodes"})
     return flags
+
+
+def _scorer_errors_on_test(mine: list[dict[str, Any]]) -> str:
+    failed = max((row for row in mine if row["split"] == "test"), key=lambda row: row["scorer_errors"])
+    if not failed["scorer_errors"]:
+        return ""
+    return f"; the task's scorer raised on {failed['scorer_errors']} of its {failed['instances']} test outputs"
 
 
 def _syntax_nodes(source: str) -> int | None:

@@ -37,7 +37,9 @@ def audit_command(run_id: str, gap: float, show_all: bool, store: Path, as_json:
     validation/test gaps above --gap, perfect scores from implausibly small code), and for
     improvers the improvement strategies read from their syntax tree (beam search, genetic
     algorithm, decomposition, bandit/UCB, temperature variation, simulated annealing, hint
-    prompts), each with a confidence and the lines that show it. Reads the store only.
+    prompts), each with a confidence and the lines that show it. Outputs the task's own scorer
+    raised on are listed apart as scorer errors: a bug in the task, not reward hacking. Reads the
+    store only.
     """
     with StoreReader(store) as reader:
         audit = audit_run(reader, run_id, AuditThresholds(val_test_gap=gap))
@@ -60,7 +62,15 @@ def audit_command(run_id: str, gap: float, show_all: bool, store: Path, as_json:
     ):
         listed = ", ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none"
         console.print(f"  {title}: {listed}")
-    shown = [p for p in (*audit.improvers, *audit.solutions) if show_all or p.kind == "improver" or p.flagged]
+    scorer_errors = sorted(summary["scorer_errors"].items(), key=lambda item: -item[1])
+    listed = "; ".join(f"{problem} ×{count}" for problem, count in scorer_errors) or "none"
+    console.print(f"  the task's scorer raised (a bug in the task, not reward hacking): {listed}", soft_wrap=True)
+    # Programs the scorer raised on are shown, unflagged: the reader sees which outputs met the bug.
+    shown = [
+        p
+        for p in (*audit.improvers, *audit.solutions)
+        if show_all or p.kind == "improver" or p.flagged or p.scorer_errors
+    ]
     if not shown:
         return
     table = Table(title="programs")
@@ -75,6 +85,7 @@ def _describe(program: ProgramAudit) -> str:
     parts = [f"sandbox: {kind} ×{count}" for kind, count in sorted(program.sandbox_events.items())]
     parts += [f"{kind} ×{count}" for kind, count in sorted(program.tampering_events.items())]
     parts += [f"{flag['flag']}: {flag['detail']}" for flag in program.reward_hacking]
+    parts += [f"the task's scorer raised: {problem} ×{count}" for problem, count in program.scorer_errors.items()]
     parts += [
         f"{finding.label} ({finding.confidence:.2f}, line {', '.join(map(str, finding.lines[:4]))})"
         for finding in program.findings

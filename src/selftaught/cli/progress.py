@@ -30,6 +30,8 @@ def status_line(stats: RunStats) -> str:
     parts.append(f"LM calls {stats.lm_calls} ({stats.lm_responses} responses)")
     parts.append(f"utility calls {stats.utility_calls}")
     parts.append(f"evaluations {stats.evaluations}")
+    if scorer_errors := stats.scorer_errors.outputs:  # a bug in the task's scorer shows while the run goes on
+        parts.append(f"scorer errors {scorer_errors}")
     if stats.cost_usd:
         parts.append(f"${stats.cost_usd:.4f}")
     parts.append(format_seconds(stats.elapsed_seconds))

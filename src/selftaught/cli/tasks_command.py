@@ -70,6 +70,7 @@ def check_command(folder: Path, as_json: bool) -> None:
 
     problems: list[str] = []
     seed_score = None
+    scorer_problems: tuple[tuple[str, int], ...] = ()
     try:
         task = load_task_folder(folder)
         for split in (VALIDATION, TEST):
@@ -80,16 +81,28 @@ def check_command(folder: Path, as_json: bool) -> None:
         finally:
             launcher.close()
         seed_score = evaluation.score
+        scorer_problems = evaluation.scorer_problems
         if evaluation.failure:
             problems.append(f"{folder / 'seed.py'}: the seed solution failed: {evaluation.failure}")
         elif evaluation.problem:
             problems.append(f"{folder / 'seed.py'} or {folder / 'task.py'}: {evaluation.problem}")
+        problems.extend(
+            _scorer_problem(folder, problem, count, evaluation.instances) for problem, count in scorer_problems
+        )
     except SelftaughtError as error:
         problems.extend(str(error).split("; "))
     except Exception as error:  # the user's task.py raised while making instances
         problems.append(f"{folder / 'task.py'}: {type(error).__name__}: {error}")
     if as_json:
-        print_json({"folder": str(folder), "ok": not problems, "problems": problems, "seed_score": seed_score})
+        print_json(
+            {
+                "folder": str(folder),
+                "ok": not problems,
+                "problems": problems,
+                "seed_score": seed_score,
+                "scorer_errors": sum(count for _, count in scorer_problems),
+            }
+        )
     else:
         console = stdout_console()
         for problem in problems:
@@ -98,3 +111,11 @@ def check_command(folder: Path, as_json: bool) -> None:
             console.print(f"{folder}: ok; the seed solution scores {seed_score:.3f} on validation")
     if problems:
         sys.exit(1)
+
+
+def _scorer_problem(folder: Path, problem: str, count: int, instances: int) -> str:
+    # The file leads, as in every problem; `problem` names the line of task.py when the traceback shows it.
+    return (
+        f"{folder / 'task.py'}: the scorer failed on {count} of {instances} outputs of the seed solution: "
+        f'{problem}; a bug in task.py (only ValueError("why") marks an output invalid)'
+    )

@@ -68,6 +68,7 @@ def record_evaluation(
     context: RunContext, solution: str, improver_run_id: int | None, evaluation: Evaluation
 ) -> Evaluation:
     context.stats.add(evaluations=1)
+    context.stats.scorer_errors.add(evaluation)
     context.store.record_evaluation(context.run_id, improver_run_id, solution, evaluation)
     return evaluation
 

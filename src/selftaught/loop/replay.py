@@ -72,6 +72,8 @@ def _evaluation_of(row: dict[str, Any]) -> Evaluation:
         invalid=row["invalid"],
         timeouts=row["timeouts"],
         errors=row["errors"],
+        scorer_errors=row["scorer_errors"],
+        scorer_problems=tuple(row["scorer_problems"]),
         problem=row["problem"],
         failure=row["failure"],
         seconds=row["seconds"],

@@ -8,6 +8,8 @@ which decodes each instance only when it starts it.
 
 from __future__ import annotations
 
+import json
+import reprlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,13 +67,22 @@ class EncodedInstances:
         return protocol.frame(message, self.tail[base:])
 
 
+def check_arguments(arguments: Sequence[Any]) -> None:
+    """Raises UnsupportedArgument for the first argument that cannot be sent to a child, naming where it sits."""
+    scratch = bytearray()
+    for i, argument in enumerate(arguments):
+        _encode(argument, scratch, f"arguments[{i}]")
+
+
 def _encode(value: Any, tail: bytearray, path: str) -> Any:
     """The wire form of one argument: JSON data, arrays as references into `tail`."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "biuf":
-            raise UnsupportedArgument(f"{path} is a numpy array of dtype {value.dtype}; only numbers can be sent")
+            raise UnsupportedArgument(
+                f"{path} is a numpy array of dtype {value.dtype} (only numeric arrays can be sent)"
+            )
         wire = _narrowest(value)
         spec = {
             "dtype": value.dtype.str,
@@ -87,13 +98,20 @@ def _encode(value: Any, tail: bytearray, path: str) -> Any:
     if isinstance(value, dict) and all(isinstance(key, str) for key in value):
         if protocol.NDARRAY_TAG in value:
             raise UnsupportedArgument(f"{path} is a dict with the reserved key {protocol.NDARRAY_TAG!r}")
-        return {key: _encode(item, tail, f"{path}[{key!r}]") for key, item in value.items()}
+        # Keys in double quotes, which Python and JSON read alike: arguments[0]["k"][3].
+        return {
+            key: _encode(item, tail, f"{path}[{json.dumps(key, ensure_ascii=False)}]") for key, item in value.items()
+        }
     if isinstance(value, np.generic) and value.dtype.kind in "biuf":
         return value.item()
-    kind = "a dict with keys that are not strings" if isinstance(value, dict) else f"a {type(value).__name__}"
+    kind = f"a {type(value).__name__}"
+    if isinstance(value, dict):
+        key = next(key for key in value if not isinstance(key, str))
+        kind = f"a dict with the {type(key).__name__} key {reprlib.repr(key)}"
+    # No semicolon in the message: a task folder's problems are listed split at semicolons.
     raise UnsupportedArgument(
-        f"{path} is {kind}; instance arguments must be None, bools, numbers, strings, lists, tuples, "
-        "dicts with string keys or numeric numpy arrays"
+        f"{path} is {kind} (instance arguments must be None, bools, numbers, strings, lists, tuples, "
+        "dicts with string keys or numeric numpy arrays)"
     )
 
 

@@ -202,8 +202,8 @@ class RunStore:
         solution_hash = self.save_program(solution, "solution")
         self._write(
             "INSERT INTO evaluations (run_id, improver_run_id, solution_hash, task, split, score, instances, invalid,"
-            " timeouts, errors, problem, failure, seconds, violations, replayed, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " timeouts, errors, scorer_errors, scorer_problems, problem, failure, seconds, violations, replayed,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 improver_run_id,
@@ -215,6 +215,8 @@ class RunStore:
                 evaluation.invalid,
                 evaluation.timeouts,
                 evaluation.errors,
+                evaluation.scorer_errors,
+                json.dumps([list(pair) for pair in evaluation.scorer_problems]),
                 evaluation.problem,
                 evaluation.failure,
                 evaluation.seconds,

@@ -140,4 +140,12 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE iterations ADD COLUMN spent_usd REAL;
         """,
     ),
+    (
+        # Outputs the task's scorer raised on, apart from the invalid ones: a bug in the scorer is not the solution's.
+        "0008_evaluations_scorer_errors",
+        """
+        ALTER TABLE evaluations ADD COLUMN scorer_errors INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE evaluations ADD COLUMN scorer_problems TEXT NOT NULL DEFAULT '[]';
+        """,
+    ),
 )

@@ -7,6 +7,7 @@ instance's hidden answer. A task's scores lie in [0, 1].
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cache
@@ -54,6 +55,10 @@ class Unrepresentable:
     type_name: str
 
 
+class ScorerContractError(Exception):
+    """A scorer returned something other than a score: a bug in the scorer, which the message names."""
+
+
 VALIDATION = "validation"
 TEST = "test"
 #: The paper's seeds: validation instances 4321+i, test instances 5678+i.
@@ -69,7 +74,11 @@ def paper_splits(validation_count: int, test_count: int) -> dict[str, Split]:
 
 
 class Task(ABC):
-    """A downstream task. Subclasses set the class attributes and implement `make_instance` and `score`."""
+    """A downstream task. Subclasses set the class attributes and implement `make_instance` and `score`.
+
+    examples/knapsack_task.py is a complete one, used through the Python API; the README's
+    "A task in Python" spells out the contract.
+    """
 
     name: ClassVar[str]
     #: The public description shown to the language model as `utility.str`.
@@ -88,7 +97,19 @@ class Task(ABC):
 
     @abstractmethod
     def score(self, instance: Instance, output: Any) -> InstanceScore:
-        """Judges a solution's raw output (already decoded from the sandbox) strictly; never raises."""
+        """Judges a solution's raw output (already decoded from the sandbox) strictly.
+
+        Raising is a bug in the scorer, not a fault of the output: the output scores 0 and is counted
+        as a scorer error, apart from invalid outputs.
+        """
+
+    @property
+    def scorer_file(self) -> str | None:
+        """The file of the scorer's own code: a scorer error names its line there."""
+        try:
+            return inspect.getsourcefile(type(self))
+        except TypeError:
+            return None
 
     def instances(self, split: str) -> tuple[Instance, ...]:
         return _instances(self, split)

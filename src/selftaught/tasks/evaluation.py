@@ -6,9 +6,13 @@ import base64
 import binascii
 import hashlib
 import math
+import os
 import threading
 import time
+import traceback
+from collections import Counter
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Protocol
 
 import numpy as np
@@ -17,11 +21,16 @@ from selftaught.sandbox.child import protocol
 from selftaught.sandbox.executor import JobRunner
 from selftaught.sandbox.instance_data import EncodedInstances
 from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
-from selftaught.tasks.base import Instance, InstanceScore, Task, Unrepresentable
+from selftaught.tasks.base import Instance, InstanceScore, ScorerContractError, Task, Unrepresentable
 
 #: Covers the child's interpreter and numpy start-up, which is never charged to an instance.
 STARTUP_SLACK_SECONDS = 10.0
 ALGORITHM_MEMORY_BYTES = 4 * 1024**3
+#: Distinct scorer errors kept per evaluation; the rest are counted together, so no output floods the record.
+MAX_SCORER_PROBLEMS = 10
+OTHER_SCORER_PROBLEMS = "other scorer errors"
+#: Characters kept of what a scorer raised: its message may quote the output.
+MAX_SCORER_PROBLEM_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -35,7 +44,13 @@ class Evaluation:
     invalid: int = 0
     timeouts: int = 0
     errors: int = 0
-    #: The first problem met, e.g. "instance 3: predictions have shape (20, 1), expected (20,)".
+    #: Outputs the task's own scorer raised on: a bug in the scorer, not a fault of the solution. They score 0,
+    #: and are not counted as invalid.
+    scorer_errors: int = 0
+    #: What the scorer raised and where, each with the outputs it raised it on, in the order first met:
+    #: (("ZeroDivisionError: division by zero at my_task/task.py:12", 5),).
+    scorer_problems: tuple[tuple[str, int], ...] = ()
+    #: The first problem of the solution met, e.g. "instance 3: predictions have shape (20, 1), expected (20,)".
     problem: str | None = None
     #: Set when the solution could not run at all (syntax error, no entry point, killed).
     failure: str | None = None
@@ -44,6 +59,29 @@ class Evaluation:
     violations: tuple[dict[str, str], ...] = ()
     #: Taken from the run's record when it was resumed, instead of running the solution again.
     replayed: bool = False
+
+
+class ScorerErrorTally:
+    """Scorer errors summed over many evaluations, by what was raised; safe to add to from any thread."""
+
+    def __init__(self) -> None:
+        self._outputs: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, evaluation: Evaluation) -> None:
+        with self._lock:
+            self._outputs.update(dict(evaluation.scorer_problems))
+
+    @property
+    def outputs(self) -> int:
+        """Outputs the scorer raised on."""
+        with self._lock:
+            return sum(self._outputs.values())
+
+    def problems(self) -> tuple[tuple[str, int], ...]:
+        """Each distinct error with the outputs it was raised on, the most frequent first."""
+        with self._lock:
+            return tuple(self._outputs.most_common())
 
 
 class Evaluator(Protocol):
@@ -125,7 +163,11 @@ class SolutionEvaluator:
             _judge_instance(task, instance, outputs.get(index), problem) for index, instance in enumerate(instances)
         ]
         kinds = [kind for kind, _ in judged]
-        problems = [f"instance {index}: {score.problem}" for index, (_, score) in enumerate(judged) if score.problem]
+        problems = [
+            f"instance {index}: {score.problem}"
+            for index, (kind, score) in enumerate(judged)
+            if score.problem and kind != SCORER_ERROR
+        ]
         return Evaluation(
             task=task.name,
             split=split,
@@ -134,6 +176,8 @@ class SolutionEvaluator:
             invalid=kinds.count(INVALID),
             timeouts=kinds.count(TIMEOUT),
             errors=kinds.count(ERROR),
+            scorer_errors=kinds.count(SCORER_ERROR),
+            scorer_problems=_counted_scorer_problems(judged),
             problem=problems[0] if problems else None,
             failure=problem if not outputs else None,
             seconds=sum(outcome.own_seconds for outcome in outcomes),
@@ -152,7 +196,7 @@ class SolutionEvaluator:
         )
 
 
-OK, INVALID, TIMEOUT, ERROR = "ok", "invalid", "timeout", "error"
+OK, INVALID, TIMEOUT, ERROR, SCORER_ERROR = "ok", "invalid", "timeout", "error", "scorer_error"
 
 
 def _judge_instance(
@@ -168,10 +212,56 @@ def _judge_instance(
         judged = task.score(instance, decode_output(message.get("output")))
         # A plain float even from a scorer that returns numpy scalars: scores end up in JSON records.
         score = float(judged.score)
-    except Exception as error:  # a scorer bug must not end the run; the output is judged invalid
-        return INVALID, InstanceScore.invalid(f"the scorer failed on this output: {type(error).__name__}")
+    except Exception as error:
+        # A bug in the scorer, not the solution's fault, and it must not end the run. It scores 0 all the
+        # same, so that no output gains by making the scorer raise.
+        return SCORER_ERROR, InstanceScore.invalid(describe_scorer_error(error, task.scorer_file))
     if not judged.valid:
         return INVALID, judged
     if not math.isfinite(score):
-        return INVALID, InstanceScore.invalid("the scorer returned a non-finite score")
+        return SCORER_ERROR, InstanceScore.invalid(f"the scorer returned a non-finite score ({score})")
     return OK, InstanceScore(min(max(score, 0.0), 1.0))
+
+
+def describe_scorer_error(error: Exception, scorer_file: str | None) -> str:
+    """What a scorer raised and where, on one line: "ZeroDivisionError: division by zero at my_task/task.py:12".
+
+    The line is the innermost one of `scorer_file` the exception passed through: the scorer's own
+    line, rather than one deep inside a library it called.
+    """
+    if isinstance(error, ScorerContractError):  # its message says already what was wrong, and where
+        return _one_line(_message_of(error))
+    message = _message_of(error)
+    text = _one_line(f"{type(error).__name__}: {message}" if message else type(error).__name__)
+    line = _line_in_file(error.__traceback__, scorer_file)
+    return text if line is None else f"{text} at {scorer_file}:{line}"
+
+
+def _message_of(error: Exception) -> str:
+    try:
+        return str(error)
+    except Exception:  # an exception whose own __str__ fails still has a type to show
+        return ""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:MAX_SCORER_PROBLEM_CHARS]
+
+
+def _line_in_file(trace: TracebackType | None, file: str | None) -> int | None:
+    if file is None:
+        return None
+    target = os.path.realpath(file)
+    line = None
+    for frame, line_number in traceback.walk_tb(trace):  # outermost first: the last match is the innermost
+        filename = frame.f_code.co_filename
+        if filename == file or os.path.realpath(filename) == target:
+            line = line_number
+    return line
+
+
+def _counted_scorer_problems(judged: list[tuple[str, InstanceScore]]) -> tuple[tuple[str, int], ...]:
+    counts = Counter(str(score.problem) for kind, score in judged if kind == SCORER_ERROR)
+    kept = list(counts.items())[:MAX_SCORER_PROBLEMS]
+    rest = sum(counts.values()) - sum(count for _, count in kept)
+    return (*kept, (OTHER_SCORER_PROBLEMS, rest)) if rest else tuple(kept)

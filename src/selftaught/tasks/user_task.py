@@ -7,6 +7,9 @@ to it run in the sandbox like any other. It defines:
     def make_instance(seed: int):              # -> (arguments: tuple, answer); deterministic
     def score(arguments, answer, output):      # -> float in [0, 1]; raise ValueError("why") if invalid
 
+Any other exception from `score`, or a return that is not a number in [0, 1], is a bug in `task.py`,
+not a fault of the output: the output scores 0 and counts as a scorer error, not as invalid.
+
 `task.toml` may set `entry_point` (default "algorithm"), `time_limit_seconds` (default 1.0),
 `[splits.validation]` / `[splits.test]` tables with `base_seed` and `count` (defaults 4321/20 and
 5678/50), and a `[budgets]` table with the fields of a profile's budgets (`language_model_calls`,
@@ -20,14 +23,15 @@ from __future__ import annotations
 import ast
 import importlib.util
 import math
+import reprlib
 import tomllib
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from selftaught.errors import UnknownTask
-from selftaught.sandbox.child import protocol
-from selftaught.tasks.base import Instance, InstanceScore, Split, Task, paper_splits
+from selftaught.sandbox.instance_data import UnsupportedArgument, check_arguments
+from selftaught.tasks.base import Instance, InstanceScore, ScorerContractError, Split, Task, paper_splits
 
 DEFAULT_SPLITS = paper_splits(20, 50)
 TOML_KEYS = {"entry_point", "time_limit_seconds", "splits", "budgets"}
@@ -123,7 +127,7 @@ def _read_seed(path: Path, entry_point: str, problems: list[str]) -> str | None:
 
 
 class UserTask(Task):
-    """A task defined by a folder; its scorer's problems become invalid outputs, never crashes."""
+    """A task defined by a folder; `score` raises what the folder's scorer raises, except its ValueError."""
 
     def __init__(self, folder: Path, module: ModuleType, seed: str, settings: dict[str, Any]) -> None:
         self.folder = folder
@@ -150,18 +154,32 @@ class UserTask(Task):
         if not (isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], (tuple, list))):
             raise TaskFolderError(f"{self.folder / 'task.py'}: make_instance must return (arguments tuple, answer)")
         arguments, answer = made
-        if "$unrepresentable" in str(protocol.encode_value(list(arguments))):
-            raise TaskFolderError(
-                f"{self.folder / 'task.py'}: make_instance's arguments must be numbers, strings, lists, dicts "
-                "or numpy arrays, which cross into the sandbox"
-            )
+        try:
+            check_arguments(arguments)
+        except UnsupportedArgument as error:
+            raise TaskFolderError(f"{self.folder / 'task.py'}: make_instance({seed}): {error}") from None
         return Instance(seed, tuple(arguments), answer)
 
+    @property
+    def scorer_file(self) -> str:
+        return str(self.folder / "task.py")
+
     def score(self, instance: Instance, output: Any) -> InstanceScore:
+        # Only the documented ValueError means an invalid output; anything else the scorer raises goes on.
         try:
-            value = float(self._module.score(instance.arguments, instance.answer, output))
+            returned = self._module.score(instance.arguments, instance.answer, output)
         except ValueError as problem:
             return InstanceScore.invalid(str(problem)[:300] or "invalid output")
+        try:
+            value = float(returned)
+        except (TypeError, ValueError):
+            value = math.nan
         if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-            return InstanceScore.invalid(f"the task's score() returned {value}, not a number in [0, 1]")
+            raise ScorerContractError(
+                f"score() returned {reprlib.repr(returned)}, not a number in [0, 1]{self._where_score_is()}"
+            )
         return InstanceScore(value)
+
+    def _where_score_is(self) -> str:
+        code = getattr(self._module.score, "__code__", None)
+        return "" if code is None else f" (score is defined at {self.scorer_file}:{code.co_firstlineno})"
