@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ElementTree
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from selftaught.errors import SelftaughtError
-from selftaught.report.plot import MeanCurve, RunCurve, mean_curve, plot_runs
+from selftaught.report.plot import MeanCurve, RunCurve, default_title, mean_curve, plot_runs
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -156,3 +157,39 @@ def test_missing_matplotlib_is_explained(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(SelftaughtError, match=r"pip install 'selftaught\[plot\]'"):
         plot_runs([ONE_RUN], tmp_path / "figure.png")
+
+
+def test_the_default_title_names_the_runs_tasks_and_models() -> None:
+    one = RunCurve("r1", (0, 1), (0.1, 0.2), (0.1, 0.2), task="parity_noise", model="openai:gpt-4o")
+    assert default_title([one]) == "r1 · parity_noise · openai:gpt-4o"
+    runs = [
+        RunCurve(f"r{index}", (0,), (0.1,), (0.1,), task=task, model="openai:gpt-4o")
+        for index, task in enumerate(["maxcut", "three_sat", "maxcut", "str_grid_dist", "parity_noise"])
+    ]
+    # Each distinct task and model once; beyond two, a count keeps the title on the figure.
+    assert default_title(runs) == "5 runs · maxcut, three_sat +2 more · openai:gpt-4o"
+    url = "openai:some-model@http://a-very-long-host-name.example.org:8000/v1?concurrency=8&rps=4"
+    (shortened,) = default_title([replace(one, model=url)]).split(" · ")[2:]
+    assert len(shortened) == 60 and shortened.startswith("openai:some-model@") and shortened.endswith("rps=4")
+    # Curves built without a task or model keep the run's name as the title, and several runs have none.
+    assert default_title([ONE_RUN]) == "a" and default_title(THREE_RUNS) is None
+
+
+def test_a_title_is_drawn_as_written(tmp_path: Path) -> None:
+    # A model spec is text from elsewhere: "$...$" is no mathematics, and a control character no valid XML.
+    model = "openai:m$x^2$@http://h:1/v1"
+    one = RunCurve("r1", (0, 1), (0.1, 0.2), (0.1, 0.2), task="parity_noise", model=model + "\x1b[31m")
+    texts = svg_text(plot_runs([one], tmp_path / "title.svg"))
+    assert f"r1 · parity_noise · {model}\\x1b[31m" in texts
+    texts = svg_text(plot_runs([ONE_RUN], tmp_path / "given.svg", title="gain $\\frac{1}{2}$"))
+    assert "gain $\\frac{1}{2}$" in texts
+
+
+def test_the_y_axis_can_start_at_zero(tmp_path: Path) -> None:
+    def y_ticks(path: Path) -> set[str]:
+        return {token for token in svg_text(path).split() if token.startswith("0.")}
+
+    assert "0.0" not in y_ticks(plot_runs([ONE_RUN], tmp_path / "auto.svg"))
+    assert "0.0" in y_ticks(plot_runs([ONE_RUN], tmp_path / "zero.svg", y_from_zero=True))
+    below = curve("neg", (-0.2, 0.1), (-0.1, 0.3))
+    assert "−0.2" in svg_text(plot_runs([below], tmp_path / "negative.svg", y_from_zero=True))

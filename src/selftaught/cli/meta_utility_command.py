@@ -21,6 +21,7 @@ from selftaught.cli.plumbing import (
 )
 from selftaught.cli.progress import ProgressDisplay
 from selftaught.cli.safe_output import stderr_console
+from selftaught.cli.spending import Spending
 from selftaught.loop.context import RunStats
 from selftaught.loop.estimate import estimate_meta_utility
 
@@ -45,6 +46,9 @@ def meta_utility_command(options: RunOptions, improver_file: Path | None, dry_ru
     stats = RunStats()
     with ProgressDisplay(stats, stderr_console()):
         report = api.meta_utility(options, improver=improver, stats=stats)
+    spending = Spending(
+        stats.lm_calls, stats.lm_responses, report.cost_usd, options.max_cost_usd, report.unpriced_calls
+    )
     if as_json:
         print_json(
             {
@@ -52,7 +56,7 @@ def meta_utility_command(options: RunOptions, improver_file: Path | None, dry_ru
                 "meta_utility_val": report.meta_utility_val,
                 "meta_utility_test": report.meta_utility_test,
                 "runs": list(report.runs),
-                "cost_usd": report.cost_usd,
+                **spending.as_json(),
             }
         )
     else:
@@ -71,6 +75,10 @@ def meta_utility_command(options: RunOptions, improver_file: Path | None, dry_ru
             )
         console = stdout_console()
         console.print(table)
-        console.print(f"meta-utility val {report.meta_utility_val:.3f} test {report.meta_utility_test:.3f}")
+        console.print(
+            f"meta-utility val {report.meta_utility_val:.3f} test {report.meta_utility_test:.3f}; "
+            f"{spending.calls_text()}, {spending.cost_text()}",
+            soft_wrap=True,  # one line in a pipe too, for whoever reads it with grep
+        )
     if all(run["error"] for run in report.runs):
         sys.exit(EXIT_NOTHING_PRODUCED)

@@ -16,7 +16,13 @@ RESUMABLE = ("killed", "interrupted", "failed", "cost limit reached")
 
 
 def run_summary(run: dict[str, Any]) -> dict[str, Any]:
-    """A run as `runs --json` prints it."""
+    """A run as `runs --json` prints it.
+
+    `iterations` counts the recorded iteration rows, iteration 0 (the starting improver's scoring)
+    included, as it always has; `iterations_done` of `iterations_planned` (T) are the self-improvement
+    steps, null for commands other than `run`.
+    """
+    is_loop = run["command"] == "run"
     return {
         "id": run["id"],
         "status": run["status"],
@@ -27,11 +33,21 @@ def run_summary(run: dict[str, Any]) -> dict[str, Any]:
         "profile": (run["config"] or {}).get("name"),
         "started_at": run["started_at"],
         "finished_at": run["finished_at"],
-        "iterations": run["iterations_done"],
+        "iterations": run["iteration_rows"],
+        "iterations_done": max(0, run["iteration_rows"] - 1) if is_loop else None,
+        "iterations_planned": (run["config"] or {}).get("iterations") if is_loop else None,
         "best_meta_utility_val": run["best_val"],
         "cost_usd": run["cost_usd"],
         "attempts": run["attempts"],
     }
+
+
+def _iterations_cell(run: dict[str, Any]) -> str:
+    """Done of planned, as "2/2" for a finished T=2 run: its 3 rows include iteration 0, which improves nothing."""
+    if run["iterations_done"] is None:
+        return ""
+    planned = run["iterations_planned"]
+    return str(run["iterations_done"]) if planned is None else f"{run['iterations_done']}/{planned}"
 
 
 @click.command("runs")
@@ -61,7 +77,7 @@ def runs_command(store: Path, as_json: bool) -> None:
             run["task"],
             run["model"],
             str(run["seed"]),
-            str(run["iterations"]) if run["command"] == "run" else "",
+            _iterations_cell(run),
             "" if best is None else f"{best:.3f}",
             f"${run['cost_usd']:.4f}",
             run["started_at"][:16].replace("T", " "),

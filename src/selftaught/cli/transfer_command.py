@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
@@ -29,7 +31,7 @@ TRANSFER_TASKS = ("str_grid_dist", "modified_quadratic_assignment", "three_sat",
 
 
 def load_improver(reference: str, store: Path) -> str:
-    """An improver file, or the improver a recorded `selftaught run` ended with."""
+    """An improver file, or the improver a recorded `selftaught run` ended with (its id or a unique prefix, as `show`)."""
     path = Path(reference)
     if path.is_file():
         return api.read_program(path, "improve_algorithm")
@@ -43,12 +45,26 @@ def load_improver(reference: str, store: Path) -> str:
 
 
 def interval(estimate: Estimate) -> str:
+    """The mean in %, and its 95% interval when there are samples enough to have one."""
+    if not estimate.has_interval:
+        return f"{estimate.mean * 100:.1f}"
     return f"{estimate.mean * 100:.1f} ({estimate.low * 100:.1f}–{estimate.high * 100:.1f})"
+
+
+def estimate_json(estimate: Estimate) -> dict[str, Any]:
+    """`low` and `high` are null for a single sample: a zero-width interval would claim a certainty one run lacks."""
+    low, high = (estimate.low, estimate.high) if estimate.has_interval else (None, None)
+    return {"mean": estimate.mean, "low": low, "high": high, "samples": list(estimate.samples)}
 
 
 @click.command("transfer")
 @run_options_for_many_tasks
-@click.option("--improver", "reference", required=True, help="An improver file, or the id of a `selftaught run`.")
+@click.option(
+    "--improver",
+    "reference",
+    required=True,
+    help="An improver file, or the id (or a unique id prefix) of a `selftaught run`: its final improver.",
+)
 @click.option(
     "--tasks",
     "task_list",
@@ -67,7 +83,8 @@ def transfer_command(
 
     For each task: the test utility of the task's seed solution, of what the paper's seed improver
     makes of it, and of what the given improver makes of it; each the mean over the repeats with a
-    95% confidence interval (paired: both improvers get the same seeds in each repeat).
+    95% confidence interval (paired: both improvers get the same seeds in each repeat; a single
+    repeat has no interval). Each task is recorded as its own run, whose id the table shows.
     """
     improver = load_improver(reference, options.store)
     tasks = [name.strip() for name in task_list.split(",") if name.strip()]
@@ -84,7 +101,7 @@ def transfer_command(
                     "task": row.task,
                     "run_id": row.run_id,
                     **{
-                        name: {"mean": value.mean, "low": value.low, "high": value.high, "samples": list(value.samples)}
+                        name: estimate_json(value)
                         for name, value in (
                             ("original", row.original),
                             ("seed_improver", row.seed_improver),
@@ -96,12 +113,18 @@ def transfer_command(
             ]
         )
         return
+    cells = "mean (95% CI)" if repeats > 1 else "one repeat, no interval"
     table = Table(
-        title="transfer: test utility in %, mean (95% CI)", caption=f"{options.model} · {repeats} repeats per cell"
+        title=f"transfer: test utility in %, {cells}",
+        caption=f"{options.model} · {repeats} repeat{'s' if repeats > 1 else ''} per cell",
     )
     table.add_column("task", no_wrap=True)
     for column in ("original solution", "seed improver", "this improver"):
         table.add_column(column)
+    table.add_column("run", no_wrap=True)
     for row in rows:
-        table.add_row(row.task, interval(row.original), interval(row.seed_improver), interval(row.improver))
-    stdout_console().print(table)
+        table.add_row(row.task, interval(row.original), interval(row.seed_improver), interval(row.improver), row.run_id)
+    console = stdout_console()
+    console.print(table)
+    show = shlex.join(["selftaught", "show", "RUN_ID", "--store", str(options.store)])
+    console.print(f"each task is recorded as its own run; its record: {show}", soft_wrap=True)

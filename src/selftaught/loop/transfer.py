@@ -39,6 +39,11 @@ class Estimate:
         half = quantile * statistics.stdev(samples) / math.sqrt(len(samples))
         return cls(mean, max(0.0, mean - half), min(1.0, mean + half), tuple(samples))
 
+    @property
+    def has_interval(self) -> bool:
+        """One sample says nothing about the spread: its zero-width interval is no confidence interval."""
+        return len(self.samples) >= 2
+
 
 @dataclass(frozen=True)
 class TransferRow:

@@ -4,30 +4,38 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from selftaught.cli.safe_output import visible_controls
 from selftaught.errors import SelftaughtError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 ALLOWED_SUFFIXES = (".png", ".svg")
+#: A task name or model spec longer than this is cut in a title: a URL must not push the title off the figure.
+TITLE_PART_CHARACTERS = 60
 VALIDATION_COLOR = "C0"
 TEST_COLOR = "C1"
 
 
 @dataclass(frozen=True)
 class RunCurve:
-    """One run's meta-utility per iteration; `label` names it on the plot, else `run_id` does."""
+    """One run's meta-utility per iteration; `label` names it on the plot, else `run_id` does.
+
+    `task` and `model`, when known, go into the default title.
+    """
 
     run_id: str
     iterations: tuple[int, ...]
     val: tuple[float, ...]
     test: tuple[float, ...]
     label: str | None = None
+    task: str | None = None
+    model: str | None = None
 
     def __post_init__(self) -> None:
         if not len(self.iterations) == len(self.val) == len(self.test):
@@ -80,10 +88,21 @@ def mean_curve(curves: Sequence[RunCurve]) -> MeanCurve:
     )
 
 
-def plot_runs(curves: Sequence[RunCurve], output: Path, title: str | None = None) -> Path:
+def default_title(curves: Sequence[RunCurve]) -> str | None:
+    """The run (or the number of runs) with the tasks and models they ran on, as far as the curves say."""
+    tasks = _compact(curve.task for curve in curves)
+    models = _compact(curve.model for curve in curves)
+    subject = curves[0].name if len(curves) == 1 else f"{len(curves)} runs"
+    if not tasks and not models:
+        return subject if len(curves) == 1 else None
+    return " · ".join(part for part in (subject, tasks, models) if part)
+
+
+def plot_runs(curves: Sequence[RunCurve], output: Path, title: str | None = None, y_from_zero: bool = False) -> Path:
     """Draw one run, or several overlaid with their mean, to a PNG or SVG chosen by `output`'s suffix.
 
-    With one run and no `title`, the run's name is the title. Returns `output`.
+    Without a `title`, `default_title` makes one. `y_from_zero` starts the y-axis at 0 (or lower, for a
+    negative meta-utility), so that a small gain is not drawn as a steep climb. Returns `output`.
     """
     suffix = output.suffix.lower()
     if suffix not in ALLOWED_SUFFIXES:
@@ -103,9 +122,11 @@ def plot_runs(curves: Sequence[RunCurve], output: Path, title: str | None = None
     axes = figure.add_subplot()
     if len(curves) == 1:
         _draw_single_run(axes, curves[0])
-        title = title if title is not None else curves[0].name
     else:
         _draw_overlaid_runs(axes, curves)
+    title = title if title is not None else default_title(curves)
+    if y_from_zero:
+        _start_y_axis_at_zero(axes, curves)
     axes.set_xlabel("iteration")
     axes.set_ylabel("meta-utility")
     # Iterations are whole steps; fractional ticks would suggest states that never existed.
@@ -113,7 +134,9 @@ def plot_runs(curves: Sequence[RunCurve], output: Path, title: str | None = None
     axes.grid(alpha=0.3)
     axes.legend()
     if title:
-        axes.set_title(title)
+        # Model specs and labels are text from elsewhere: "$...$" must stay text, not become mathtext (or a
+        # parse error), and a control character would make the SVG invalid XML.
+        axes.set_title(visible_controls(title), parse_math=False)
 
     output.parent.mkdir(parents=True, exist_ok=True)
     # Real <text> elements keep labels searchable in the SVG; a fixed salt and no date make reruns byte-identical.
@@ -160,6 +183,30 @@ def _draw_overlaid_runs(axes: Axes, curves: Sequence[RunCurve]) -> None:
             alpha=0.2,
             linewidth=0,
         )
+
+
+def _start_y_axis_at_zero(axes: Axes, curves: Sequence[RunCurve]) -> None:
+    """Bottom at 0 (or at a negative meta-utility); the top keeps its margin as if 0 were a data point."""
+    bottom = min(0.0, *(value for curve in curves for value in (*curve.val, *curve.test)))
+    axes.update_datalim([(curves[0].iterations[0], bottom)])
+    axes.autoscale_view()
+    axes.set_ylim(bottom=bottom)
+
+
+def _compact(values: Iterable[str | None]) -> str:
+    """Distinct values in first-seen order: up to two named, the rest counted."""
+    distinct = [_shortened(value) for value in dict.fromkeys(value for value in values if value)]
+    if len(distinct) <= 2:
+        return ", ".join(distinct)
+    return f"{distinct[0]}, {distinct[1]} +{len(distinct) - 2} more"
+
+
+def _shortened(text: str) -> str:
+    """Cut in the middle: a spec's backend and model lead, a path's file name ends it."""
+    if len(text) <= TITLE_PART_CHARACTERS:
+        return text
+    kept = TITLE_PART_CHARACTERS - 1
+    return text[: kept - kept // 2] + "…" + text[-(kept // 2) :]
 
 
 def _standard_error(values: Sequence[float]) -> float:
