@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 from collections.abc import Callable
@@ -100,6 +101,38 @@ def test_the_run_ends_cleanly_at_its_cost_limit(tmp_path: Path, options_for: Cal
         assert len(refused.fetchall()) == 1
     assert costs[0] == pytest.approx(0.025) and status == "finished"
     assert sum(costs) == pytest.approx(resumed.cost_usd)
+
+
+def test_a_run_stopped_by_its_cost_limit_says_how_to_go_on_and_the_resumed_summary_adds_up(tmp_path: Path) -> None:
+    config = tmp_path / "selftaught.toml"
+    config.write_text('[prices."openai:pricey"]\ninput = 1000\noutput = 1000\n')
+    answer = fenced(ZERO_LPN_SOLUTION)
+    store = str(tmp_path / "runs.sqlite")
+    common = ["--store", store, "--config", str(config), "--cache", "off"]
+    with fake_server(FakeServer(lambda body: [answer] * body["n"])) as fake:
+        spec = f"openai:pricey@{fake.base_url}"
+        first = CliRunner().invoke(
+            cli, ["run", "--model", spec, "--iterations", "2", "--max-cost", "0.01", *common], terminal_width=400
+        )
+        assert first.exit_code == 0, first.output
+        run_id = first.stdout.split("run ", 1)[1].split()[0]
+        assert f"higher limit: selftaught run --resume {run_id} --store {store} --max-cost USD" in first.stdout
+        stopped = CliRunner().invoke(cli, ["show", run_id, "--store", store, "--json"])
+        before = json.loads(stopped.stdout)
+        text = CliRunner().invoke(
+            cli, ["run", "--resume", run_id, "--store", store, "--max-cost", "10"], terminal_width=400
+        )
+        assert text.exit_code == 0, text.output
+    # Resumed as text: this attempt and the whole run, each labelled.
+    assert "this attempt: " in text.stdout and "answered from the run's record" in text.stdout
+    assert "the whole run: " in text.stdout
+    with sqlite3.connect(store) as db:
+        paid = db.execute("SELECT COUNT(*), SUM(cost_usd) FROM lm_calls WHERE replayed = 0").fetchone()
+        replayed = db.execute("SELECT COUNT(*) FROM lm_calls WHERE replayed = 1").fetchone()[0]
+    assert f"the whole run: {paid[0]} language-model calls" in text.stdout
+    assert f"${paid[1]:.4f} of the $10 cap spent" in text.stdout
+    assert f"({replayed} answered from the run's record)" in text.stdout
+    assert paid[0] > before["lm_calls"]
 
 
 def test_a_cost_limit_on_a_model_without_a_price_is_refused_before_anything_starts(

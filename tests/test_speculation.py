@@ -80,6 +80,13 @@ def test_speculation_changes_no_result_and_counts_what_the_improver_never_asked_
         == [replace(it, improver_run_id=None) for it in one_at_a_time.iterations]
     )
     assert len({it.meta_utility_val for it in plain.iterations} | {it.candidate_val for it in plain.iterations}) > 2
+    # The best solution too: what unasked candidates' runs found is not the run's to report.
+    assert plain.best_solution is not None and speculated.best_solution is not None
+    assert (plain.best_solution.hash, plain.best_solution.utility_val, plain.best_solution.utility_test) == (
+        speculated.best_solution.hash,
+        speculated.best_solution.utility_val,
+        speculated.best_solution.utility_test,
+    )
     assert (plain.speculative_calls, plain.speculative_cost_usd) == (0, 0.0)
     # Two unasked candidates an iteration, each scored by two improver runs of one call.
     assert speculated.speculative_calls == 2 * 2 * 1 * PROFILE.iterations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,55 +24,11 @@ from selftaught.loop.seed_improver import SEED_IMPROVER
 from selftaught.loop.self_improvement import IterationResult, self_improve
 from selftaught.loop.transfer import TransferRow, transfer_on_task
 from selftaught.options import RunOptions, options_from_record, options_record
+from selftaught.reports import BestSolution, ImproveResult, MetaUtilityReport, RunReport
 from selftaught.store.reading import KILLED, StoreReader
 from selftaught.store.run_store import DEFAULT_STORE
 from selftaught.tasks.base import TEST, VALIDATION, Task
 from selftaught.tasks.registry import get_task
-
-
-@dataclass(frozen=True)
-class ImproveResult:
-    run_id: str
-    algorithm: str | None
-    utility_val: float
-    utility_test: float
-    initial_utility_val: float
-    lm_calls: int
-    lm_responses: int
-    utility_calls: int
-    error: str | None
-    cost_usd: float
-
-
-@dataclass(frozen=True)
-class MetaUtilityReport:
-    run_id: str
-    meta_utility_val: float
-    meta_utility_test: float
-    runs: tuple[dict[str, Any], ...]
-    cost_usd: float
-
-
-@dataclass(frozen=True)
-class RunReport:
-    run_id: str
-    #: What the run ran with (for a resumed or replayed run: its recorded options).
-    options: RunOptions
-    iterations: tuple[IterationResult, ...]
-    #: USD spent on live language-model calls, and the calls whose model has no price.
-    cost_usd: float
-    unpriced_calls: int
-    #: Why the loop ended before its last iteration, if it did.
-    stopped: str | None = None
-    #: How often the model's server pushed back on too many requests, and the most the run had in flight.
-    throttling: Throttling = field(default_factory=Throttling)
-    #: Calls and USD spent on candidates scored ahead (`speculate`) that the improver never asked about.
-    speculative_calls: int = 0
-    speculative_cost_usd: float = 0.0
-
-    @property
-    def final_improver(self) -> str:
-        return self.iterations[-1].improver
 
 
 def check_program(source: str, entry_point: str, origin: str) -> None:
@@ -127,9 +83,9 @@ def _recorded_run(
         config=options.config,
         stats=stats,
         options_record=options_record(options, improver),
+        initial_improver=improver,
         continuation=continuation,
     ) as context:
-        context.store.save_program(improver, "improver")  # a resumed run starts from it
         yield context
 
 
@@ -170,6 +126,9 @@ def improve(
             utility_calls=run.utility_calls,
             error=run.error,
             cost_usd=context.meter.spent_usd,
+            unpriced_calls=context.meter.unpriced_calls,
+            scorer_errors=context.stats.scorer_errors.outputs,
+            scorer_problems=context.stats.scorer_errors.problems(),
         )
         _finish(
             context,
@@ -197,7 +156,14 @@ def meta_utility(
             }
             for run in scored.runs
         )
-        report = MetaUtilityReport(context.run_id, scored.val, scored.test or 0.0, runs, context.meter.spent_usd)
+        report = MetaUtilityReport(
+            context.run_id,
+            scored.val,
+            scored.test or 0.0,
+            runs,
+            context.meter.spent_usd,
+            unpriced_calls=context.meter.unpriced_calls,
+        )
         all_failed = all(run["error"] for run in runs)
         _finish(
             context,
@@ -242,7 +208,7 @@ def resume(
     *,
     workers: int | None = None,
     max_cost_usd: float | None = None,
-    task: Task | None = None,
+    task: str | Task | None = None,
     stats: RunStats | None = None,
 ) -> RunReport:
     """Continues a `run` that stopped before its end (killed, interrupted, failed, out of money).
@@ -250,7 +216,9 @@ def resume(
     Iterations it finished are kept as recorded; the iteration it was in is run again with the
     language-model responses and evaluations it recorded served from the record, so nothing paid
     for is paid again. The result is the one the run would have had without stopping.
-    `workers`, `max_cost_usd` and (for runs of a Python Task object) `task` may be given anew.
+    `workers`, `max_cost_usd` and `task` may be given anew: `task` is the Task object a run of one
+    needs, or where a task folder is now (it must hold the files the run recorded). A run that
+    finished has nothing left to do: its report is returned as recorded, and nothing runs.
     """
     with StoreReader(store) as reader:
         recorded = reader.run(run_id)
@@ -258,7 +226,7 @@ def resume(
         if recorded["command"] != "run":
             raise StoreError(f"run {run_id} is a `{recorded['command']}` run; only `selftaught run` runs resume")
         if recorded["status"] == "finished":
-            raise StoreError(f"run {run_id} already finished; nothing to resume")
+            return _finished_report(reader, recorded, store, task)
         if recorded["status"] == "running":
             raise StoreError(f"run {run_id} is still running (pid {recorded['pid']} on {recorded['host']})")
         options_data = dict(recorded["options"] or {})
@@ -284,19 +252,24 @@ def resume(
 
 
 def replay(
-    run_id: str, store: Path = DEFAULT_STORE, *, workers: int | None = None, stats: RunStats | None = None
+    run_id: str,
+    store: Path = DEFAULT_STORE,
+    *,
+    workers: int | None = None,
+    task: str | Task | None = None,
+    stats: RunStats | None = None,
 ) -> RunReport:
     """A new run with the options of `run_id`, answered only from its recorded responses; evaluates everything anew.
 
     Nothing is paid: a request the record lacks is an error. With the same code and
-    responses the new run's iterations equal the recorded ones.
+    responses the new run's iterations equal the recorded ones. `task` is as for `resume`.
     """
     with StoreReader(store) as reader:
         recorded = reader.run(run_id)
         run_id = recorded["id"]
         if recorded["command"] != "run":
             raise StoreError(f"run {run_id} is a `{recorded['command']}` run; only `selftaught run` runs replay")
-        options = options_from_record(dict(recorded["options"] or {}), store, run_id)
+        options = options_from_record(dict(recorded["options"] or {}), store, run_id, task)
         options = replace(options, workers=workers or options.workers, max_cost_usd=None)
         improver = reader.program(recorded["options"]["initial_improver_hash"])
         record = RunRecord.load(reader, run_id)
@@ -314,6 +287,36 @@ def unsandboxing_experiment(
         return result
 
 
+def _finished_report(reader: StoreReader, recorded: dict[str, Any], store: Path, task: str | Task | None) -> RunReport:
+    """A finished run's report from its record alone: its task is named as recorded, never loaded or run."""
+    run_id, result = recorded["id"], recorded["result"] or {}
+    options = options_from_record(dict(recorded["options"] or {}), store, run_id, task, locate_task=False)
+    calls = reader.lm_calls(run_id)
+    return RunReport(
+        run_id,
+        options,
+        tuple(_iteration_of(row, reader) for row in reader.iterations(run_id)),
+        cost_usd=float(result.get("cost_usd", reader.counts(run_id)["cost_usd"])),
+        unpriced_calls=sum(
+            1 for call in calls if call["cost_usd"] is None and not call["replayed"] and not call["cache_hit"]
+        ),
+        throttling=Throttling(result.get("throttled_requests", 0), result.get("most_requests_in_flight", 0)),
+        speculative_calls=result.get("speculative_calls", 0),
+        speculative_cost_usd=result.get("speculative_cost_usd", 0.0),
+        best_solution=_recorded_best_solution(reader, run_id),
+    )
+
+
+def _recorded_best_solution(reader: StoreReader, run_id: str) -> BestSolution | None:
+    """The best solution as a finished run recorded it: it scored it on test before it ended."""
+    best = reader.best_solution(run_id)
+    if best is None or best["utility_test"] is None:
+        return None
+    return BestSolution(
+        best["source"], best["hash"], best["utility_val"], best["utility_test"], best["improver_run_id"]
+    )
+
+
 def _iteration_of(row: dict[str, Any], reader: StoreReader) -> IterationResult:
     return IterationResult(
         iteration=row["iteration"],
@@ -329,11 +332,25 @@ def _iteration_of(row: dict[str, Any], reader: StoreReader) -> IterationResult:
     )
 
 
+def _best_solution(context: RunContext) -> BestSolution | None:
+    """The run's best solution on validation, scored on test now if the run has not scored it there."""
+    with StoreReader(context.store.path) as reader:
+        best = reader.best_solution(context.run_id)
+    if best is None:
+        return None
+    test = best["utility_test"]
+    if test is None:
+        context.stats.stage = "scoring the best solution found on test"
+        test = evaluate_solution(context, best["source"], TEST, best["improver_run_id"]).score
+    return BestSolution(best["source"], best["hash"], best["utility_val"], test, best["improver_run_id"])
+
+
 def _self_improvement_run(
     context: RunContext, options: RunOptions, improver: str, completed: Sequence[IterationResult]
 ) -> RunReport:
     iterations = self_improve(context, initial_improver=improver, completed=completed, speculate=options.speculate)
     stopped = "cost limit reached" if len(iterations) <= context.profile.iterations else None
+    best = _best_solution(context)
     throttling = context.backend.throttling()
     report = RunReport(
         context.run_id,
@@ -345,6 +362,9 @@ def _self_improvement_run(
         throttling,
         context.stats.speculative_calls,
         context.stats.speculative_cost_usd,
+        scorer_errors=context.stats.scorer_errors.outputs,
+        scorer_problems=context.stats.scorer_errors.problems(),
+        best_solution=best,
     )
     _finish(
         context,
@@ -355,6 +375,8 @@ def _self_improvement_run(
             "speculative_cost_usd": context.stats.speculative_cost_usd,
             "throttled_requests": throttling.throttled_requests,
             "most_requests_in_flight": throttling.most_in_flight,
+            # The source is in the store already, by its hash.
+            "best_solution": None if best is None else {k: v for k, v in best.as_dict().items() if k != "source"},
             "iterations": [
                 {
                     "iteration": i.iteration,
@@ -370,7 +392,11 @@ def _self_improvement_run(
 
 
 __all__ = [
+    "BestSolution",
+    "ImproveResult",
+    "MetaUtilityReport",
     "RunOptions",
+    "RunReport",
     "SelftaughtError",
     "Task",
     "improve",

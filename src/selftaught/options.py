@@ -15,6 +15,7 @@ from selftaught.llm.registry import cache_identity
 from selftaught.sandbox.policy import SandboxPolicy
 from selftaught.store.run_store import DEFAULT_STORE, program_hash
 from selftaught.tasks.base import Task
+from selftaught.tasks.folder_identity import locate_task_folder, task_folder_identity
 from selftaught.tasks.user_task import looks_like_a_folder
 
 DEFAULT_MODEL = "llamacpp:smollm2"
@@ -58,7 +59,12 @@ def options_record(options: RunOptions, improver: str) -> dict[str, Any]:
     if isinstance(task, Task):
         task_record = {"task": task.name, "task_kind": "object"}
     elif looks_like_a_folder(task):
-        task_record = {"task": str(Path(task).resolve()), "task_kind": "folder"}
+        # What replaying or resuming checks the folder against: a path alone would run whatever is there then.
+        task_record = {
+            "task": str(Path(task).resolve()),
+            "task_kind": "folder",
+            "task_hash": task_folder_identity(Path(task)),
+        }
     else:
         task_record = {"task": task, "task_kind": "builtin"}
     return {
@@ -78,16 +84,18 @@ def options_record(options: RunOptions, improver: str) -> dict[str, Any]:
     }
 
 
-def options_from_record(record: dict[str, Any], store: Path, run_id: str, task: Task | None = None) -> RunOptions:
-    """The options a run recorded; `task` stands in for a Python Task object, which no record can hold."""
+def options_from_record(
+    record: dict[str, Any], store: Path, run_id: str, task: str | Task | None = None, *, locate_task: bool = True
+) -> RunOptions:
+    """The options a run recorded, to run it again; see `recorded_task` for `task`.
+
+    Without `locate_task` the task is taken as recorded (a task folder's recorded path, a Task object's name),
+    for a report of the run that runs nothing.
+    """
     if record.get("task_kind") is None:
         raise StoreError(f"run {run_id} was recorded by an older selftaught without its options; it cannot be resumed")
-    if record["task_kind"] == "object" and task is None:
-        raise StoreError(
-            f"run {run_id} ran a Task object from Python; resume it from Python with selftaught.resume(..., task=YourTask())"
-        )
     return RunOptions(
-        task=task or record["task"],
+        task=recorded_task(record, store, run_id, task) if locate_task else task or record["task"],
         model=record["model"],
         profile=Profile.from_dict(record["profile"]),
         seed=record["seed"],
@@ -100,3 +108,23 @@ def options_from_record(record: dict[str, Any], store: Path, run_id: str, task: 
         workers=record["workers"],
         speculate=bool(record.get("speculate", False)),
     )
+
+
+def recorded_task(record: dict[str, Any], store: Path, run_id: str, given: str | Task | None) -> str | Task:
+    """The task to run a recorded run's task on again.
+
+    `given` stands in for a Python Task object, which no record can hold, or names where a task
+    folder is now; a folder, found or given, must hold the files the run recorded (`locate_task_folder`).
+    """
+    kind = record["task_kind"]
+    if isinstance(given, Task):
+        return given
+    if kind == "object":
+        raise StoreError(
+            f"run {run_id} ran a Task object from Python; resume it from Python with selftaught.resume(..., task=YourTask())"
+        )
+    if kind == "folder":
+        return locate_task_folder(record["task"], record.get("task_hash"), store, run_id, given)
+    if given is not None and given != record["task"]:
+        raise StoreError(f"run {run_id} ran the built-in task {record['task']}; another task cannot stand in for it")
+    return str(record["task"])

@@ -12,10 +12,13 @@ from selftaught.cli.plumbing import json_option, print_json, stdout_console, use
 from selftaught.errors import SelftaughtError
 from selftaught.llm.base import ChatMessage, CompletionRequest
 from selftaught.llm.registry import create_backend, registered_backends
+from selftaught.llm.retry import RetriesRequests, RetryPolicy
 
 CHECK_REQUEST = CompletionRequest(
     messages=(ChatMessage("user", "Reply with the word ok."),), n=1, temperature=0.0, max_tokens=8, seed=0
 )
+#: A server that refuses the connection is down: the check says so at once, where a run would wait for it.
+CHECK_RETRY = RetryPolicy(retries_unreachable=False)
 
 
 @click.command("models")
@@ -49,12 +52,14 @@ def check(spec: str, as_json: bool) -> None:
     problem = answer = None
     try:
         backend = create_backend(spec)
+        if isinstance(backend, RetriesRequests):
+            backend.retry = CHECK_RETRY
         try:
             answer = backend.complete(CHECK_REQUEST).texts[0]
         finally:
             backend.close()
     except SelftaughtError as error:
-        problem = str(error)
+        problem = str(error).removeprefix(f"{spec}: ")  # the line names the spec already
     seconds = time.monotonic() - started
     if as_json:
         print_json({"spec": spec, "ok": problem is None, "answer": answer, "problem": problem, "seconds": seconds})

@@ -18,13 +18,15 @@ import click
 from rich.text import Text
 
 from selftaught.cli.safe_output import SafeConsole, stderr_console, visible_controls
-from selftaught.errors import SelftaughtError
+from selftaught.errors import ModelOutage, SelftaughtError
 from selftaught.stop_signals import stop_signal
 from selftaught.store.run_store import DEFAULT_STORE
 
 #: Exit codes: bad input (nothing started), and a command that ran but produced nothing usable.
 EXIT_BAD_INPUT = 2
 EXIT_NOTHING_PRODUCED = 1
+#: A run stopped because its language model could not answer (unreachable, key refused): `--resume` continues it.
+EXIT_MODEL_OUTAGE = 3
 #: A command stopped by a signal exits this plus the signal's number, as shells report it: 130 after
 #: Ctrl-C (SIGINT), 143 after SIGTERM, 129 after SIGHUP.
 EXIT_STOPPED_BY_SIGNAL = 128
@@ -69,7 +71,7 @@ def user_errors(function: Callable[..., Any]) -> Callable[..., Any]:
             return function(*args, **kwargs)
         except SelftaughtError as error:
             stderr_console().print(Text.assemble(("error: ", "bold red"), visible_controls(str(error))), soft_wrap=True)
-            sys.exit(EXIT_BAD_INPUT)
+            sys.exit(EXIT_MODEL_OUTAGE if isinstance(error, ModelOutage) else EXIT_BAD_INPUT)
         except KeyboardInterrupt as interruption:
             exit_interrupted(interruption, "a run it started is recorded as interrupted in the store")
 

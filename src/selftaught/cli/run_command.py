@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import shlex
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from selftaught import api
 from selftaught.api import RunOptions, RunReport
 from selftaught.cli.dry_run import dry_run_option, show_estimate
 from selftaught.cli.options import improver_option, read_improver, run_options
 from selftaught.cli.plumbing import (
+    EXIT_MODEL_OUTAGE,
     exit_interrupted,
     json_option,
     print_json,
@@ -21,15 +24,18 @@ from selftaught.cli.plumbing import (
     user_errors,
 )
 from selftaught.cli.progress import ProgressDisplay
-from selftaught.cli.safe_output import stderr_console
-from selftaught.errors import SelftaughtError
+from selftaught.cli.safe_output import stderr_console, visible_controls
+from selftaught.cli.scorer_errors import scorer_errors_json, scorer_warnings
+from selftaught.cli.spending import Spending
+from selftaught.errors import ModelOutage, SelftaughtError
 from selftaught.loop.context import RunStats
 from selftaught.loop.estimate import estimate_run
+from selftaught.store.reading import StoreReader
 
 #: What --resume and --replay take from the command line; everything else comes from the recorded run.
 _CONTINUATION_OPTIONS = {
     "--resume": ("store", "workers", "max_cost", "as_json", "resume"),
-    "--replay": ("store", "workers", "as_json", "replay"),
+    "--replay": ("store", "workers", "task", "as_json", "replay"),
 }
 
 
@@ -63,7 +69,8 @@ _CONTINUATION_OPTIONS = {
     metavar="RUN_ID",
     default=None,
     help="Run again with a recorded run's options, answered only from its recorded responses (no live "
-    "call at all); evaluations run anew. With the same code the iterations equal the recorded ones.",
+    "call at all); evaluations run anew. With the same code the iterations equal the recorded ones. "
+    "--task PATH points at the run's task folder where it is now: it must hold the files the run recorded.",
 )
 @dry_run_option
 @json_option
@@ -83,7 +90,9 @@ def run_command(
     candidate with the meta-utility (the mean validation utility of the solutions it produces
     on the task over several fresh runs) and keeps it only if it beats the current improver.
     Everything is recorded in the store; the table at the end shows the meta-utility per iteration.
-    Ctrl-C, SIGTERM or SIGHUP stop cleanly and print the command that resumes the run.
+    Ctrl-C, SIGTERM or SIGHUP stop cleanly and print the command that resumes the run. So does a
+    model that cannot answer (unreachable after retries, key refused: exit 3); the summary names the
+    best downstream solution found (`selftaught show RUN_ID --best --source-only`).
     """
     _refuse_options_a_continuation_ignores(resume, replay)
     options = replace(options, speculate=speculate)
@@ -96,14 +105,30 @@ def run_command(
         stderr_console().print(estimate.summary(), soft_wrap=True)
     stats = RunStats()
     try:
-        with ProgressDisplay(stats, stderr_console()):
+        with scorer_warnings(stats), ProgressDisplay(stats, stderr_console()):
             report = _run(options, improver_file, resume, replay, stats)
     except KeyboardInterrupt as interruption:  # Ctrl-C, SIGTERM or SIGHUP: the sandbox is closed already
         if stats.run_id is None:
             raise
-        resume_command = f"selftaught run --resume {stats.run_id} --store {shlex.quote(str(options.store))}"
-        exit_interrupted(interruption, f"continue the run with: {resume_command}")
-    _print_report(report, stats, as_json)
+        exit_interrupted(interruption, f"continue the run with: {_resume_command(stats.run_id, options)}")
+    except ModelOutage as outage:
+        if stats.run_id is None:
+            raise
+        stderr_console().print(
+            Text.assemble(
+                ("error: ", "bold red"),
+                visible_controls(str(outage)),
+                f"\nthe run is stopped and recorded as interrupted; what it was answered is kept. Once the model"
+                f" answers again, continue it with: {_resume_command(stats.run_id, options)}",
+            ),
+            soft_wrap=True,
+        )
+        sys.exit(EXIT_MODEL_OUTAGE)
+    _print_report(report, stats, as_json, resumed=resume is not None)
+
+
+def _resume_command(run_id: str, options: RunOptions, *extra: str) -> str:
+    return shlex.join(["selftaught", "run", "--resume", run_id, "--store", str(options.store), *extra])
 
 
 def _run(
@@ -111,10 +136,20 @@ def _run(
 ) -> RunReport:
     workers = options.workers if _given("workers") else None
     if resume is not None:
+        _refuse_a_finished_run(resume, options.store)
         return api.resume(resume, options.store, workers=workers, max_cost_usd=options.max_cost_usd, stats=stats)
     if replay is not None:
-        return api.replay(replay, options.store, workers=workers, stats=stats)
+        task = options.task if _given("task") else None
+        return api.replay(replay, options.store, workers=workers, task=task, stats=stats)
     return api.run(options, improver=read_improver(improver_file), stats=stats)
+
+
+def _refuse_a_finished_run(run_id: str, store: Path) -> None:
+    # The API hands back a finished run's report as it is; here that would read as a new result.
+    with StoreReader(store) as reader:
+        recorded = reader.run(run_id)
+    if recorded["status"] == "finished":
+        raise SelftaughtError(f"run {recorded['id']} already finished; nothing to resume")
 
 
 def _given(parameter: str) -> bool:
@@ -138,8 +173,25 @@ def _refuse_options_a_continuation_ignores(resume: str | None, replay: str | Non
         )
 
 
-def _print_report(report: RunReport, stats: RunStats, as_json: bool) -> None:
+def _print_report(report: RunReport, stats: RunStats, as_json: bool, resumed: bool) -> None:
     options = report.options
+    # The whole run, over every attempt, from its record: each call counted once, however often it was replayed.
+    with StoreReader(options.store) as reader:
+        whole_run = reader.counts(report.run_id)
+    spending = Spending(
+        whole_run["lm_calls"] - whole_run["replayed_lm_calls"],
+        whole_run["lm_responses"],
+        whole_run["cost_usd"],
+        options.max_cost_usd,
+        report.unpriced_calls,
+    )
+    attempt = {
+        "resumed": resumed,
+        "lm_calls": stats.lm_calls,
+        "replayed_lm_calls": stats.replayed_lm_calls,
+        "evaluations": stats.evaluations,
+        "cost_usd": stats.attempt_cost_usd,
+    }
     if as_json:
         print_json(
             {
@@ -162,18 +214,18 @@ def _print_report(report: RunReport, stats: RunStats, as_json: bool) -> None:
                     for it in report.iterations
                 ],
                 "final_improver": report.final_improver,
+                "best_solution": None if report.best_solution is None else report.best_solution.as_dict(),
                 "elapsed_seconds": round(stats.elapsed_seconds, 1),
-                "lm_calls": stats.lm_calls,
-                "lm_responses": stats.lm_responses,
-                "cost_usd": report.cost_usd,
-                "max_cost_usd": options.max_cost_usd,
-                "unpriced_calls": report.unpriced_calls,
+                # The whole run (every attempt, if it was resumed), and this attempt alone.
+                **spending.as_json(),
+                "attempt": attempt,
                 "speculate": options.speculate,
                 "speculative_calls": report.speculative_calls,
                 "speculative_cost_usd": report.speculative_cost_usd,
                 "throttled_requests": report.throttling.throttled_requests,
                 "most_requests_in_flight": report.throttling.most_in_flight,
                 "stopped": report.stopped,
+                **scorer_errors_json(report.scorer_problems),
             }
         )
         return
@@ -196,12 +248,25 @@ def _print_report(report: RunReport, stats: RunStats, as_json: bool) -> None:
     for it in report.iterations:
         if it.error:
             console.print(f"iteration {it.iteration}: {it.error}", overflow="ellipsis", no_wrap=True)
-    unpriced = f" (+{report.unpriced_calls} calls of a model without a price)" if report.unpriced_calls else ""
-    cap = "" if options.max_cost_usd is None else f" of the ${options.max_cost_usd:g} cap"
-    console.print(
-        f"{stats.lm_calls} language-model calls ({stats.lm_responses} responses), {stats.evaluations} evaluations, "
-        f"${report.cost_usd:.4f}{cap} spent{unpriced}, {stats.elapsed_seconds:.0f} s; records in {options.store}"
-    )
+    if resumed:
+        console.print(
+            f"this attempt: {stats.lm_calls} language-model calls ({stats.replayed_lm_calls} answered from the run's "
+            f"record), {stats.evaluations} evaluations, ${stats.attempt_cost_usd:.4f} spent, "
+            f"{stats.elapsed_seconds:.0f} s"
+        )
+        console.print(f"the whole run: {spending.calls_text()}, {spending.cost_text()}; records in {options.store}")
+    else:
+        console.print(
+            f"{spending.calls_text()}, {stats.evaluations} evaluations, {spending.cost_text()}, "
+            f"{stats.elapsed_seconds:.0f} s; records in {options.store}"
+        )
+    if report.best_solution is not None:
+        best = report.best_solution
+        console.print(
+            f"best solution found: val {best.utility_val:.3f} (test {best.utility_test:.3f}, for reporting); its code: "
+            f"selftaught show {report.run_id} --store {shlex.quote(str(options.store))} --best --source-only",
+            soft_wrap=True,
+        )
     if options.speculate:
         console.print(
             f"speculation: {report.speculative_calls} calls (${report.speculative_cost_usd:.4f}) went to candidates "
@@ -214,4 +279,8 @@ def _print_report(report: RunReport, stats: RunStats, as_json: bool) -> None:
             f"{report.throttling.limit} and grow back as they succeed"
         )
     if report.stopped:
-        console.print(f"stopped early: {report.stopped} (--max-cost {options.max_cost_usd:g})")
+        console.print(
+            f"stopped early: {report.stopped} (--max-cost {options.max_cost_usd:g}); to go on, resume it with a "
+            f"higher limit: {_resume_command(report.run_id, options, '--max-cost', 'USD')}",
+            soft_wrap=True,
+        )

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from selftaught.cli.plumbing import json_option, print_json, stdout_console, store_option, user_errors
 from selftaught.cli.safe_output import visible_controls
-from selftaught.report.views import iteration_view, run_view
+from selftaught.report.views import best_solution_view, iteration_view, run_view
 from selftaught.store.reading import StoreReader
 
 
@@ -21,23 +21,50 @@ from selftaught.store.reading import StoreReader
     "--iteration", type=click.IntRange(min=0), default=None, help="Show the improver proposed at this iteration."
 )
 @click.option("--diff", is_flag=True, help="With --iteration: show the diff against its parent instead of the source.")
+@click.option(
+    "--best",
+    is_flag=True,
+    help="Show the best downstream solution the run found (by validation score; test for reporting).",
+)
+@click.option(
+    "--source-only",
+    is_flag=True,
+    help="With --best or --iteration: print only the program's source, to save with `>` and run.",
+)
 @store_option
 @json_option
 @user_errors
-def show_command(run_id: str, iteration: int | None, diff: bool, store: Path, as_json: bool) -> None:
+def show_command(
+    run_id: str, iteration: int | None, diff: bool, best: bool, source_only: bool, store: Path, as_json: bool
+) -> None:
     """Show a recorded run: its options, status, cost and meta-utility per iteration.
 
     With --iteration N, the improver proposed at iteration N (at 0: the starting improver), its
     validation and test meta-utility, whether it was kept, and its parent: the improver that
-    produced it by improving its own source. RUN_ID may be a unique prefix. Safe while the run is writing.
+    produced it by improving its own source. With --best, the best downstream solution the run
+    evaluated, with its validation and test utility. RUN_ID may be a unique prefix. Safe while the
+    run is writing.
     """
+    if best and (iteration is not None or diff):
+        raise click.UsageError("--best shows a solution of the run; it takes no --iteration or --diff")
+    if source_only and (diff or as_json or not (best or iteration is not None)):
+        raise click.UsageError("--source-only needs --best or --iteration N, and no --diff or --json")
+    if diff and iteration is None:
+        # A run has one diff per iteration; silently showing the whole run instead would look like "no diff".
+        raise click.UsageError("--diff needs --iteration N: the iteration whose improver to diff against its parent")
     with StoreReader(store) as reader:
-        if iteration is None:
+        if best:
+            view = best_solution_view(reader, run_id)
+        elif iteration is None:
             view = run_view(reader, run_id)
         else:
             view = iteration_view(reader, run_id, iteration, with_diff=diff)
     if as_json:
         print_json(view)
+    elif source_only:
+        _write_program(view["source"])
+    elif best:
+        _print_best(view)
     elif iteration is None:
         _print_run(view)
     else:
@@ -55,8 +82,11 @@ def _print_run(view: dict[str, Any]) -> None:
         f"{view['lm_calls']} language-model calls ({view['live_lm_calls']} live), {view['evaluations']} evaluations, "
         f"${view['cost_usd']:.4f}",
     )
+    stopped_by = _why_stopped(view)
+    if stopped_by:
+        console.print(f"{view['status']}: {stopped_by}", soft_wrap=True)
     if not view["iterations"]:
-        if view["result"] is not None:
+        if view["result"] is not None and not stopped_by:
             console.print(f"result: {view['result']}")
         return
     table = Table(title="meta-utility per iteration")
@@ -97,5 +127,37 @@ def _print_iteration(view: dict[str, Any], diff: bool) -> None:
     # inside string literals the escapes keep the code's meaning. `--json` has the exact text.
     text = (view["diff"] or "(no change)\n") if diff else view["source"]
     if text is not None:
-        sys.stdout.flush()
-        sys.stdout.write(visible_controls(text))
+        _write_program(text)
+
+
+def _print_best(view: dict[str, Any]) -> None:
+    found_by = (
+        "the task's seed solution" if view["improver_run_id"] is None else f"improver run {view['improver_run_id']}"
+    )
+    test = "not scored on test" if view["utility_test"] is None else f"test {view['utility_test']:.3f}"
+    stdout_console().print(
+        f"run {view['run_id']} · best solution {view['hash'][:12]} · val {view['utility_val']:.3f} · {test} · "
+        f"from {found_by}",
+        soft_wrap=True,
+    )
+    _write_program(view["source"])
+
+
+def _write_program(text: str) -> None:
+    """A program exactly as recorded, but for control characters, escaped (a saved file reaches a terminal later)."""
+    sys.stdout.flush()
+    sys.stdout.write(visible_controls(text))
+    if not text.endswith("\n"):
+        sys.stdout.write("\n")
+
+
+def _why_stopped(view: dict[str, Any]) -> str | None:
+    """What stopped a run before its end, as recorded: the model's outage, a signal, or an error."""
+    result = view["result"] if isinstance(view["result"], dict) else {}
+    if view["status"] == "finished":
+        return None
+    if result.get("reason"):
+        return str(result["reason"])
+    if result.get("signal"):
+        return f"stopped by {result['signal']}"
+    return str(result["error"]) if result.get("error") else None

@@ -43,6 +43,15 @@ def run_view(reader: StoreReader, run_id: str) -> dict[str, Any]:
     }
 
 
+def best_solution_view(reader: StoreReader, run_id: str) -> dict[str, Any]:
+    """The best downstream solution the run evaluated on validation, its source and scores."""
+    run = reader.run(run_id)
+    best = reader.best_solution(run["id"])
+    if best is None:
+        raise StoreError(f"run {run['id']} evaluated no solution on validation (yet)")
+    return {"run_id": run["id"], **best}
+
+
 def iteration_view(reader: StoreReader, run_id: str, iteration: int, with_diff: bool) -> dict[str, Any]:
     """The improver proposed at `iteration` (the starting improver at 0), its parent and its scores.
 
@@ -99,4 +108,6 @@ def run_curve(reader: StoreReader, run_id: str) -> RunCurve:
         iterations=tuple(row["iteration"] for row in rows),
         val=tuple(row["meta_utility_val"] for row in rows),
         test=tuple(row["meta_utility_test"] for row in rows),
+        task=run["task"],
+        model=run["model"],
     )

@@ -83,10 +83,11 @@ class StoreReader:
     # --- runs -----------------------------------------------------------------------------
 
     def runs(self) -> list[dict[str, Any]]:
-        """Every run, oldest first, with its iteration count, best validation meta-utility and live cost."""
+        """Every run, oldest first, with its iteration rows (iteration 0 among them), best validation
+        meta-utility and live cost."""
         rows = self._rows(
             "SELECT runs.*,"
-            " (SELECT COUNT(*) FROM iterations WHERE iterations.run_id = runs.id) AS iterations_done,"
+            " (SELECT COUNT(*) FROM iterations WHERE iterations.run_id = runs.id) AS iteration_rows,"
             " (SELECT MAX(meta_utility_val) FROM iterations WHERE iterations.run_id = runs.id) AS best_val,"
             " (SELECT COALESCE(SUM(cost_usd), 0) FROM lm_calls WHERE lm_calls.run_id = runs.id AND replayed = 0)"
             " AS cost_usd"
@@ -95,11 +96,14 @@ class StoreReader:
         return [_decoded_run(row) for row in rows]
 
     def final_improver(self, run_id: str) -> str | None:
-        """The improver a `run` ended with, or None when there is no such run."""
+        """The improver a `run` (by its id or a unique id prefix) ended with, or None when there is no such run."""
+        run = self.find_run(run_id)
+        if run is None:
+            return None
         rows = self._rows(
             "SELECT programs.source FROM iterations JOIN programs ON programs.hash = iterations.improver_hash"
             " WHERE iterations.run_id = ? ORDER BY iterations.iteration DESC LIMIT 1",
-            (run_id,),
+            (run["id"],),
         )
         return str(rows[0]["source"]) if rows else None
 
@@ -108,11 +112,21 @@ class StoreReader:
 
     def run(self, run_id: str) -> dict[str, Any]:
         """The run with this id, or with this unique id prefix."""
+        run = self.find_run(run_id)
+        if run is None:
+            raise StoreError(f"no run {run_id!r} in {self.path} (`selftaught runs` lists them)")
+        return run
+
+    def find_run(self, run_id: str) -> dict[str, Any] | None:
+        """The run with this id, or with this unique id prefix; None when no run matches.
+
+        A prefix that several runs share is an error, never a guess between them.
+        """
         rows = self._rows("SELECT * FROM runs WHERE id = ?", (run_id,)) or self._rows(
             "SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id", (_like_prefix(run_id),)
         )
         if not rows:
-            raise StoreError(f"no run {run_id!r} in {self.path} (`selftaught runs` lists them)")
+            return None
         if len(rows) > 1:
             ids = ", ".join(row["id"] for row in rows[:5])
             raise StoreError(f"run id {run_id!r} is ambiguous in {self.path}: {ids}")
@@ -121,15 +135,55 @@ class StoreReader:
     # --- what a run recorded ----------------------------------------------------------------
 
     def counts(self, run_id: str) -> dict[str, Any]:
-        """How many language-model calls (and live ones: not replayed, not cached) and evaluations, and the cost."""
+        """How many language-model calls (live ones: not replayed, not cached; replayed ones: served from the
+        run's record when it was resumed) and evaluations, the responses of the calls not replayed, and the cost."""
         [row] = self._rows(
             "SELECT (SELECT COUNT(*) FROM lm_calls WHERE run_id = :run) AS lm_calls,"
             " (SELECT COUNT(*) FROM lm_calls WHERE run_id = :run AND replayed = 0 AND cache_hit = 0) AS live_lm_calls,"
+            " (SELECT COUNT(*) FROM lm_calls WHERE run_id = :run AND replayed = 1) AS replayed_lm_calls,"
+            " (SELECT COALESCE(SUM(json_array_length(responses)), 0) FROM lm_calls"
+            "  WHERE run_id = :run AND replayed = 0) AS lm_responses,"
             " (SELECT COALESCE(SUM(cost_usd), 0) FROM lm_calls WHERE run_id = :run AND replayed = 0) AS cost_usd,"
             " (SELECT COUNT(*) FROM evaluations WHERE run_id = :run) AS evaluations",
             {"run": run_id},
         )
         return row
+
+    def best_solution(self, run_id: str) -> dict[str, Any] | None:
+        """The run's downstream solution with the best validation score (the first found, among equals).
+
+        Its test score comes with it when the run scored it on test (for reporting only: the run
+        never chose by test). Solutions of candidates scored ahead that no improver asked about
+        (`--speculate`) are left out, so that speculation changes no result. None when the run
+        evaluated no solution on validation.
+        """
+        unasked = {
+            improver_run_id
+            for event in self.events(run_id)
+            if event["kind"] == "speculation"
+            for improver_run_id in event["detail"].get("improver_run_ids", [])
+        }
+        rows = self._rows(
+            "SELECT evaluations.solution_hash, evaluations.score, evaluations.improver_run_id"
+            " FROM evaluations JOIN runs ON runs.id = evaluations.run_id"
+            " WHERE evaluations.run_id = ? AND evaluations.split = 'validation' AND evaluations.task = runs.task"
+            " ORDER BY evaluations.score DESC, evaluations.id",
+            (run_id,),
+        )
+        best = next((row for row in rows if row["improver_run_id"] not in unasked), None)
+        if best is None:
+            return None
+        tests = self._rows(
+            "SELECT score FROM evaluations WHERE run_id = ? AND split = 'test' AND solution_hash = ? ORDER BY id LIMIT 1",
+            (run_id, best["solution_hash"]),
+        )
+        return {
+            "hash": best["solution_hash"],
+            "utility_val": best["score"],
+            "utility_test": tests[0]["score"] if tests else None,
+            "improver_run_id": best["improver_run_id"],
+            "source": self.program(best["solution_hash"]),
+        }
 
     def iterations(self, run_id: str) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM iterations WHERE run_id = ? ORDER BY iteration", (run_id,))
@@ -147,6 +201,7 @@ class StoreReader:
         rows = self._rows("SELECT * FROM evaluations WHERE run_id = ? ORDER BY id", (run_id,))
         for row in rows:
             row["violations"] = json.loads(row["violations"])
+            row["scorer_problems"] = [tuple(pair) for pair in json.loads(row["scorer_problems"])]
         return rows
 
     @staticmethod
