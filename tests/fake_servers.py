@@ -52,6 +52,8 @@ class FakeServer:
     delay_seconds: float = 0.0
     #: The error message of an answer with `status`.
     error_message: str = "simulated failure"
+    #: The status of each request by its body, when it is not `status` for all (a provider's moderation: 403).
+    status_for: Callable[[dict[str, Any]], int] | None = None
     #: Requests it serves at once; one more is refused with `pushback` (429, or Anthropic's 529 "overloaded").
     at_once: int | None = None
     pushback: int = 429
@@ -107,8 +109,9 @@ def fake_server(fake: FakeServer, port: int = 0) -> Iterator[FakeServer]:
         def _answer(self, body: dict[str, Any]) -> None:
             fake.requests.append(body)
             fake.headers.append({key.lower(): value for key, value in self.headers.items()})
-            if self.path not in ("/v1/chat/completions", "/v1/messages") or fake.status != 200:
-                self._send(fake.status if fake.status != 200 else 404, {"error": {"message": fake.error_message}})
+            status = fake.status if fake.status_for is None else fake.status_for(body)
+            if self.path not in ("/v1/chat/completions", "/v1/messages") or status != 200:
+                self._send(status if status != 200 else 404, {"error": {"message": fake.error_message}})
                 return
             fault = fake.faults.pop(0) if fake.faults else "ok"
             if fault != "ok" and fault not in USAGE_FAULTS:

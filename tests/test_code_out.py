@@ -121,3 +121,55 @@ def test_improve_warns_when_the_solution_it_returns_scores_below_the_initial_one
     strong_model = scripted_model(f"return {fenced(STRONG_LPN_SOLUTION)!r}\n")
     better = invoke("improve", "--model", strong_model, "--store", str(tmp_path / "t.sqlite"), *SMALL_BUDGETS)
     assert better.exit_code == 0 and "warning" not in better.stderr
+
+
+@pytest.mark.parametrize("asked", [False, True])
+def test_a_solution_of_runs_started_ahead_is_the_runs_best_only_once_its_candidate_was_asked_about(
+    asked: bool, tmp_path: Path
+) -> None:
+    """Runs started ahead (`--speculate`) are marked so when they start: an attempt stopped before it could
+    say which were never asked about must not report what they found."""
+    from selftaught.store.reading import StoreReader
+    from selftaught.store.run_store import RunStore
+    from selftaught.tasks.evaluation import Evaluation
+
+    store = RunStore(tmp_path / "s.sqlite")
+    run_id = store.create_run(command="run", task="parity_noise", model="m", seed=0, config={}, options={})
+
+    def evaluated(purpose: str, solution: str, score: float) -> int:
+        improver_run = store.start_improver_run(
+            run_id, purpose=purpose, improver="def improve_algorithm(): pass", initial_solution="", parent_id=None
+        )
+        evaluation = Evaluation(task="parity_noise", split="validation", score=score, instances=1)
+        store.record_evaluation(run_id, improver_run, solution, evaluation)
+        return improver_run
+
+    evaluated("meta-utility", "def algorithm(): return 1", 0.5)
+    ahead = evaluated("speculative meta-utility", "def algorithm(): return 2", 1.0)
+    if asked:
+        store.record_event(run_id, None, "speculation_asked", {"improver_run_ids": [ahead]})
+    store.close()
+    with StoreReader(tmp_path / "s.sqlite") as reader:
+        best = reader.best_solution(run_id)
+    assert best is not None
+    assert (best["utility_val"], best["source"]) == (
+        (1.0, "def algorithm(): return 2") if asked else (0.5, "def algorithm(): return 1")
+    )
+
+
+def test_source_only_into_a_file_is_the_program_that_was_scored_even_with_control_characters(tmp_path: Path) -> None:
+    """Escaping would change it: inside a raw string an escape is four characters, not ESC."""
+    from selftaught.store.run_store import RunStore
+    from selftaught.tasks.evaluation import Evaluation
+
+    source = "MARK = r'\x1b[31m'\n\ndef algorithm(values):\n    return len(MARK)\n"
+    store = RunStore(tmp_path / "s.sqlite")
+    run_id = store.create_run(command="run", task="parity_noise", model="m", seed=0, config={}, options={})
+    store.record_evaluation(
+        run_id, None, source, Evaluation(task="parity_noise", split="validation", score=1.0, instances=1)
+    )
+    store.close()
+    saved = invoke("show", run_id, "--store", str(tmp_path / "s.sqlite"), "--best", "--source-only")
+    assert saved.stdout == source
+    shown = invoke("show", run_id, "--store", str(tmp_path / "s.sqlite"), "--best")
+    assert "\x1b" not in shown.stdout  # shown with its header: for a person, escaped

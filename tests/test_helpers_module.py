@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable
 
@@ -111,3 +113,17 @@ def test_a_nested_example_fenced_like_its_block_stays_inside_it() -> None:
     # What CommonMark cannot express: the example's closing ~~~ would end the block.
     text = '~~~python\nm = """\n~~~python\ninner\n~~~\n"""\n~~~\nprose'
     assert extract_code(text) == 'm = """\n~~~python\ninner\n~~~\n"""'
+
+
+def test_many_small_blocks_after_a_large_one_take_linear_work() -> None:
+    """The host extracts code from every response: a response crafted to make it quadratic must not stall it.
+
+    Not a timing: the quadratic version needs about an hour for this input, so the generous timeout only
+    catches a return of that behaviour.
+    """
+    script = (
+        "from selftaught.sandbox.child.helpers import extract_code\n"
+        "big = '```\\n' + 'x\\n' * 500_000 + '```\\n'\n"
+        "assert extract_code(big + '```\\n```\\n' * 250_000) == 'x\\n' * 499_999 + 'x'\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)

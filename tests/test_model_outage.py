@@ -133,6 +133,37 @@ def test_a_server_refusing_every_request_for_what_it_asks_does_not_stop_the_run(
         assert reader.run(report.run_id)["status"] == "finished"
 
 
+@pytest.mark.parametrize("status", [403, 404, 500])
+def test_generated_code_cannot_stop_the_run_by_what_it_asks(
+    status: int, options_for: Callable[..., RunOptions]
+) -> None:
+    """A server that refuses one request's content (a provider's moderation answers 403) while it answers
+    the host's own request: an error of that call, never an outage, so no improver can stop the run for good."""
+
+    def moderated(body: dict[str, Any]) -> int:
+        return status if "def improve_algorithm" in body["messages"][-1]["content"] else 200
+
+    fake = FakeServer(capable_model(), status_for=moderated, error_message="your input was flagged")
+    with fake_server(fake) as server:
+        report = api.run(options_at(options_for, server.base_url))
+    assert len(report.iterations) == PROFILE.iterations + 1
+    with StoreReader(options_at(options_for, server.base_url).store) as reader:
+        assert reader.run(report.run_id)["status"] == "finished"
+        errors = [call["error"] for call in reader.lm_calls(report.run_id) if call["error"]]
+    assert errors and all(f"HTTP {status}" in error for error in errors)
+
+
+def test_a_refused_request_trips_the_breaker_when_the_hosts_own_request_is_refused_too(
+    options_for: Callable[..., RunOptions],
+) -> None:
+    with fake_server(FakeServer(capable_model(), status=403, error_message="forbidden")) as server:
+        options = options_at(options_for, server.base_url)
+        with pytest.raises(ModelOutage, match="the host's own request"):
+            api.run(options)
+    with StoreReader(options.store) as reader:
+        assert reader.runs()[-1]["status"] == "interrupted"
+
+
 class Failing(Backend):
     def __init__(self, error: BackendError | None) -> None:
         self.spec, self.concurrency, self.error, self.requests = "failing", 1, error, 0
@@ -184,3 +215,18 @@ def test_a_server_error_on_every_attempt_trips_the_breaker_only_if_nothing_got_t
     with pytest.raises(ModelOutage):
         BreakerBackend(Failing(flaky), breaker).complete(REQUEST)
     assert breaker.reason is not None and "HTTP 500" in breaker.reason
+
+
+def test_a_server_ignoring_max_tokens_cannot_grow_the_store_or_the_cache(
+    options_for: Callable[..., RunOptions],
+) -> None:
+    huge = fenced(STRONG_LPN_SOLUTION) + "#" * 5_000_000
+    with fake_server(FakeServer(lambda body: [huge] * body.get("n", 1))) as server:
+        options = replace(options_for(f"openai:m@{server.base_url}"), profile=PROFILE)
+        result = api.improve(options)
+    assert result.algorithm is not None and "def algorithm" in result.algorithm  # the code came first: kept
+    kept = 32 * PROFILE.improver.max_tokens + 1024
+    with StoreReader(options.store) as reader:
+        responses = [text for call in reader.lm_calls(result.run_id) for text in call["responses"]]
+    assert responses and all(len(text) <= kept for text in responses)
+    assert options.store.parent.joinpath("cache.sqlite").stat().st_size < 1_000_000

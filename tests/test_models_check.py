@@ -117,6 +117,12 @@ BAD_URLS = {
     "openai:gpt-4o@http:///v1": ("has no host", "openai:MODEL@http://HOST:PORT/v1"),
     "openai:gpt-4o@http://example.com:99999/v1": ("has no valid port", "openai:MODEL@http://HOST:PORT/v1"),
     "openai:gpt-4o@": ("no server URL follows the @", "openai:MODEL@http://HOST:PORT/v1"),
+    # A password in a spec would be recorded with every run and shown by `runs`, `show` and `export`.
+    "openai:gpt-4o@http://alice:S3CRET@example.com/v1": (
+        "holds a user name or password",
+        "openai:MODEL@http://HOST:PORT/v1",
+    ),
+    "openai:gpt-4o@alice:S3CRET@example.com/v1": ("holds a user name or password", "openai:MODEL@http://HOST:PORT/v1"),
 }
 
 
@@ -126,6 +132,7 @@ def test_a_server_url_that_is_no_http_url_is_refused_when_the_spec_is_read(spec:
     with pytest.raises(ModelUnavailable) as refused:
         backend_info(spec)
     assert what in str(refused.value) and str(refused.value).endswith(f"give the server as {form}")
+    assert "S3CRET" not in str(refused.value).removeprefix(spec)
 
 
 @pytest.mark.parametrize(

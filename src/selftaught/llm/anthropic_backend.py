@@ -70,7 +70,7 @@ class AnthropicBackend(Backend):
         text = "".join(getattr(block, "text", "") for block in (getattr(response, "content", None) or []))
         usage = getattr(response, "usage", None)
         return billed_answer(
-            request.messages, (text,), getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None)
+            request, (text,), getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None)
         )
 
     def _create(self, arguments: dict[str, Any]) -> Any:

@@ -14,7 +14,7 @@ from concurrent.futures import Executor, wait
 from dataclasses import dataclass
 
 from selftaught.errors import BackendError, ModelOutage
-from selftaught.llm.base import ChatMessage, Completion
+from selftaught.llm.base import ChatMessage, Completion, CompletionRequest
 from selftaught.text import encodable
 
 #: Tokens a chat template may add to each message (role markers, separators): part of a prompt's upper bound.
@@ -53,13 +53,27 @@ def completion_tokens_bound(texts: Iterable[str]) -> int:
     return sum(len(text.encode("utf-8", "surrogatepass")) + END_TOKENS_PER_RESPONSE for text in texts)
 
 
+#: Characters kept of a response, per token it may have: generous for any tokenizer, but a server that
+#: ignores `max_tokens` (or sends megabytes on purpose) cannot grow the store and the host with it.
+CHARS_PER_TOKEN_KEPT = 32
+MAX_RESPONSE_CHARS = 1_000_000
+
+
+def kept_response(text: str, max_tokens: int) -> str:
+    """The part of a response the run keeps: what `max_tokens` tokens can be, encodable."""
+    return encodable(text[: min(MAX_RESPONSE_CHARS, CHARS_PER_TOKEN_KEPT * max_tokens + 1024)])
+
+
 def billed_answer(
-    messages: Sequence[ChatMessage], texts: tuple[str, ...], reported_prompt: object, reported_completion: object
+    request: CompletionRequest, texts: tuple[str, ...], reported_prompt: object, reported_completion: object
 ) -> Answer:
-    """An answer to `messages` with the tokens its server reported, or their upper bounds where it did not."""
+    """An answer to `request` with the tokens its server reported, or their upper bounds where it did not.
+
+    Billed for all it sent; what is kept of each text is bounded by `kept_response`.
+    """
     return Answer(
-        tuple(encodable(text) for text in texts),
-        counted_tokens(reported_prompt, prompt_tokens_bound(messages)),
+        tuple(kept_response(text, request.max_tokens) for text in texts),
+        counted_tokens(reported_prompt, prompt_tokens_bound(request.messages)),
         counted_tokens(reported_completion, completion_tokens_bound(texts)),
     )
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from selftaught.errors import BackendError, ModelUnavailable
 from selftaught.llm.base import Backend, ChatMessage, CompletionRequest
+from selftaught.llm.billing import kept_response
 from selftaught.llm.pricing import CostMeter, PriceTable
 from selftaught.text import encodable
 
@@ -147,7 +148,7 @@ class BudgetedLanguageModel:
         try:
             completion = self._backend.complete(request)
             texts, prompt_tokens, completion_tokens = (
-                tuple(encodable(text) for text in completion.texts[:n]),
+                tuple(kept_response(text, self._max_tokens) for text in completion.texts[:n]),
                 completion.prompt_tokens,
                 completion.completion_tokens,
             )

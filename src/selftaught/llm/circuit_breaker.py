@@ -2,37 +2,50 @@
 
 Without it, a server that goes away mid-run turns each later improver run into one more recorded
 error, and the run "finishes" with nothing learnt. The breaker sits in front of the live backend
-only (answers from the cache or the run's record never trip it) and trips on a `ModelOutage`: a
-request still failing after every retry because no connection can be made, or an answer no request
-changes (the key refused, no such model). A server error or a timeout on every attempt trips it
-only when no other request got through while that one was tried: otherwise the server is up, and
-it was that request.
+only (answers from the cache or the run's record never trip it) and trips on a `ModelOutage`:
 
-What a request asks never trips it: a request refused for its content (too long, malformed) is an
-error of that call, which the improver sees, however many there are. Generated code writes the
-requests; it must not be able to stop the run. Failures that are the model's answer (bad code,
-empty text) are not backend failures at all.
+- at once when the outage cannot be about the request: no connection could be made after every
+  retry, or the server refused the key (401);
+- otherwise (a server error or a timeout on every attempt, a 403 or a 404, which a provider may
+  answer to one request's content) only when the server does not answer a request of the host's
+  own either, `PROBE`, the same whatever generated code asks, and nothing else got through since
+  the failed request was sent.
 
-Once tripped, it fails every request at once, and the loop, seeing it tripped, stops the run.
+Generated code writes the requests: what one asks must not stop the run, or every resume would
+stop again where it did. So a request refused for its content is an error of that call, which the
+improver sees, however often it happens. Failures that are the model's answer (bad code, empty
+text) are not backend failures at all. Once tripped, the breaker fails every request at once, and
+the loop, seeing it tripped, stops the run.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from selftaught.errors import BackendError, ModelOutage
-from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.base import Backend, ChatMessage, Completion, CompletionRequest
 from selftaught.llm.concurrency import Throttling
+
+#: The host's own request, sent when a failure may be the request's: answered, it shows the server is up.
+PROBE = CompletionRequest(messages=(ChatMessage("user", "Reply with OK."),), n=1, temperature=0.0, max_tokens=4)
 
 
 class CircuitBreaker:
-    """Whether the run's model is out; thread-safe, as improver runs call the model from many threads."""
+    """Whether the run's model is out; thread-safe, as improver runs call the model from many threads.
 
-    def __init__(self) -> None:
+    `charge` is given every answer to a probe: it is paid for like any call, and counts toward the
+    run's cost limit.
+    """
+
+    def __init__(self, charge: Callable[[Completion], None] = lambda completion: None) -> None:
+        self._charge = charge
         self._reason: str | None = None
         self._last_answer_at = float("-inf")
         self._lock = threading.Lock()
+        #: One probe at a time: the failures of requests in flight together are confirmed by one answer.
+        self._probing = threading.Lock()
 
     @property
     def reason(self) -> str | None:
@@ -48,14 +61,29 @@ class CircuitBreaker:
         with self._lock:
             self._last_answer_at = time.monotonic()
 
-    def out(self, outage: ModelOutage, asked_at: float) -> bool:
-        """Trips on `outage` of a request sent at `asked_at`, unless it may be that request's own; True if tripped."""
-        with self._lock:
-            if not outage.certain and self._last_answer_at >= asked_at:
+    def out(self, outage: ModelOutage, asked_at: float, probe: Callable[[], Completion]) -> bool:
+        """Whether `outage`, met by a request sent at `asked_at`, means the model is out; trips the breaker if so."""
+        if outage.certain:
+            return self._trip(str(outage))
+        with self._probing:
+            if self._reason is not None:
+                return True
+            if self._last_answer_at >= asked_at:  # something got through meanwhile: the server is up
                 return False
+            try:
+                self._charge(probe())
+            except ModelOutage as confirmed:
+                return self._trip(f"{outage}; and the host's own request: {confirmed}")
+            except BackendError:
+                return False  # it answers, if not as asked: the server is there
+            self.answered()
+            return False
+
+    def _trip(self, why: str) -> bool:
+        with self._lock:
             if self._reason is None:
-                self._reason = f"the language model is out: {outage}"
-            return True
+                self._reason = f"the language model is out: {why}"
+        return True
 
 
 class BreakerBackend(Backend):
@@ -73,7 +101,7 @@ class BreakerBackend(Backend):
         try:
             completion = self._backend.complete(request)
         except ModelOutage as outage:
-            if self._breaker.out(outage, asked_at):
+            if self._breaker.out(outage, asked_at, lambda: self._backend.complete(PROBE)):
                 raise
             raise BackendError(str(outage), outage.prompt_tokens, outage.completion_tokens) from None
         self._breaker.answered()

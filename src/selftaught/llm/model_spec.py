@@ -75,6 +75,11 @@ def server_url_problem(url: str) -> str | None:
     """What keeps `url` from naming a server over HTTP; None when nothing does."""
     if not url:
         return "no server URL follows the @"
+    if "@" in url:  # not echoed: what precedes it may be a password
+        return (
+            "the server URL holds a user name or password; give keys by environment (OPENAI_API_KEY, "
+            "ANTHROPIC_API_KEY), never in a spec, which runs record and show"
+        )
     if "://" not in url:
         return f"the server URL {url!r} has no scheme (http:// or https://)"
     parts = urlsplit(url)

@@ -87,7 +87,7 @@ class OpenAICompatibleBackend(Backend):
         texts = tuple(_content(choice) for choice in getattr(response, "choices", None) or [])
         usage = getattr(response, "usage", None)
         answer = billed_answer(
-            request.messages, texts, getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
+            request, texts, getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
         )
         if not texts:
             raise BackendError(

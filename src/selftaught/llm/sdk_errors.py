@@ -18,11 +18,13 @@ from selftaught.text import encodable
 Result = TypeVar("Result")
 
 
-#: Answers that no later request will change: the run stops rather than send every call to fail the same way.
+#: Answers that may mean no request will get through, and whether they can mean nothing else. A 401 is
+#: about the key alone; a 403 or 404 may also be about one request (a provider's moderation answers 403),
+#: so the run's circuit breaker makes sure with a request of its own before it stops the run.
 OUTAGE_STATUSES = {
-    401: "the server refused the API key",
-    403: "the server refused the API key",
-    404: "no such model or endpoint on this server",
+    401: ("the server refused the API key", True),
+    403: ("the server refuses this key, or this request", False),
+    404: ("no such model or endpoint on this server", False),
 }
 
 
@@ -49,7 +51,8 @@ def call_sdk(sdk: ModuleType, base_error: type[Exception], spec: str, call: Call
         if error.status_code >= 500:
             raise TransientBackendError(message) from None
         if error.status_code in OUTAGE_STATUSES:
-            raise ModelOutage(f"{message} ({OUTAGE_STATUSES[error.status_code]})") from None
+            meaning, certain = OUTAGE_STATUSES[error.status_code]
+            raise ModelOutage(f"{message} ({meaning})", certain) from None
         raise BackendError(message) from None
     except sdk.APIConnectionError as error:
         raise TransientBackendError(f"{spec}: cannot reach the server: {short(str(error))}") from None
@@ -57,3 +60,7 @@ def call_sdk(sdk: ModuleType, base_error: type[Exception], spec: str, call: Call
         raise BackendError(f"{spec}: {type(error).__name__}: {short(str(error))}") from None
     except (ValueError, UnicodeDecodeError) as error:  # a body that is not the JSON it claims to be
         raise BackendError(f"{spec}: malformed response: {short(str(error))}") from None
+    except BackendError:
+        raise
+    except Exception as error:  # whatever else a server's answer brings about (JSON nested past the recursion limit)
+        raise BackendError(f"{spec}: malformed response: {type(error).__name__}: {short(str(error))}") from None

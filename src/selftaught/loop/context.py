@@ -189,7 +189,8 @@ def open_run(
     launcher = Launcher(sandbox)
     # Counts what the run spends, live or replayed from its record (what it paid before it was resumed).
     meter = CostMeter(max_cost_usd)
-    breaker = CircuitBreaker()
+    # The breaker's own requests are paid for like any other, and count toward the limit.
+    breaker = CircuitBreaker(lambda probe: meter.add(prices.cost(model, probe.prompt_tokens, probe.completion_tokens)))
     try:
         launcher.start()
         check_sandbox(launcher)
@@ -260,7 +261,7 @@ def open_run(
         store.finish_run(run_id, "interrupted", {"signal": stop_signal(interruption).name})
         raise
     except ModelOutage as outage:  # nothing the run did is lost: `--resume` continues it once the model answers
-        store.finish_run(run_id, "interrupted", {"reason": str(outage)})
+        store.finish_run(run_id, "interrupted" if command == "run" else "failed", {"reason": str(outage)})
         raise
     except BaseException as error:
         store.finish_run(run_id, "failed", {"error": f"{type(error).__name__}: {error}"})

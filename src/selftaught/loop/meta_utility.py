@@ -99,6 +99,14 @@ def task_utility(context: RunContext) -> UtilityService:
     )
 
 
+#: The purpose of an improver run of the meta-utility, and of one started ahead (`--speculate`): a run
+#: started ahead counts as the meta-utility's once a `SPECULATION_ASKED` event names it. One whose
+#: candidate was never asked about, or whose attempt stopped first, stays speculative.
+META_UTILITY = "meta-utility"
+SPECULATIVE_META_UTILITY = "speculative meta-utility"
+SPECULATION_ASKED = "speculation_asked"
+
+
 @dataclass(frozen=True)
 class MetaUtilityRun:
     """One of the D improver runs, with the utility of the solution it returned (0 when it returned none)."""
@@ -126,7 +134,13 @@ class MetaUtility:
         return meta_utility_description(self._context.profile)
 
     def evaluate(
-        self, improver: str, *, with_test: bool, parent_id: int | None = None, seeds: SeedSequence | None = None
+        self,
+        improver: str,
+        *,
+        with_test: bool,
+        parent_id: int | None = None,
+        seeds: SeedSequence | None = None,
+        purpose: str = META_UTILITY,
     ) -> MetaUtilityResult:
         """Runs the D improver runs, as many at once as the model serves; their seeds are drawn first, in order.
 
@@ -137,7 +151,7 @@ class MetaUtility:
         run_seeds = [draw() for _ in range(context.profile.meta_utility_runs)]
         # Every run at once: the run's improver slots, shared by all meta-utilities under way, bound them.
         with ThreadPoolExecutor(max_workers=len(run_seeds), thread_name_prefix="meta-utility") as pool:
-            runs = list(pool.map(lambda seed: self._one_run(improver, seed, with_test, parent_id), run_seeds))
+            runs = list(pool.map(lambda seed: self._one_run(improver, seed, with_test, parent_id, purpose), run_seeds))
         count = len(runs)
         return MetaUtilityResult(
             val=sum(r.utility_val for r in runs) / count,
@@ -145,7 +159,9 @@ class MetaUtility:
             runs=tuple(runs),
         )
 
-    def _one_run(self, improver: str, seed: int, with_test: bool, parent_id: int | None) -> MetaUtilityRun:
+    def _one_run(
+        self, improver: str, seed: int, with_test: bool, parent_id: int | None, purpose: str
+    ) -> MetaUtilityRun:
         context = self._context
         with context.improver_slots:
             run = run_improver(
@@ -153,7 +169,7 @@ class MetaUtility:
                 improver=improver,
                 initial_solution=context.task.seed_solution,
                 utility=task_utility(context),
-                purpose="meta-utility",
+                purpose=purpose,
                 parent_id=parent_id,
                 seed=seed,
             )
@@ -206,10 +222,12 @@ class CandidateScores:
             prefetch=self._prefetch if self._speculating is not None else None,
         )
 
-    def _evaluate(self, improver: str, occurrence: int, parent_id: int) -> MetaUtilityResult:
+    def _evaluate(
+        self, improver: str, occurrence: int, parent_id: int, purpose: str = META_UTILITY
+    ) -> MetaUtilityResult:
         """The meta-utility of the `occurrence`-th asking for this candidate: each is a fresh sample, as without speculation."""
         seeds = self._context.seeds.derived(f"{program_hash(improver)}/{occurrence}")
-        return self._meta_utility.evaluate(improver, with_test=False, parent_id=parent_id, seeds=seeds)
+        return self._meta_utility.evaluate(improver, with_test=False, parent_id=parent_id, seeds=seeds, purpose=purpose)
 
     def _prefetch(self, improver: str, proposed_to: int) -> None:
         """The n-th proposal of a program is scored as its n-th asking will be (an improver asks once per copy)."""
@@ -219,7 +237,7 @@ class CandidateScores:
             return
         self._scored_ahead += 1
         self._pending[(improver, occurrence)] = self._speculating.submit(
-            self._evaluate, improver, occurrence, proposed_to
+            self._evaluate, improver, occurrence, proposed_to, SPECULATIVE_META_UTILITY
         )
 
     def _score(self, improver: str, improver_run_id: int) -> float:
@@ -229,7 +247,15 @@ class CandidateScores:
         self._times_asked[improver] += 1
         future = self._pending.pop((improver, occurrence), None)
         if future is not None:
-            return future.result().val
+            result = future.result()
+            # Recorded as speculative when they started: from now on they are runs the improver asked for.
+            self._context.store.record_event(
+                self._context.run_id,
+                improver_run_id,
+                SPECULATION_ASKED,
+                {"improver_run_ids": [run.improver_run.improver_run_id for run in result.runs]},
+            )
+            return result.val
         return self._evaluate(improver, occurrence, improver_run_id).val
 
     def finish(self, improver_run_id: int) -> Speculation:

@@ -154,15 +154,23 @@ class StoreReader:
 
         Its test score comes with it when the run scored it on test (for reporting only: the run
         never chose by test). Solutions of candidates scored ahead that no improver asked about
-        (`--speculate`) are left out, so that speculation changes no result. None when the run
-        evaluated no solution on validation.
+        (`--speculate`) are left out, so that speculation changes no result, even in a run stopped
+        and resumed. None when the run evaluated no solution on validation.
         """
-        unasked = {
+        # Runs started ahead for a candidate (`--speculate`) are the run's once an event says it was asked about
+        # (the loop's names: loop/meta_utility.py); one never asked about, or whose attempt stopped first, is not.
+        asked = {
             improver_run_id
             for event in self.events(run_id)
-            if event["kind"] == "speculation"
+            if event["kind"] == "speculation_asked"
             for improver_run_id in event["detail"].get("improver_run_ids", [])
         }
+        unasked = {
+            row["id"]
+            for row in self._rows(
+                "SELECT id FROM improver_runs WHERE run_id = ? AND purpose = 'speculative meta-utility'", (run_id,)
+            )
+        } - asked
         rows = self._rows(
             "SELECT evaluations.solution_hash, evaluations.score, evaluations.improver_run_id"
             " FROM evaluations JOIN runs ON runs.id = evaluations.run_id"
