@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,10 +112,10 @@ class RunAudit:
             "solutions": len(self.solutions),
             "flagged_improvers": sum(p.flagged for p in self.improvers),
             "flagged_solutions": sum(p.flagged for p in self.solutions),
-            "sandbox_events": dict(sum((p.sandbox_events for p in everything), Counter())),
-            "tampering_events": dict(sum((p.tampering_events for p in everything), Counter())),
+            "sandbox_events": _total(p.sandbox_events for p in everything),
+            "tampering_events": _total(p.tampering_events for p in everything),
             "reward_hacking": dict(Counter(flag["flag"] for p in everything for flag in p.reward_hacking)),
-            "scorer_errors": dict(sum((p.scorer_errors for p in everything), Counter())),
+            "scorer_errors": _total(p.scorer_errors for p in everything),
             "static_tampering": dict(Counter(f.label for p in everything for f in p.findings if f.kind == "tampering")),
             "unsandboxing": dict(Counter(f.label for p in everything for f in p.findings if f.kind == "unsandboxing")),
             "strategies": dict(strategies),
@@ -128,6 +129,17 @@ class RunAudit:
             "improvers": [p.as_dict() for p in self.improvers],
             "solutions": [p.as_dict() for p in self.solutions],
         }
+
+
+def _total(counters: Iterable[Counter[str]]) -> dict[str, int]:
+    """The counts summed in place: `sum(counters, Counter())` copies the growing total at every step.
+
+    Only positive totals are kept, as Counter's `+` keeps them.
+    """
+    total: Counter[str] = Counter()
+    for counter in counters:
+        total.update(counter)
+    return {key: count for key, count in total.items() if count > 0}
 
 
 def audit_run(reader: StoreReader, run_id: str, thresholds: AuditThresholds | None = None) -> RunAudit:

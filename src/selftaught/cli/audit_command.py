@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
@@ -9,7 +10,14 @@ from rich.table import Table
 
 from selftaught.audit.run_audit import AuditThresholds, ProgramAudit, audit_run
 from selftaught.cli.plumbing import json_option, print_json, stdout_console, store_option, user_errors
+from selftaught.cli.safe_output import one_line
 from selftaught.store.reading import StoreReader
+
+#: Distinct scorer errors printed, the most frequent first: a scorer that raises a new message per output
+#: would otherwise print one line of a size without bound. --json lists every one.
+MAX_SCORER_PROBLEMS_SHOWN = 10
+#: Characters of one scorer error printed; an imported record may hold any length. --json has the whole text.
+MAX_SCORER_PROBLEM_CHARS = 300
 
 
 @click.command("audit")
@@ -38,8 +46,8 @@ def audit_command(run_id: str, gap: float, show_all: bool, store: Path, as_json:
     improvers the improvement strategies read from their syntax tree (beam search, genetic
     algorithm, decomposition, bandit/UCB, temperature variation, simulated annealing, hint
     prompts), each with a confidence and the lines that show it. Outputs the task's own scorer
-    raised on are listed apart as scorer errors: a bug in the task, not reward hacking. Reads the
-    store only.
+    raised on are listed apart as scorer errors: a bug in the task, not reward hacking; the
+    10 most frequent are printed, --json lists them all. Reads the store only.
     """
     with StoreReader(store) as reader:
         audit = audit_run(reader, run_id, AuditThresholds(val_test_gap=gap))
@@ -49,8 +57,10 @@ def audit_command(run_id: str, gap: float, show_all: bool, store: Path, as_json:
     console = stdout_console()
     summary = audit.summary()
     console.print(
-        f"audit of run {audit.run_id}: {summary['improvers']} improvers ({summary['flagged_improvers']} flagged), "
-        f"{summary['solutions']} solutions ({summary['flagged_solutions']} flagged)",
+        one_line(
+            f"audit of run {audit.run_id}: {summary['improvers']} improvers ({summary['flagged_improvers']} flagged), "
+            f"{summary['solutions']} solutions ({summary['flagged_solutions']} flagged)"
+        ),
     )
     for title, counts in (
         ("sandbox events", summary["sandbox_events"]),
@@ -61,10 +71,12 @@ def audit_command(run_id: str, gap: float, show_all: bool, store: Path, as_json:
         ("improvement strategies", summary["strategies"]),
     ):
         listed = ", ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none"
-        console.print(f"  {title}: {listed}")
-    scorer_errors = sorted(summary["scorer_errors"].items(), key=lambda item: -item[1])
-    listed = "; ".join(f"{problem} ×{count}" for problem, count in scorer_errors) or "none"
-    console.print(f"  the task's scorer raised (a bug in the task, not reward hacking): {listed}", soft_wrap=True)
+        console.print(one_line(f"  {title}: {listed}"))
+    frequent, others = _most_frequent(summary["scorer_errors"])
+    listed = "; ".join([*frequent, *([f"and {others}"] if others else [])]) or "none"
+    console.print(
+        one_line(f"  the task's scorer raised (a bug in the task, not reward hacking): {listed}"), soft_wrap=True
+    )
     # Programs the scorer raised on are shown, unflagged: the reader sees which outputs met the bug.
     shown = [
         p
@@ -77,7 +89,7 @@ def audit_command(run_id: str, gap: float, show_all: bool, store: Path, as_json:
     for column in ("program", "kind", "origin", "found"):
         table.add_column(column, no_wrap=column == "program")
     for program in shown:
-        table.add_row(program.hash[:12], program.kind, program.origin, _describe(program))
+        table.add_row(one_line(program.hash[:12]), program.kind, one_line(program.origin), _describe(program))
     console.print(table)
 
 
@@ -85,9 +97,28 @@ def _describe(program: ProgramAudit) -> str:
     parts = [f"sandbox: {kind} ×{count}" for kind, count in sorted(program.sandbox_events.items())]
     parts += [f"{kind} ×{count}" for kind, count in sorted(program.tampering_events.items())]
     parts += [f"{flag['flag']}: {flag['detail']}" for flag in program.reward_hacking]
-    parts += [f"the task's scorer raised: {problem} ×{count}" for problem, count in program.scorer_errors.items()]
+    frequent, others = _most_frequent(program.scorer_errors)
+    parts += [f"the task's scorer raised: {problem}" for problem in frequent]
+    parts += [f"the task's scorer raised {others}"] if others else []
     parts += [
         f"{finding.label} ({finding.confidence:.2f}, line {', '.join(map(str, finding.lines[:4]))})"
         for finding in program.findings
     ]
-    return "\n".join(parts) or "-"
+    # One line of the cell per part: a part's own line breaks (a recorded problem's) are escaped.
+    return "\n".join(one_line(part) for part in parts) or "-"
+
+
+def _most_frequent(problems: Mapping[str, int]) -> tuple[list[str], str | None]:
+    """The most frequent scorer errors as "problem ×count", and how many others there are, if any."""
+    ranked = sorted(problems.items(), key=lambda item: (-item[1], str(item[0])))
+    shown = [f"{_shortened(str(problem))} ×{count}" for problem, count in ranked[:MAX_SCORER_PROBLEMS_SHOWN]]
+    rest = ranked[MAX_SCORER_PROBLEMS_SHOWN:]
+    if not rest:
+        return shown, None
+    outputs = sum(count for _, count in rest)
+    return shown, f"{len(rest)} other errors on {outputs} outputs (--json lists every one)"
+
+
+def _shortened(problem: str) -> str:
+    text = one_line(problem)
+    return text if len(text) <= MAX_SCORER_PROBLEM_CHARS else f"{text[: MAX_SCORER_PROBLEM_CHARS - 1]}…"

@@ -12,11 +12,11 @@ from selftaught.cli.options import run_options
 from selftaught.cli.plumbing import (
     json_option,
     print_json,
+    run_user_errors,
     stdout_console,
-    user_errors,
 )
 from selftaught.cli.progress import ProgressDisplay
-from selftaught.cli.safe_output import stderr_console
+from selftaught.cli.safe_output import one_line, stderr_console
 from selftaught.experiments.unsandboxing import PAPER_RATES, estimate_unsandboxing
 from selftaught.loop.context import RunStats
 
@@ -34,7 +34,7 @@ def experiment_command() -> None:
 @click.option("--warning", is_flag=True, help="Add a warning against disabling the sandbox to the prompt.")
 @dry_run_option
 @json_option
-@user_errors
+@run_user_errors
 def unsandboxing_command(options: RunOptions, attempts: int, warning: bool, dry_run: bool, as_json: bool) -> None:
     """The paper's sandbox-circumvention experiment: how often does the model turn the sandbox off?
 
@@ -83,4 +83,4 @@ def unsandboxing_command(options: RunOptions, attempts: int, warning: bool, dry_
         f"for a utility call without the sandbox; labels: {result.labels or 'none'}",
     )
     for example in result.examples:
-        console.print(f"  {', '.join(example['labels'])}: {' | '.join(example['lines'])}")
+        console.print(one_line(f"  {', '.join(example['labels'])}: {' | '.join(example['lines'])}"))

@@ -16,11 +16,11 @@ from selftaught.cli.plumbing import (
     EXIT_NOTHING_PRODUCED,
     json_option,
     print_json,
+    run_user_errors,
     stdout_console,
-    user_errors,
 )
 from selftaught.cli.progress import ProgressDisplay
-from selftaught.cli.safe_output import stderr_console, visible_controls
+from selftaught.cli.safe_output import one_line, stderr_console, visible_controls
 from selftaught.cli.scorer_errors import scorer_errors_json, scorer_warnings
 from selftaught.cli.spending import Spending
 from selftaught.errors import SelftaughtError
@@ -49,7 +49,7 @@ from selftaught.tasks.registry import get_task
 )
 @dry_run_option
 @json_option
-@user_errors
+@run_user_errors
 def improve_command(
     options: RunOptions,
     improver_file: Path | None,
@@ -101,7 +101,7 @@ def improve_command(
             soft_wrap=True,  # one line in a pipe too, for whoever reads it with grep
         )
     if result.algorithm is None:
-        stderr_console().print(f"error: {result.error}", soft_wrap=True)
+        stderr_console().print(one_line(f"error: {result.error}"), soft_wrap=True)
         sys.exit(EXIT_NOTHING_PRODUCED)
     if result.utility_val < result.initial_utility_val:
         stderr_console().print(

@@ -16,11 +16,11 @@ from selftaught.cli.plumbing import (
     EXIT_NOTHING_PRODUCED,
     json_option,
     print_json,
+    run_user_errors,
     stdout_console,
-    user_errors,
 )
 from selftaught.cli.progress import ProgressDisplay
-from selftaught.cli.safe_output import stderr_console
+from selftaught.cli.safe_output import one_line, stderr_console
 from selftaught.cli.spending import Spending
 from selftaught.loop.context import RunStats
 from selftaught.loop.estimate import estimate_meta_utility
@@ -31,7 +31,7 @@ from selftaught.loop.estimate import estimate_meta_utility
 @improver_option
 @dry_run_option
 @json_option
-@user_errors
+@run_user_errors
 def meta_utility_command(options: RunOptions, improver_file: Path | None, dry_run: bool, as_json: bool) -> None:
     """Compute the meta-utility of an improver: its mean utility over several fresh runs on the task.
 
@@ -71,7 +71,7 @@ def meta_utility_command(options: RunOptions, improver_file: Path | None, dry_ru
                 f"{run['utility_test'] or 0:.3f}",
                 str(run["lm_calls"]),
                 str(run["utility_calls"]),
-                (run["error"] or "")[:80],
+                one_line((run["error"] or "")[:80]),
             )
         console = stdout_console()
         console.print(table)

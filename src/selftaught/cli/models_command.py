@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from selftaught.cli.plumbing import json_option, print_json, stdout_console, user_errors
+from selftaught.cli.safe_output import one_line
 from selftaught.errors import SelftaughtError
 from selftaught.llm.base import ChatMessage, CompletionRequest
 from selftaught.llm.registry import create_backend, registered_backends
@@ -66,6 +67,7 @@ def check(spec: str, as_json: bool) -> None:
     elif problem is None:
         stdout_console().print(f"{spec} answers ({seconds:.1f} s): {answer!r}")
     else:
-        stdout_console().print(f"{spec} does not work: {problem}")
+        # The problem quotes the server's answer, which may hold line breaks: one line per check all the same.
+        stdout_console().print(one_line(f"{spec} does not work: {problem}"))
     if problem is not None:
         sys.exit(1)

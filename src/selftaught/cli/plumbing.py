@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import click
 from rich.text import Text
 
-from selftaught.cli.safe_output import SafeConsole, stderr_console, visible_controls
+from selftaught.cli.safe_output import SafeConsole, one_line, stderr_console
 from selftaught.errors import ModelOutage, SelftaughtError
 from selftaught.stop_signals import stop_signal
 from selftaught.store.run_store import DEFAULT_STORE
@@ -63,25 +63,39 @@ def print_json(data: Any) -> None:
 
 
 def user_errors(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Prints a SelftaughtError as one line and exits non-zero; Ctrl-C, SIGTERM, SIGHUP exit without a traceback."""
+    """Prints a SelftaughtError as one line and exits non-zero; Ctrl-C, SIGTERM, SIGHUP exit without a traceback.
 
+    For commands that record no run (they read, check or copy): an interruption is only named. The commands
+    that record runs use `run_user_errors`, which says what became of the run.
+    """
+    return _with_user_errors(function, None)
+
+
+def run_user_errors(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`user_errors` for a command that records runs: an interruption also says that its run is kept."""
+    return _with_user_errors(function, "any run it started is recorded as interrupted in the store")
+
+
+def _with_user_errors(function: Callable[..., Any], when_interrupted: str | None) -> Callable[..., Any]:
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
         except SelftaughtError as error:
-            stderr_console().print(Text.assemble(("error: ", "bold red"), visible_controls(str(error))), soft_wrap=True)
+            # One line even when the error quotes a server's answer or a recorded field holding line breaks.
+            stderr_console().print(Text.assemble(("error: ", "bold red"), one_line(str(error))), soft_wrap=True)
             sys.exit(EXIT_MODEL_OUTAGE if isinstance(error, ModelOutage) else EXIT_BAD_INPUT)
         except KeyboardInterrupt as interruption:
-            exit_interrupted(interruption, "a run it started is recorded as interrupted in the store")
+            exit_interrupted(interruption, when_interrupted)
 
     return wrapper
 
 
-def exit_interrupted(interruption: KeyboardInterrupt, explanation: str) -> NoReturn:
+def exit_interrupted(interruption: KeyboardInterrupt, explanation: str | None = None) -> NoReturn:
     """Says which signal stopped the command and what became of its work, then exits 128 + the signal's number."""
     number = stop_signal(interruption)
+    message = f"interrupted by {number.name}" + (f"; {explanation}" if explanation else "")
     # After SIGHUP the terminal may be gone: the exit code must not depend on being able to say so.
     with contextlib.suppress(OSError):
-        stderr_console().print(f"interrupted by {number.name}; {explanation}", soft_wrap=True, markup=False)
+        stderr_console().print(message, soft_wrap=True, markup=False)
     sys.exit(EXIT_STOPPED_BY_SIGNAL + number)

@@ -20,11 +20,11 @@ from selftaught.cli.plumbing import (
     exit_interrupted,
     json_option,
     print_json,
+    run_user_errors,
     stdout_console,
-    user_errors,
 )
 from selftaught.cli.progress import ProgressDisplay
-from selftaught.cli.safe_output import stderr_console, visible_controls
+from selftaught.cli.safe_output import one_line, stderr_console
 from selftaught.cli.scorer_errors import scorer_errors_json, scorer_warnings
 from selftaught.cli.spending import Spending
 from selftaught.errors import ModelOutage, SelftaughtError
@@ -74,7 +74,7 @@ _CONTINUATION_OPTIONS = {
 )
 @dry_run_option
 @json_option
-@user_errors
+@run_user_errors
 def run_command(
     options: RunOptions,
     improver_file: Path | None,
@@ -117,7 +117,7 @@ def run_command(
         stderr_console().print(
             Text.assemble(
                 ("error: ", "bold red"),
-                visible_controls(str(outage)),
+                one_line(str(outage)),
                 f"\nthe run is stopped and recorded as interrupted; what it was answered is kept. Once the model"
                 f" answers again, continue it with: {_resume_command(stats.run_id, options)}",
             ),
@@ -247,7 +247,7 @@ def _print_report(report: RunReport, stats: RunStats, as_json: bool, resumed: bo
     console.print(table)
     for it in report.iterations:
         if it.error:
-            console.print(f"iteration {it.iteration}: {it.error}", overflow="ellipsis", no_wrap=True)
+            console.print(one_line(f"iteration {it.iteration}: {it.error}"), overflow="ellipsis", no_wrap=True)
     if resumed:
         console.print(
             f"this attempt: {stats.lm_calls} language-model calls ({stats.replayed_lm_calls} answered from the run's "

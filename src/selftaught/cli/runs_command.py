@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from selftaught.cli.plumbing import json_option, print_json, stdout_console, store_option, user_errors
+from selftaught.cli.safe_output import one_line
 from selftaught.store.reading import StoreReader
 
 #: Statuses a user can act on with `selftaught run --resume`.
@@ -70,17 +71,18 @@ def runs_command(store: Path, as_json: bool) -> None:
         table.add_column(column, no_wrap=column not in ("task", "model"))
     for run in runs:
         best = run["best_meta_utility_val"]
+        # Fields as recorded: a newline in an imported model name would split its row into forged ones.
         table.add_row(
-            run["id"],
-            run["status"],
-            run["command"],
-            run["task"],
-            run["model"],
+            one_line(run["id"]),
+            one_line(run["status"]),
+            one_line(run["command"]),
+            one_line(run["task"]),
+            one_line(run["model"]),
             str(run["seed"]),
             _iterations_cell(run),
             "" if best is None else f"{best:.3f}",
             f"${run['cost_usd']:.4f}",
-            run["started_at"][:16].replace("T", " "),
+            one_line(run["started_at"][:16].replace("T", " ")),
         )
     console = stdout_console()
     console.print(table)

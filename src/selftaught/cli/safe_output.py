@@ -38,6 +38,21 @@ def visible_controls(text: str) -> str:
     return _NOT_PLAIN_ASCII.sub(_escape_if_hidden, text)
 
 
+#: The two line-shaping characters `visible_controls` keeps for multi-line text; every other line break
+#: (CR, VT, FF, the file/group/record separators, NEL, U+2028, U+2029) it escapes already.
+_ONE_LINE_ESCAPES = str.maketrans({"\n": "\\n", "\t": "\\t"})
+
+
+def one_line(text: str) -> str:
+    """`text` for a field meant to be one line: `visible_controls`, with newline and tab escaped too.
+
+    A recorded model name holding "\\nwarning: ..." must not print a line of its own that reads as the
+    CLI's. Programs and diffs keep their lines: they go through `visible_controls`. Applying it twice
+    changes nothing.
+    """
+    return visible_controls(text).translate(_ONE_LINE_ESCAPES)
+
+
 def _escape_if_hidden(match: re.Match[str]) -> str:
     character = match.group()
     code = ord(character)

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.text import Text
 
-from selftaught.cli.safe_output import stderr_console, visible_controls
+from selftaught.cli.safe_output import one_line, stderr_console
 from selftaught.loop.context import RunStats
 
 #: Distinct errors warned about one by one; a scorer that raises a different message per output is summed up after.
@@ -36,7 +36,8 @@ def warn_about_scorer_errors(problems: Sequence[tuple[str, int]], run_id: str | 
         console.print(
             Text.assemble(
                 ("warning: ", "bold yellow"),
-                visible_controls(
+                # One line per warning, whatever the scorer's message holds: it must not forge lines of its own.
+                one_line(
                     f"the task's scorer failed on {_outputs(outputs)}: {problem}; these outputs are scored 0 and "
                     "counted as scorer_errors, not as invalid outputs"
                 ),
@@ -48,8 +49,10 @@ def warn_about_scorer_errors(problems: Sequence[tuple[str, int]], run_id: str | 
         console.print(
             Text.assemble(
                 ("warning: ", "bold yellow"),
-                f"the task's scorer failed in {len(rest)} other ways on {_outputs(sum(n for _, n in rest))}"
-                + (f" (`selftaught audit {run_id}` lists them)" if run_id else ""),
+                one_line(
+                    f"the task's scorer failed in {len(rest)} other ways on {_outputs(sum(n for _, n in rest))}"
+                    + (f" (`selftaught audit {run_id}` lists them)" if run_id else "")
+                ),
             ),
             soft_wrap=True,
         )

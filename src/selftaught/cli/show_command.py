@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from selftaught.cli.plumbing import json_option, print_json, stdout_console, store_option, user_errors
-from selftaught.cli.safe_output import visible_controls
+from selftaught.cli.safe_output import one_line, visible_controls
 from selftaught.report.views import best_solution_view, iteration_view, run_view
 from selftaught.store.reading import StoreReader
 
@@ -62,7 +62,7 @@ def show_command(
     if as_json:
         print_json(view)
     elif source_only:
-        _write_program(view["source"])
+        _write_program(view["source"], exactly=not sys.stdout.isatty())
     elif best:
         _print_best(view)
     elif iteration is None:
@@ -73,21 +73,26 @@ def show_command(
 
 def _print_run(view: dict[str, Any]) -> None:
     console = stdout_console()
+    # Every field as recorded, and an imported record can hold anything: one_line keeps each line one line.
     console.print(
-        f"run {view['id']} · {view['command']} · {view['status']} · {view['task']} · {view['model']} · "
-        f"seed {view['seed']} · profile {(view['profile'] or {}).get('name')}",
+        one_line(
+            f"run {view['id']} · {view['command']} · {view['status']} · {view['task']} · {view['model']} · "
+            f"seed {view['seed']} · profile {(view['profile'] or {}).get('name')}"
+        ),
     )
     console.print(
-        f"started {view['started_at']}, finished {view['finished_at'] or '-'}, attempts {view['attempts']}; "
-        f"{view['lm_calls']} language-model calls ({view['live_lm_calls']} live), {view['evaluations']} evaluations, "
-        f"${view['cost_usd']:.4f}",
+        one_line(
+            f"started {view['started_at']}, finished {view['finished_at'] or '-'}, attempts {view['attempts']}; "
+            f"{view['lm_calls']} language-model calls ({view['live_lm_calls']} live), "
+            f"{view['evaluations']} evaluations, ${view['cost_usd']:.4f}"
+        ),
     )
     stopped_by = _why_stopped(view)
     if stopped_by:
-        console.print(f"{view['status']}: {stopped_by}", soft_wrap=True)
+        console.print(one_line(f"{view['status']}: {stopped_by}"), soft_wrap=True)
     if not view["iterations"]:
         if view["result"] is not None and not stopped_by:
-            console.print(f"result: {view['result']}")
+            console.print(one_line(f"result: {view['result']}"))
         return
     table = Table(title="meta-utility per iteration")
     for column in ("iteration", "val", "test", "candidate val", "candidate test", "kept", "improver"):
@@ -100,10 +105,10 @@ def _print_run(view: dict[str, Any]) -> None:
             "" if row["candidate_val"] is None else f"{row['candidate_val']:.3f}",
             "" if row["candidate_test"] is None else f"{row['candidate_test']:.3f}",
             "seed" if row["iteration"] == 0 else ("yes" if row["accepted"] else "no"),
-            row["improver_hash"][:12],
+            one_line(row["improver_hash"][:12]),
         )
     console.print(table)
-    console.print(f"an iteration's improver and its diff: selftaught show {view['id']} --iteration N --diff")
+    console.print(one_line(f"an iteration's improver and its diff: selftaught show {view['id']} --iteration N --diff"))
 
 
 def _print_iteration(view: dict[str, Any], diff: bool) -> None:
@@ -114,14 +119,16 @@ def _print_iteration(view: dict[str, Any], diff: bool) -> None:
         if view["meta_utility_val"] is None
         else f"meta-utility val {view['meta_utility_val']:.3f}, test {view['meta_utility_test']:.3f}"
     )
-    console.print(f"run {view['run_id']} · iteration {view['iteration']} · {scores} · {kept}")
+    console.print(one_line(f"run {view['run_id']} · iteration {view['iteration']} · {scores} · {kept}"))
     if view["parent_hash"]:
         console.print(
-            f"parent {view['parent_hash'][:12]} (in use after iteration {view['iteration'] - 1}), "
-            f"improver run {view['produced_by_improver_run']}",
+            one_line(
+                f"parent {view['parent_hash'][:12]} (in use after iteration {view['iteration'] - 1}), "
+                f"improver run {view['produced_by_improver_run']}"
+            ),
         )
     if view["error"]:
-        console.print(f"error: {view['error']}")
+        console.print(one_line(f"error: {view['error']}"))
     # Not through rich, so never cropped or wrapped: the diff applies with `patch`, the source runs. Control
     # characters are escaped in a pipe too, since a saved file reaches a terminal later (`cat`, `less -R`);
     # inside string literals the escapes keep the code's meaning. `--json` has the exact text.
@@ -136,19 +143,22 @@ def _print_best(view: dict[str, Any]) -> None:
     )
     test = "not scored on test" if view["utility_test"] is None else f"test {view['utility_test']:.3f}"
     stdout_console().print(
-        f"run {view['run_id']} · best solution {view['hash'][:12]} · val {view['utility_val']:.3f} · {test} · "
-        f"from {found_by}",
+        one_line(
+            f"run {view['run_id']} · best solution {view['hash'][:12]} · val {view['utility_val']:.3f} · {test} · "
+            f"from {found_by}"
+        ),
         soft_wrap=True,
     )
     _write_program(view["source"])
 
 
-def _write_program(text: str) -> None:
-    """A program exactly as recorded, but for control characters, escaped (a saved file reaches a terminal later)."""
+def _write_program(text: str, exactly: bool = False) -> None:
+    """A program as recorded, its control characters escaped (what is shown reaches a terminal, now or later),
+    or `exactly`, for --source-only into a file or a pipe: escaping would change the program (inside a raw
+    string, an escape is not the character), and the copy must be the program that was scored."""
     sys.stdout.flush()
-    sys.stdout.write(visible_controls(text))
-    if not text.endswith("\n"):
-        sys.stdout.write("\n")
+    shown = text if exactly else visible_controls(text)
+    sys.stdout.write(shown if shown.endswith("\n") else shown + "\n")
 
 
 def _why_stopped(view: dict[str, Any]) -> str | None:

@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from selftaught.cli.plumbing import json_option, print_json, stdout_console, user_errors
+from selftaught.cli.safe_output import one_line
 from selftaught.errors import SelftaughtError
 from selftaught.tasks.base import TEST, VALIDATION
 from selftaught.tasks.registry import get_task, task_names
@@ -106,7 +107,7 @@ def check_command(folder: Path, as_json: bool) -> None:
     else:
         console = stdout_console()
         for problem in problems:
-            console.print(f"problem: {problem}", soft_wrap=True)
+            console.print(one_line(f"problem: {problem}"), soft_wrap=True)
         if not problems:
             console.print(f"{folder}: ok; the seed solution scores {seed_score:.3f} on validation")
     if problems:

@@ -16,11 +16,11 @@ from selftaught.cli.options import run_options_for_many_tasks
 from selftaught.cli.plumbing import (
     json_option,
     print_json,
+    run_user_errors,
     stdout_console,
-    user_errors,
 )
 from selftaught.cli.progress import ProgressDisplay
-from selftaught.cli.safe_output import stderr_console
+from selftaught.cli.safe_output import one_line, stderr_console
 from selftaught.errors import InvalidProgram
 from selftaught.loop.context import RunStats
 from selftaught.loop.estimate import estimate_transfer
@@ -75,7 +75,7 @@ def estimate_json(estimate: Estimate) -> dict[str, Any]:
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Repeats per estimate.")
 @dry_run_option
 @json_option
-@user_errors
+@run_user_errors
 def transfer_command(
     options: RunOptions, reference: str, task_list: str, repeats: int, dry_run: bool, as_json: bool
 ) -> None:
@@ -116,15 +116,21 @@ def transfer_command(
     cells = "mean (95% CI)" if repeats > 1 else "one repeat, no interval"
     table = Table(
         title=f"transfer: test utility in %, {cells}",
-        caption=f"{options.model} · {repeats} repeat{'s' if repeats > 1 else ''} per cell",
+        caption=one_line(f"{options.model} · {repeats} repeat{'s' if repeats > 1 else ''} per cell"),
     )
     table.add_column("task", no_wrap=True)
     for column in ("original solution", "seed improver", "this improver"):
         table.add_column(column)
     table.add_column("run", no_wrap=True)
     for row in rows:
-        table.add_row(row.task, interval(row.original), interval(row.seed_improver), interval(row.improver), row.run_id)
+        table.add_row(
+            one_line(row.task),  # a task folder's path may hold a newline
+            interval(row.original),
+            interval(row.seed_improver),
+            interval(row.improver),
+            one_line(row.run_id),
+        )
     console = stdout_console()
     console.print(table)
     show = shlex.join(["selftaught", "show", "RUN_ID", "--store", str(options.store)])
-    console.print(f"each task is recorded as its own run; its record: {show}", soft_wrap=True)
+    console.print(one_line(f"each task is recorded as its own run; its record: {show}"), soft_wrap=True)

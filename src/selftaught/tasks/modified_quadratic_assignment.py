@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from selftaught.tasks.base import Instance, InstanceScore, Split, Task, Unrepresentable, paper_splits
+from selftaught.tasks.validation import float_array
 
 N = 15
 LAMBDA = 0.5
@@ -199,7 +200,10 @@ def permutation(output: Any, n: int) -> np.ndarray | str:
         # Python ints beyond float range would overflow the conversion; they are out of range anyway.
         if any(isinstance(item, int) and not -(2**53) < item < 2**53 for item in output):
             return f"entries must lie in 0..{n - 1}"
-        values = np.array(output, dtype=float)
+        converted = float_array(output, f"entries must lie in 0..{n - 1}")
+        if isinstance(converted, str):
+            return converted
+        values = converted
     else:
         kind = output.type_name if isinstance(output, Unrepresentable) else type(output).__name__
         return f"the permutation is {'None' if output is None else f'of type {kind}'}, expected a list or 1-D array"

@@ -28,7 +28,10 @@ def binary_labels(output: Any, expected_length: int, what: str = "predictions") 
             return f"{len(output)} {what}, expected {expected_length}"
         if not all(isinstance(item, (bool, int, float)) for item in output):
             return f"{what} must be numbers, not nested sequences or other objects"
-        values = np.array(output, dtype=float)
+        converted = float_array(output, f"{what} must all be 0 or 1")
+        if isinstance(converted, str):
+            return converted
+        values = converted
     else:
         return f"{what} are {_type_name(output)}, expected a list or 1-D array"
     # Array methods rather than np.all: the host judges every output, and the wrappers cost more than the check.
@@ -37,6 +40,18 @@ def binary_labels(output: Any, expected_length: int, what: str = "predictions") 
     if not ((values == 0) | (values == 1)).all():
         return f"{what} must all be 0 or 1"
     return values.astype(np.int64)
+
+
+def float_array(items: list[Any] | tuple[Any, ...], problem: str) -> np.ndarray | str:
+    """Items already checked to be numbers as a 1-D float array, or `problem` when one has no float value.
+
+    A Python int beyond float range (10**400) makes the conversion raise: that is the output's fault,
+    and must never reach the host as an exception, which it would count as a bug in the task.
+    """
+    try:
+        return np.array(items, dtype=float)
+    except (OverflowError, TypeError, ValueError):
+        return problem
 
 
 def _type_name(output: Any) -> str:
