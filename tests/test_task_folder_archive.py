@@ -21,7 +21,7 @@ from conftest import fenced
 from selftaught import api
 from selftaught.cli.main import cli
 from selftaught.errors import SelftaughtError
-from selftaught.tasks.folder_identity import MAX_TASK_FILE_BYTES
+from selftaught.tasks.folder_identity import MAX_TASK_FILE_BYTES, task_folder_files, task_folder_identity
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tsp"
 NEAREST_NEIGHBOUR = """\
@@ -191,6 +191,8 @@ HOSTILE: dict[str, tuple[Callable[[], tuple[tarfile.TarInfo, bytes]], str]] = {
     "absolute": (lambda: regular("/tmp/evil.py", b"evil"), "not a selftaught run archive"),
     "absolute_under_task": (lambda: regular("task//evil.py", b"evil"), BAD_NAME),
     "hidden": (lambda: regular("task/.evil.py", b"evil"), BAD_NAME),
+    # Not UTF-8: tarfile reads the name as surrogate escapes, which no identity or folder listing can hold.
+    "not_utf8": (lambda: regular("task/\udcff.py", b"evil"), BAD_NAME),
     "symlink": (lambda: special("task/evil.py", tarfile.SYMTYPE, "/etc/passwd"), NOT_A_FILE),
     "hardlink": (lambda: special("task/evil.py", tarfile.LNKTYPE, "task/seed.py"), NOT_A_FILE),
     "device": (lambda: special("task/evil.py", tarfile.CHRTYPE), NOT_A_FILE),
@@ -256,3 +258,14 @@ def files_under(root: Path) -> list[Path]:
     for directory, _, names in os.walk(root):
         found.extend(Path(directory) / name for name in names)
     return found
+
+
+def test_a_file_name_that_is_not_utf8_is_left_out_of_a_task_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "tsp"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    identity = task_folder_identity(folder)
+    name = os.fsdecode(b"notes\xff.txt")
+    (folder / name).write_text("a name only bytes can spell\n")
+    files = task_folder_files(folder)
+    assert files.skipped == ((repr(name), "a name an archive cannot hold"),)
+    assert name not in dict(files.files) and task_folder_identity(folder) == identity

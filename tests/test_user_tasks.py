@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import py_compile
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +20,8 @@ from selftaught import api
 from selftaught.api import RunOptions
 from selftaught.cli.main import cli
 from selftaught.tasks.base import TEST, VALIDATION, Instance, InstanceScore, Split, Task
+from selftaught.tasks.folder_identity import task_folder_identity
+from selftaught.tasks.user_task import load_task_folder
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tsp"
 NEAREST_NEIGHBOUR = """\
@@ -122,6 +126,24 @@ def test_a_broken_folder_gets_clear_messages(breakage: str, tmp_path: Path) -> N
     assert "Traceback" not in checked.stdout
     improve = CliRunner().invoke(cli, ["improve", "--task", str(folder), "--store", str(tmp_path / "s.sqlite")])
     assert improve.exit_code == 2 and "error:" in improve.stderr
+
+
+def test_a_planted_pyc_never_runs_instead_of_task_py(tmp_path: Path) -> None:
+    """A folder's identity leaves `__pycache__` out: the loader must not run what is there either."""
+    folder = tmp_path / "tsp"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    assert load_task_folder(folder).description != "PLANTED"
+    assert not (folder / "__pycache__").exists()  # loading writes no bytecode beside the task either
+    identity = task_folder_identity(folder)
+    planted = tmp_path / "planted.py"
+    planted.write_text((folder / "task.py").read_text() + "\nDESCRIPTION = 'PLANTED'\n")
+    py_compile.compile(
+        str(planted),
+        cfile=str(folder / "__pycache__" / f"task.{sys.implementation.cache_tag}.pyc"),
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,  # valid whatever task.py holds
+    )
+    assert task_folder_identity(folder) == identity
+    assert load_task_folder(folder).description != "PLANTED"
 
 
 def test_task_toml_budgets_apply_unless_a_flag_says_otherwise(

@@ -23,7 +23,12 @@ from selftaught.loop.replay import RunRecord
 from selftaught.loop.seed_improver import SEED_IMPROVER
 from selftaught.loop.self_improvement import IterationResult, self_improve
 from selftaught.loop.transfer import TransferRow, transfer_on_task
-from selftaught.options import RunOptions, options_from_record, options_record
+from selftaught.options import (
+    RunOptions,
+    options_from_record,
+    options_record,
+    refuse_resuming_an_imported_place,
+)
 from selftaught.reports import BestSolution, ImproveResult, MetaUtilityReport, RunReport
 from selftaught.store.reading import KILLED, StoreReader
 from selftaught.store.run_store import DEFAULT_STORE
@@ -230,6 +235,7 @@ def resume(
         if recorded["status"] == "running":
             raise StoreError(f"run {run_id} is still running (pid {recorded['pid']} on {recorded['host']})")
         options_data = dict(recorded["options"] or {})
+        refuse_resuming_an_imported_place(options_data, run_id)
         options = options_from_record(options_data, store, run_id, task)
         options = replace(
             options,

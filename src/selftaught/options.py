@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from selftaught.config import PROFILES, Profile
 from selftaught.errors import SelftaughtError, StoreError
 from selftaught.llm.cache import CacheMode
 from selftaught.llm.pricing import is_usd_amount
-from selftaught.llm.registry import cache_identity
+from selftaught.llm.registry import backend_info, cache_identity
 from selftaught.sandbox.policy import SandboxPolicy
 from selftaught.store.run_store import DEFAULT_STORE, program_hash
 from selftaught.tasks.base import Task
 from selftaught.tasks.folder_identity import locate_task_folder, task_folder_identity
+from selftaught.tasks.registry import task_names
 from selftaught.tasks.user_task import looks_like_a_folder
 
 DEFAULT_MODEL = "llamacpp:smollm2"
+_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -127,4 +131,116 @@ def recorded_task(record: dict[str, Any], store: Path, run_id: str, given: str |
         return locate_task_folder(record["task"], record.get("task_hash"), store, run_id, given)
     if given is not None and given != record["task"]:
         raise StoreError(f"run {run_id} ran the built-in task {record['task']}; another task cannot stand in for it")
+    if record["task"] not in task_names():  # a path here would load a folder's task.py with no identity to check
+        raise StoreError(f"run {run_id} records {record['task']!r} as a built-in task, and there is no such task")
     return str(record["task"])
+
+
+def imported_options(record: object, run_id: str, model: str) -> dict[str, Any]:
+    """The options of a run from someone else's archive, as this store keeps them; raises StoreError naming a problem.
+
+    They must be what `options_record` writes, for a task that can be checked: a registered built-in
+    task, or a folder with its identity. What the archive's maker may not choose for this machine is
+    reset: where the cache and the config are (their machine's paths anyway), the sandbox (the
+    default, or stricter where the run was) and the workers. `imported` marks the run for
+    `refuse_resuming_an_imported_place`.
+    """
+    problem = _options_problem(record, model)
+    if problem is not None:
+        raise StoreError(f"the options of run {run_id} {problem}")
+    assert isinstance(record, dict)
+    return {
+        **record,
+        "sandbox": asdict(_imported_sandbox(record.get("sandbox"))),
+        "config": None,
+        "cache_file": None,
+        "workers": RunOptions().workers,
+        "imported": True,
+    }
+
+
+def refuse_resuming_an_imported_place(record: dict[str, Any], run_id: str) -> None:
+    """Resuming asks the run's model live: for an imported run, not at a server or file its archive's maker named."""
+    if not record.get("imported"):
+        return
+    chosen = _chosen_place(str(record.get("model")))
+    if chosen is not None:
+        place, danger = chosen
+        raise StoreError(
+            f"run {run_id} was imported, and its model spec names {place}, chosen by whoever made the archive: "
+            f"{danger}; replay it instead, which asks no model: selftaught run --replay {run_id}"
+        )
+
+
+def _chosen_place(spec: str) -> tuple[str, str] | None:
+    """The server or the file a spec names, and what resuming would do with it."""
+    try:
+        info, parsed = backend_info(spec)
+    except SelftaughtError:
+        return None  # resuming fails on such a spec before it asks anything
+    if parsed.base_url is not None:
+        return f"the server {parsed.base_url!r}", "resuming would send it your API key"
+    if info.url_form is None and "/" in parsed.target:  # a backend that loads a file, from a path leading anywhere
+        return f"the file {parsed.target!r}", "resuming would load it into selftaught's process"
+    return None
+
+
+def _imported_sandbox(recorded: object) -> SandboxPolicy:
+    """The default policy, keeping only what made the recorded one stricter."""
+    asked = recorded if isinstance(recorded, dict) else {}
+    return replace(
+        SandboxPolicy(),
+        strict=asked.get("strict") is True,
+        bubblewrap=True if asked.get("bubblewrap") is True else None,
+    )
+
+
+def _options_problem(record: object, model: str) -> str | None:
+    if not isinstance(record, dict):
+        return "are missing"
+    kind, task = record.get("task_kind"), record.get("task")
+    if kind not in ("builtin", "folder", "object") or not isinstance(task, str):
+        return "name no task"
+    if kind == "builtin" and task not in task_names():
+        return f"name {task!r} as a built-in task, and there is no such task"
+    if kind == "folder" and not (isinstance(record.get("task_hash"), str) and _HASH.fullmatch(record["task_hash"])):
+        return "name a task folder without its identity"
+    if record.get("model") != model or not isinstance(record.get("cache_identity"), str):
+        return "name another model than the run"
+    if not (isinstance(record.get("initial_improver_hash"), str) and _HASH.fullmatch(record["initial_improver_hash"])):
+        return "name no initial improver"
+    return _settings_problem(record)
+
+
+def _settings_problem(record: dict[str, Any]) -> str | None:
+    seed = record.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not isinstance(record.get("speculate", False), bool):
+        return "have a seed or a setting of another type"
+    limit = record.get("max_cost_usd")
+    if limit is not None and not (_is_number(limit) and is_usd_amount(limit)):
+        return "have a cost limit that is not an amount of USD"
+    if record.get("cache") not in {mode.value for mode in CacheMode}:
+        return "have an unknown cache mode"
+    profile = record.get("profile")
+    if not (isinstance(profile, dict) and isinstance(profile.get("improver"), dict)):
+        return "have no profile"
+    numbers = {**profile, **profile["improver"]}
+    del numbers["improver"]
+    own_seconds = numbers.pop("own_seconds", None)
+    if not isinstance(numbers.pop("name", None), str) or not all(_is_count(value) for value in numbers.values()):
+        return "have a profile whose budgets are not whole numbers"
+    if not (_is_number(own_seconds) and own_seconds > 0):
+        return "have a profile whose improver time is not a number of seconds"
+    try:
+        Profile.from_dict(profile)
+    except TypeError:
+        return "have a profile with other budgets than selftaught's"
+    return None
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

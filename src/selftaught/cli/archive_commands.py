@@ -66,9 +66,12 @@ def import_command(archive: Path, store: Path, cache_file: Path | None, as_json:
     """Add a run exported with `selftaught export` to the store, and its responses to the cache.
 
     A run that was still going when exported becomes 'interrupted' here and continues with
-    `selftaught run --resume RUN_ID`. A run's task folder is restored beside the store, in
-    tasks/, where --replay and --resume find it; its task.py runs in selftaught's own process
-    (not in the sandbox) when they do, so read it first if the archive is not yours.
+    `selftaught run --resume RUN_ID`, unless its model names a server or a file, which whoever
+    made the archive chose: replay it then. The run gets this machine's default sandbox (or a
+    stricter one it had) and workers; the cache gets the responses of the run's own calls only.
+    A run's task folder is restored beside the store, in tasks/, where --replay and --resume
+    find it; its task.py runs in selftaught's own process (not in the sandbox) when they do, so
+    read it first if the archive is not yours.
     """
     summary = import_run(archive, store, cache_file or store.parent / "cache.sqlite")
     if summary.task_folder is not None:

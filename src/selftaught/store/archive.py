@@ -1,15 +1,18 @@
 """One run as a .tar.gz: its records and its responses, to inspect, resume or replay on another machine.
 
 The archive holds `manifest.json`, `run.sqlite` (a store with only that run) and `cache.sqlite`
-(the run's responses under the response cache's keys, so `--cache read` finds them too). A run
+(the run's responses under the response cache's keys; `import` files them anew from the run's own
+calls, so that `--cache read` finds them too, and takes none of the archive's). A run
 on a task folder also has the folder's files under `task/` (see `selftaught.tasks.folder_identity`
 for which), which `import` restores beside the store, where `--replay` and `--resume` find them.
-An archive is untrusted input: it is unpacked member by member, and anything but the expected
-regular files under safe names is refused.
+An archive is untrusted input: it is read as a stream, member by member, within the size limits
+below, and anything but the expected regular files under safe names is refused as it comes; its
+SQLite files are checked by `selftaught.store.archive_checks` before a row of them is copied.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -18,6 +21,7 @@ import shutil
 import sqlite3
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,7 @@ from selftaught import __version__
 from selftaught.errors import StoreError
 from selftaught.llm.base import ChatMessage, CompletionRequest
 from selftaught.llm.cache import ResponseCache, response_key
+from selftaught.store.archive_checks import RUN_TABLES, StepBudget, budget_for, check_schema, read_archived_run
 from selftaught.store.reading import StoreReader
 from selftaught.store.run_store import RunStore, describe_sqlite_error
 from selftaught.tasks.folder_identity import (
@@ -46,14 +51,24 @@ from selftaught.tasks.folder_identity import (
 
 ARCHIVE_FORMAT = 1
 MEMBERS = ("manifest.json", "run.sqlite", "cache.sqlite")
-#: Far above any real run; stops a hostile archive from filling the disk.
-MAX_MEMBER_BYTES = 4 * 1024**3
+#: How large each member may be: far above any real run's, far below what fills a disk or the memory.
+MAX_MANIFEST_BYTES = 64 * 1024
+MAX_RUN_FILE_BYTES = 1024**3
+MAX_CACHE_FILE_BYTES = 1024**3
+_MEMBER_LIMITS = {
+    "manifest.json": MAX_MANIFEST_BYTES,
+    "run.sqlite": MAX_RUN_FILE_BYTES,
+    "cache.sqlite": MAX_CACHE_FILE_BYTES,
+}
+MAX_MEMBERS = len(MEMBERS) + MAX_TASK_FILES
+#: What one member's headers may take, a long name's among them (tarfile reads them whole, into memory).
+MAX_HEADER_BYTES = 64 * 1024
 #: The task folder's files are members under this prefix.
 TASK_PREFIX = "task/"
 _IDENTITY = re.compile(r"[0-9a-f]{64}")
+_RUN_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}")
 
-#: Tables holding a run's rows, parents first, and their columns that point at improver runs.
-_RUN_TABLES = ("improver_runs", "evaluations", "lm_calls", "events", "iterations")
+#: The columns of a run's tables (`RUN_TABLES`, parents first) that point at improver runs.
 _IMPROVER_RUN_REFERENCES = {
     "improver_runs": ("id", "parent_id"),
     "evaluations": ("improver_run_id",),
@@ -152,24 +167,48 @@ def _pack_task_files(archive: tarfile.TarFile, files: TaskFolderFiles) -> str:
     return contents_identity(digests)
 
 
+@dataclass(frozen=True)
+class _Imported:
+    """What an imported run's rows are copied with: its options as this store keeps them, its checked programs."""
+
+    options: dict[str, Any]
+    programs: list[tuple[str, str, str]]
+    budget: StepBudget
+
+
 def import_run(archive_path: Path, store: Path, cache_file: Path) -> ArchiveSummary:
-    """Adds the archived run to `store` and its responses to `cache_file`; refuses a run already there."""
+    """Adds the archived run to `store` and its responses to `cache_file`; refuses a run already there.
+
+    Nothing is written before the whole archive is checked. The run's options are kept as
+    `selftaught.options.imported_options` rewrites them, and the cache gets the responses of the
+    run's own calls, filed as `export` files them: never what the archive's cache.sqlite holds under
+    keys of its own, which could answer another request than the one it was recorded for.
+    """
+    from selftaught.options import imported_options  # it loads the tasks, and numpy: `export` must not
+
     with tempfile.TemporaryDirectory(prefix="selftaught-import-") as folder:
         staging = Path(folder)
         manifest = _unpack(archive_path, staging)
-        run_id = str(manifest["run_id"])
+        run_id = manifest["run_id"]
+        _check_schemas(archive_path, staging)
+        archived = read_archived_run(f"{archive_path}: its run.sqlite", staging / "run.sqlite", run_id)
+        try:
+            options = imported_options(archived.run["options"], run_id, archived.run["model"])
+        except StoreError as error:
+            raise StoreError(f"{archive_path}: {error}") from None
         target = RunStore(store)
         target.close()
         with StoreReader(store) as reader:
             if reader.has_run(run_id):
                 raise StoreError(f"run {run_id} is already in {store}")
-        entries = _archived_responses(archive_path, staging / "cache.sqlite")  # before anything is written
+        entries = _cache_entries(options["cache_identity"], archived.calls)
         task_folder = None
         if manifest.get("task_folder") is not None:
-            identity = _checked_task_folder(archive_path, staging, manifest, run_id)
+            identity = _checked_task_folder(archive_path, staging, manifest, run_id, options.get("task_hash"))
             task_folder = restored_task_folder(store, identity, manifest["task_folder"]["name"])
             _restore_task_folder(staging / TASK_PREFIX, task_folder, identity)
-        _copy_run(staging / "run.sqlite", store, run_id, imported=True)
+        imported = _Imported(options, archived.programs, budget_for(staging / "run.sqlite"))
+        _copy_run(staging / "run.sqlite", store, run_id, imported)
         cache = ResponseCache(cache_file)
         cache.put(entries)
         cache.close()
@@ -178,28 +217,26 @@ def import_run(archive_path: Path, store: Path, cache_file: Path) -> ArchiveSumm
     return ArchiveSummary(run_id, counts["lm_calls"], len(entries), counts["evaluations"], task_folder)
 
 
-def _checked_task_folder(archive_path: Path, staging: Path, manifest: dict[str, Any], run_id: str) -> str:
+def _check_schemas(archive_path: Path, staging: Path) -> None:
+    """Its SQLite files must have exactly the schema of those `export` writes: no view, no trigger, nothing else."""
+    reference = staging / "reference"
+    reference.mkdir()
+    RunStore(reference / "run.sqlite").close()
+    ResponseCache(reference / "cache.sqlite").close()
+    for name in ("run.sqlite", "cache.sqlite"):
+        check_schema(f"{archive_path}: its {name}", staging / name, reference / name)
+
+
+def _checked_task_folder(
+    archive_path: Path, staging: Path, manifest: dict[str, Any], run_id: str, recorded: object
+) -> str:
     """The identity of the unpacked task folder, which must be the one its manifest and its run recorded."""
     identity = manifest["task_folder"]["hash"]
     if task_folder_identity(staging / TASK_PREFIX) != identity:
         raise StoreError(f"{archive_path}: its task folder's files are not those its manifest names")
-    if _recorded_task_hash(archive_path, staging / "run.sqlite", run_id) != identity:
+    if recorded != identity:
         raise StoreError(f"{archive_path}: its task folder is not the one run {run_id} recorded")
     return str(identity)
-
-
-def _recorded_task_hash(archive_path: Path, run_file: Path, run_id: str) -> object:
-    connection = sqlite3.connect(run_file)
-    try:
-        connection.execute("PRAGMA trusted_schema = OFF")
-        row = connection.execute(
-            "SELECT json_extract(options, '$.task_hash') FROM runs WHERE id = ?", (run_id,)
-        ).fetchone()
-    except sqlite3.Error as error:
-        raise StoreError(f"{archive_path}: its run.sqlite is unreadable: {describe_sqlite_error(error)}") from None
-    finally:
-        connection.close()
-    return row[0] if row else None
 
 
 def _restore_task_folder(unpacked: Path, destination: Path, identity: str) -> None:
@@ -217,17 +254,6 @@ def _restore_task_folder(unpacked: Path, destination: Path, identity: str) -> No
         shutil.rmtree(partial, ignore_errors=True)
         if identity_or_none(destination) != identity:  # unless another import of the same folder came first
             raise StoreError(f"cannot restore the task folder to {destination}: {error}") from None
-
-
-def _archived_responses(archive_path: Path, cache_file: Path) -> list[tuple[str, str, int, int]]:
-    connection = sqlite3.connect(cache_file)
-    try:
-        connection.execute("PRAGMA trusted_schema = OFF")
-        return connection.execute("SELECT key, text, prompt_tokens, completion_tokens FROM responses").fetchall()
-    except sqlite3.Error as error:
-        raise StoreError(f"{archive_path}: its cache.sqlite is unreadable: {describe_sqlite_error(error)}") from None
-    finally:
-        connection.close()
 
 
 def _cache_entries(identity: str, calls: list[dict[str, Any]]) -> list[tuple[str, str, int, int]]:
@@ -252,9 +278,11 @@ def _cache_entries(identity: str, calls: list[dict[str, Any]]) -> list[tuple[str
     return entries
 
 
-def _copy_run(source: Path, target: Path, run_id: str, imported: bool = False) -> None:
+def _copy_run(source: Path, target: Path, run_id: str, imported: _Imported | None = None) -> None:
     """Copies one run's rows; improver-run ids are shifted past the target's so they never collide."""
     connection = sqlite3.connect(target, isolation_level=None)
+    if imported is not None:
+        imported.budget.install(connection)
     try:
         # An imported file is someone else's: its schema may not run functions in views or triggers.
         connection.execute("PRAGMA trusted_schema = OFF")
@@ -267,14 +295,14 @@ def _copy_run(source: Path, target: Path, run_id: str, imported: bool = False) -
             f" SELECT {', '.join(run_columns)} FROM source.runs WHERE id = ?",
             (run_id,),
         )
-        if imported:
+        if imported is not None:
             # No process here runs it: a run that was going when exported is resumable, as if interrupted.
             connection.execute(
-                "UPDATE main.runs SET host = NULL, pid = NULL, process = NULL,"
+                "UPDATE main.runs SET host = NULL, pid = NULL, process = NULL, options = ?,"
                 " status = CASE WHEN status = 'running' THEN 'interrupted' ELSE status END WHERE id = ?",
-                (run_id,),
+                (json.dumps(imported.options), run_id),
             )
-        for table in _RUN_TABLES:
+        for table in RUN_TABLES:
             columns = [name for name in _columns(connection, table) if not (name == "id" and table != "improver_runs")]
             references = _IMPROVER_RUN_REFERENCES[table]
             selected = [f"{name} + {offset}" if name in references else name for name in columns]
@@ -283,22 +311,37 @@ def _copy_run(source: Path, target: Path, run_id: str, imported: bool = False) -
                 f" SELECT {', '.join(selected)} FROM source.{table} WHERE run_id = ? ORDER BY rowid",
                 (run_id,),
             )
+        # What an event says of improver runs names them by id too.
         connection.execute(
-            "INSERT OR IGNORE INTO main.programs SELECT * FROM source.programs WHERE hash IN ("
-            " SELECT improver_hash FROM source.improver_runs WHERE run_id = :run"
-            " UNION SELECT initial_hash FROM source.improver_runs WHERE run_id = :run"
-            " UNION SELECT solution_hash FROM source.improver_runs WHERE run_id = :run"
-            " UNION SELECT solution_hash FROM source.evaluations WHERE run_id = :run"
-            " UNION SELECT improver_hash FROM source.iterations WHERE run_id = :run"
-            " UNION SELECT candidate_hash FROM source.iterations WHERE run_id = :run"
-            " UNION SELECT json_extract(options, '$.initial_improver_hash') FROM source.runs WHERE id = :run)",
-            {"run": run_id},
+            "UPDATE main.events SET detail = json_set(detail, '$.improver_run_ids', json((SELECT"
+            " json_group_array(value + :offset) FROM json_each(main.events.detail, '$.improver_run_ids'))))"
+            " WHERE run_id = :run AND json_type(detail, '$.improver_run_ids') = 'array'",
+            {"offset": offset, "run": run_id},
         )
+        _copy_programs(connection, run_id, imported)
         connection.execute("COMMIT")
     except sqlite3.Error as error:
-        raise StoreError(f"cannot copy run {run_id} into {target}: {describe_sqlite_error(error)}") from None
+        describe = imported.budget.describe if imported is not None else describe_sqlite_error
+        raise StoreError(f"cannot copy run {run_id} into {target}: {describe(error)}") from None
     finally:
         connection.close()
+
+
+def _copy_programs(connection: sqlite3.Connection, run_id: str, imported: _Imported | None) -> None:
+    if imported is not None:  # only those checked to be the programs their hashes name
+        connection.executemany("INSERT OR IGNORE INTO main.programs VALUES (?, ?, ?)", imported.programs)
+        return
+    connection.execute(
+        "INSERT OR IGNORE INTO main.programs SELECT * FROM source.programs WHERE hash IN ("
+        " SELECT improver_hash FROM source.improver_runs WHERE run_id = :run"
+        " UNION SELECT initial_hash FROM source.improver_runs WHERE run_id = :run"
+        " UNION SELECT solution_hash FROM source.improver_runs WHERE run_id = :run"
+        " UNION SELECT solution_hash FROM source.evaluations WHERE run_id = :run"
+        " UNION SELECT improver_hash FROM source.iterations WHERE run_id = :run"
+        " UNION SELECT candidate_hash FROM source.iterations WHERE run_id = :run"
+        " UNION SELECT json_extract(options, '$.initial_improver_hash') FROM source.runs WHERE id = :run)",
+        {"run": run_id},
+    )
 
 
 def _columns(connection: sqlite3.Connection, table: str) -> list[str]:
@@ -306,53 +349,102 @@ def _columns(connection: sqlite3.Connection, table: str) -> list[str]:
 
 
 def _unpack(archive_path: Path, staging: Path) -> dict[str, Any]:
-    """Extracts exactly the expected regular files, refusing anything else in the archive."""
+    """Extracts exactly the expected regular files, refusing anything else in the archive as it comes."""
+    names: set[str] = set()
     try:
-        with tarfile.open(archive_path, "r:gz") as archive:
-            members = archive.getmembers()
-            _check_members(archive_path, members)
-            (staging / TASK_PREFIX).mkdir()
-            for member in members:
-                extracted = archive.extractfile(member)
-                assert extracted is not None
-                # Only checked names (no "..", no absolute path) under our own fresh folder, and never over a file.
-                target = staging / member.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with extracted, target.open("xb") as written:
-                    while chunk := extracted.read(io.DEFAULT_BUFFER_SIZE * 16):
-                        written.write(chunk)
+        with gzip.open(archive_path, "rb") as raw:
+            stream = _BoundedStream(raw, archive_path)
+            with tarfile.open(fileobj=stream, mode="r|") as archive:  # a stream: members are never listed first
+                (staging / TASK_PREFIX).mkdir()
+                task_bytes = 0
+                while (member := archive.next()) is not None:
+                    task_bytes += _checked_member(archive_path, member, names, task_bytes)
+                    stream.allow(member.size)
+                    _extract(archive, member, staging)
     except FileNotFoundError:
         raise StoreError(f"no such archive: {archive_path}") from None
-    except (tarfile.TarError, OSError, EOFError) as error:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise StoreError(f"cannot read the archive {archive_path}: {error}") from None
-    try:
-        manifest = json.loads((staging / "manifest.json").read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise StoreError(f"{archive_path}: manifest.json is unreadable: {error}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != ARCHIVE_FORMAT or "run_id" not in manifest:
-        raise StoreError(f"{archive_path}: unknown archive format (made by a different selftaught version?)")
-    _check_task_manifest(archive_path, manifest, any(member.name.startswith(TASK_PREFIX) for member in members))
+    missing = sorted(set(MEMBERS) - names)
+    if missing:
+        raise StoreError(f"{archive_path} is not a selftaught run archive (it has no {', '.join(missing)})")
+    manifest = _read_manifest(archive_path, staging / "manifest.json")
+    _check_task_manifest(archive_path, manifest, any(name.startswith(TASK_PREFIX) for name in names))
     return manifest
 
 
-def _check_members(archive_path: Path, members: list[tarfile.TarInfo]) -> None:
-    """The run's members once each, task files under safe names within the task folder's limits; all regular files."""
-    names = [member.name for member in members]
-    if sorted(name for name in names if not name.startswith(TASK_PREFIX)) != sorted(MEMBERS):
-        raise StoreError(f"{archive_path} is not a selftaught run archive (it holds {', '.join(sorted(names))[:200]})")
-    if len(set(names)) != len(names):
+class _BoundedStream(io.RawIOBase):
+    """The archive's uncompressed bytes, as far as `allow` allows: tarfile reads a member's headers whole (a long
+    name's too) before anything can check them, so even those must come within bounds."""
+
+    def __init__(self, raw: io.BufferedIOBase, archive_path: Path) -> None:
+        super().__init__()
+        self._raw, self._archive_path = raw, archive_path
+        self._read, self._limit = 0, MAX_HEADER_BYTES
+
+    def allow(self, size: int) -> None:
+        """Allows a member of `size` bytes from here, and the headers of the next one."""
+        self._limit = self._read + size + MAX_HEADER_BYTES
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._raw.read(min(len(view), self._limit - self._read + 1))
+        view[: len(data)] = data
+        self._read += len(data)
+        if self._read > self._limit:
+            raise StoreError(f"{self._archive_path}: a member or its header is larger than a run archive's may be")
+        return len(data)
+
+
+def _checked_member(archive_path: Path, member: tarfile.TarInfo, seen: set[str], task_bytes: int) -> int:
+    """Refuses a member `import` does not take, before anything of it is read; the bytes it adds to the task folder."""
+    name = member.name
+    if len(seen) >= MAX_MEMBERS:
+        raise StoreError(f"{archive_path}: it holds more than the {MAX_MEMBERS:,} members a run archive may")
+    if name in seen:
         raise StoreError(f"{archive_path}: a member appears twice")
-    for member in members:
-        if not member.isfile() or member.size > MAX_MEMBER_BYTES:
-            raise StoreError(f"{archive_path}: {member.name!r} is not a regular file of a plausible size")
-    task_members = [member for member in members if member.name.startswith(TASK_PREFIX)]
-    for member in task_members:
-        if not is_task_file_name(member.name.removeprefix(TASK_PREFIX)):
-            raise StoreError(f"{archive_path}: {member.name!r} is not a name a task folder's file may have")
-        if member.size > MAX_TASK_FILE_BYTES:
-            raise StoreError(f"{archive_path}: {member.name!r} is larger than a task folder's file may be")
-    if len(task_members) > MAX_TASK_FILES or sum(member.size for member in task_members) > MAX_TASK_FOLDER_BYTES:
+    seen.add(name)
+    if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE) or member.sparse is not None:
+        raise StoreError(f"{archive_path}: {name!r} is not a regular file")
+    if not name.startswith(TASK_PREFIX):
+        if name not in MEMBERS:
+            raise StoreError(f"{archive_path} is not a selftaught run archive (it holds {name[:200]!r})")
+        if member.size > _MEMBER_LIMITS[name]:
+            raise StoreError(f"{archive_path}: {name} is larger than the {_MEMBER_LIMITS[name]:,} bytes it may have")
+        return 0
+    if not is_task_file_name(name.removeprefix(TASK_PREFIX)):
+        raise StoreError(f"{archive_path}: {name!r} is not a name a task folder's file may have")
+    if member.size > MAX_TASK_FILE_BYTES:
+        raise StoreError(f"{archive_path}: {name!r} is larger than a task folder's file may be")
+    if task_bytes + member.size > MAX_TASK_FOLDER_BYTES:
         raise StoreError(f"{archive_path}: its task folder is larger than a task folder may be")
+    return member.size
+
+
+def _extract(archive: tarfile.TarFile, member: tarfile.TarInfo, staging: Path) -> None:
+    extracted = archive.extractfile(member)
+    assert extracted is not None
+    # Only checked names (no "..", no absolute path) under our own fresh folder, and never over a file.
+    target = staging / member.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with extracted, target.open("xb") as written:
+        while chunk := extracted.read(io.DEFAULT_BUFFER_SIZE * 16):
+            written.write(chunk)
+
+
+def _read_manifest(archive_path: Path, path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        raise StoreError(f"{archive_path}: manifest.json is unreadable: {error}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != ARCHIVE_FORMAT or "run_id" not in manifest:
+        raise StoreError(f"{archive_path}: unknown archive format (made by a different selftaught version?)")
+    if not (isinstance(manifest["run_id"], str) and _RUN_ID.fullmatch(manifest["run_id"])):
+        raise StoreError(f"{archive_path}: its manifest names no run id selftaught makes")
+    return manifest
 
 
 def _check_task_manifest(archive_path: Path, manifest: dict[str, Any], has_task_files: bool) -> None:

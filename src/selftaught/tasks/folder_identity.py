@@ -49,7 +49,7 @@ class TaskFolderFiles:
 
 def is_task_file_name(name: str) -> bool:
     """A relative name a task folder's file may have: no hidden part, no cache, nothing leading out of it."""
-    if not name or len(name) > 4096 or "\\" in name or "\x00" in name:
+    if not name or len(name) > 4096 or "\\" in name or "\x00" in name or not _is_utf8(name):
         return False
     path = PurePosixPath(name)
     if path.is_absolute() or path.as_posix() != name:  # also refuses "a//b", "./a" and a trailing "/"
@@ -168,6 +168,15 @@ def identity_or_none(folder: Path) -> str | None:
         return task_folder_identity(folder)
     except (SelftaughtError, OSError):
         return None
+
+
+def _is_utf8(name: str) -> bool:
+    # A file name that is not UTF-8 comes as surrogate escapes (os.listdir, tarfile): no identity or archive holds it.
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _kept(name: str) -> bool:

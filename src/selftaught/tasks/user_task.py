@@ -21,7 +21,6 @@ problem found is reported with the file it is in.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import math
 import reprlib
 import tomllib
@@ -100,11 +99,13 @@ def _load_module(path: Path, problems: list[str]) -> ModuleType | None:
     if not path.is_file():
         problems.append(f"{path}: missing (it defines DESCRIPTION, make_instance and score)")
         return None
-    spec = importlib.util.spec_from_file_location(f"selftaught_user_task_{abs(hash(str(path.resolve())))}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
+    # Compiled from the file's own bytes, never through the import system: that would run a `__pycache__`
+    # .pyc instead, which the folder's identity leaves out, so a planted one would run unnoticed.
+    module = ModuleType(f"selftaught_user_task_{abs(hash(str(path.resolve())))}")
+    module.__file__ = str(path)
     try:
-        spec.loader.exec_module(module)
+        code = compile(path.read_bytes(), str(path), "exec", dont_inherit=True)  # tracebacks name task.py's lines
+        exec(code, module.__dict__)
     except Exception as error:
         problems.append(f"{path}: failed to load: {type(error).__name__}: {error}")
         return None
