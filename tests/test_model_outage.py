@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,6 +20,7 @@ from selftaught.cli.plumbing import EXIT_MODEL_OUTAGE
 from selftaught.errors import BackendError, ModelOutage
 from selftaught.llm import openai_compatible
 from selftaught.llm.base import Backend, ChatMessage, Completion, CompletionRequest
+from selftaught.llm.billing import MIN_RESPONSE_CHARS
 from selftaught.llm.cache import CacheMode
 from selftaught.llm.circuit_breaker import BreakerBackend, CircuitBreaker
 from selftaught.llm.retry import RetryPolicy
@@ -225,8 +228,65 @@ def test_a_server_ignoring_max_tokens_cannot_grow_the_store_or_the_cache(
         options = replace(options_for(f"openai:m@{server.base_url}"), profile=PROFILE)
         result = api.improve(options)
     assert result.algorithm is not None and "def algorithm" in result.algorithm  # the code came first: kept
-    kept = 32 * PROFILE.improver.max_tokens + 1024
+    kept = MIN_RESPONSE_CHARS
     with StoreReader(options.store) as reader:
         responses = [text for call in reader.lm_calls(result.run_id) for text in call["responses"]]
     assert responses and all(len(text) <= kept for text in responses)
-    assert options.store.parent.joinpath("cache.sqlite").stat().st_size < 1_000_000
+    assert options.store.parent.joinpath("cache.sqlite").stat().st_size < 2_000_000
+
+
+def test_a_probe_that_times_out_confirms_nothing() -> None:
+    """On a server that serves one request at a time, generated code can keep it busy with slow requests:
+    the host's own request then times out too, and that must not stop the run."""
+    slow = ModelOutage("the server did not answer in time (after 5 attempts)", certain=False, busy=True)
+    breaker = CircuitBreaker()
+    with pytest.raises(BackendError) as raised:
+        BreakerBackend(Failing(slow), breaker).complete(REQUEST)
+    assert not isinstance(raised.value, ModelOutage) and breaker.reason is None
+
+
+@pytest.mark.parametrize("tokens", [10**20, 10**310])
+def test_an_absurd_token_count_from_a_server_is_not_believed(
+    tokens: int, options_for: Callable[..., RunOptions], tmp_path: Any
+) -> None:
+    """10**310 overflowed the price's float and 10**20 the store's integers: the run crashed."""
+    import http.server
+
+    from selftaught.llm.billing import counted_tokens
+
+    assert counted_tokens(tokens, 123) == 123
+    config = tmp_path / "prices.toml"
+    config.write_text('[prices."openai:gpt-4o"]\ninput = 2.5\noutput = 10\n')
+    body = json.dumps(
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": fenced(STRONG_LPN_SOLUTION)}}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        }
+    ).replace('"prompt_tokens": 0', f'"prompt_tokens": {tokens}')
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            data = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        spec = f"openai:gpt-4o@http://127.0.0.1:{server.server_address[1]}/v1"
+        result = api.improve(replace(options_for(spec), profile=PROFILE, config=config))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.algorithm is not None and math.isfinite(result.cost_usd)

@@ -37,11 +37,21 @@ class ModelOutage(BackendError):
 
     `certain` is False for what one request could have brought on itself (a server error or a timeout,
     every attempt): the run's circuit breaker then trips only if no other request got through meanwhile.
+    `busy` is True when every attempt timed out or was pushed back: a server busy with other requests
+    says the same, so it never confirms an outage.
     """
 
-    def __init__(self, message: str, certain: bool = True, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+    def __init__(
+        self,
+        message: str,
+        certain: bool = True,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        busy: bool = False,
+    ) -> None:
         super().__init__(message, prompt_tokens, completion_tokens)
         self.certain = certain
+        self.busy = busy
 
 
 class UnknownTask(SelftaughtError):

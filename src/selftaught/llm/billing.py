@@ -32,10 +32,16 @@ class Answer:
     completion_tokens: int
 
 
+#: More tokens than any answer has: a count above it is a server's nonsense (10**310 overflowed the
+#: price's float, the store's and the cache's integers).
+MAX_REPORTED_TOKENS = 10**9
+
+
 def counted_tokens(reported: object, upper_bound: int) -> int:
-    """The server's count when it is an integer of at least 0; otherwise (missing, negative, not an
-    integer) `upper_bound`: an unreadable count must never lower what the cost limit sees."""
-    if isinstance(reported, int) and not isinstance(reported, bool) and reported >= 0:
+    """The server's count when it is an integer from 0 to `MAX_REPORTED_TOKENS`; otherwise (missing,
+    negative, absurd, not an integer) `upper_bound`: an unreadable count must never lower what the cost
+    limit sees."""
+    if isinstance(reported, int) and not isinstance(reported, bool) and 0 <= reported <= MAX_REPORTED_TOKENS:
         return reported
     return upper_bound
 
@@ -53,15 +59,17 @@ def completion_tokens_bound(texts: Iterable[str]) -> int:
     return sum(len(text.encode("utf-8", "surrogatepass")) + END_TOKENS_PER_RESPONSE for text in texts)
 
 
-#: Characters kept of a response, per token it may have: generous for any tokenizer, but a server that
-#: ignores `max_tokens` (or sends megabytes on purpose) cannot grow the store and the host with it.
+#: Characters kept of a response: what `max_tokens` tokens can be in any tokenizer, and never less than a
+#: program may be (scripted models and servers that ignore `max_tokens` answer long programs to short
+#: limits), nor more than a bound: a server sending megabytes cannot grow the store, the cache and the host.
 CHARS_PER_TOKEN_KEPT = 32
+MIN_RESPONSE_CHARS = 256_000
 MAX_RESPONSE_CHARS = 1_000_000
 
 
 def kept_response(text: str, max_tokens: int) -> str:
-    """The part of a response the run keeps: what `max_tokens` tokens can be, encodable."""
-    return encodable(text[: min(MAX_RESPONSE_CHARS, CHARS_PER_TOKEN_KEPT * max_tokens + 1024)])
+    """The part of a response the run keeps, encodable."""
+    return encodable(text[: min(MAX_RESPONSE_CHARS, max(MIN_RESPONSE_CHARS, CHARS_PER_TOKEN_KEPT * max_tokens))])
 
 
 def billed_answer(
@@ -102,7 +110,7 @@ def gather(pool: Executor, requests: Iterable[Callable[[], Answer]], earlier: Se
         # An outage among the failures is what the call ran into: the run's circuit breaker must see it as one.
         outage = next((error for error in failures if isinstance(error, ModelOutage)), None)
         if outage is not None:
-            raise ModelOutage(str(outage), outage.certain, *tokens) from None
+            raise ModelOutage(str(outage), outage.certain, *tokens, busy=outage.busy) from None
         raise BackendError(message, *tokens) from (None if isinstance(first, BackendError) else first)
     return answers
 

@@ -9,7 +9,8 @@ only (answers from the cache or the run's record never trip it) and trips on a `
 - otherwise (a server error or a timeout on every attempt, a 403 or a 404, which a provider may
   answer to one request's content) only when the server does not answer a request of the host's
   own either, `PROBE`, the same whatever generated code asks, and nothing else got through since
-  the failed request was sent.
+  the failed request was sent. A probe that times out or is pushed back (429) confirms nothing: on a
+  server that serves one request at a time, generated code can keep it busy with slow requests.
 
 Generated code writes the requests: what one asks must not stop the run, or every resume would
 stop again where it did. So a request refused for its content is an error of that call, which the
@@ -73,6 +74,8 @@ class CircuitBreaker:
             try:
                 self._charge(probe())
             except ModelOutage as confirmed:
+                if confirmed.busy:  # queued behind slow requests (generated code can send those): not out
+                    return False
                 return self._trip(f"{outage}; and the host's own request: {confirmed}")
             except BackendError:
                 return False  # it answers, if not as asked: the server is there

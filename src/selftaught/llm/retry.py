@@ -40,6 +40,10 @@ class RateLimited(TransientBackendError):
     """The server refused a request for being one too many (HTTP 429, or Anthropic's 529 "overloaded")."""
 
 
+class TimedOut(TransientBackendError):
+    """The server did not answer in time."""
+
+
 class Unreachable(TransientBackendError):
     """No connection could be made to the server: it refused it, or its host is unknown or unreachable."""
 
@@ -89,7 +93,8 @@ class RetryPolicy:
             attempts = self.pushback_attempts if isinstance(error, RateLimited) else self.attempts
             # No connection at all says nothing about the request; a server error or a timeout might.
             certain = isinstance(error, Unreachable)
-            raise ModelOutage(f"{error} (after {attempts} attempts)", certain) from None
+            busy = isinstance(error, (TimedOut, RateLimited))
+            raise ModelOutage(f"{error} (after {attempts} attempts)", certain, busy=busy) from None
 
     def retries(self, error: BaseException) -> bool:
         """Whether `error` is worth another attempt."""

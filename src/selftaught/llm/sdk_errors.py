@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import TypeVar
 
 from selftaught.errors import BackendError, ModelOutage
-from selftaught.llm.retry import PUSHBACK_STATUSES, RateLimited, TransientBackendError, retry_after_seconds
+from selftaught.llm.retry import PUSHBACK_STATUSES, RateLimited, TimedOut, TransientBackendError, retry_after_seconds
 from selftaught.text import encodable
 
 Result = TypeVar("Result")
@@ -43,7 +43,7 @@ def call_sdk(sdk: ModuleType, base_error: type[Exception], spec: str, call: Call
             retry_after_seconds(error.response.headers),
         ) from None
     except sdk.APITimeoutError:
-        raise TransientBackendError(f"{spec}: the server did not answer in time") from None
+        raise TimedOut(f"{spec}: the server did not answer in time") from None
     except sdk.APIStatusError as error:
         message = f"{spec}: HTTP {error.status_code}: {short(str(error.message))}"
         if error.status_code in PUSHBACK_STATUSES:  # Anthropic's 529 "overloaded" among them
