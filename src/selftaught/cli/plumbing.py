@@ -54,8 +54,13 @@ PIPE_WIDTH = 160
 
 
 def stdout_console() -> SafeConsole:
-    """Every command prints through one of these two: generated text shown safely, never parsed as markup."""
-    return SafeConsole(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
+    """Every command prints through one of these two: generated text shown safely, never parsed as markup.
+
+    Lines are never wrapped by rich (`soft_wrap`): a recorded field padded with spaces would otherwise
+    put text of its choosing at the start of a line, where it reads as the CLI's own. Tables still fit
+    the width.
+    """
+    return SafeConsole(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
