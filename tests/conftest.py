@@ -52,6 +52,22 @@ TEST_PROFILE = Profile(
 )
 
 
+#: The task folder of examples/tsp, and a solution for it that beats its seed (the greedy tour).
+TSP_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tsp"
+NEAREST_NEIGHBOUR = """\
+import numpy as np
+
+def algorithm(cities):
+    tour, left = [0], set(range(1, len(cities)))
+    while left:
+        here = cities[tour[-1]]
+        nearest = min(left, key=lambda city: float(np.sum((cities[city] - here) ** 2)))
+        tour.append(nearest)
+        left.remove(nearest)
+    return tour
+"""
+
+
 def fenced(code: str) -> str:
     return f"Here is my idea.\n```python\n{code}\n```\n"
 

@@ -52,6 +52,8 @@ class FakeServer:
     delay_seconds: float = 0.0
     #: The error message of an answer with `status`.
     error_message: str = "simulated failure"
+    #: The prompt tokens every chat-completions answer reports (a server may report anything).
+    prompt_tokens: int = 11
     #: The status of each request by its body, when it is not `status` for all (a provider's moderation: 403).
     status_for: Callable[[dict[str, Any]], int] | None = None
     #: Requests it serves at once; one more is refused with `pushback` (429, or Anthropic's 529 "overloaded").
@@ -147,7 +149,11 @@ def fake_server(fake: FakeServer, port: int = 0) -> Iterator[FakeServer]:
                     ],
                     **_usage(
                         fault,
-                        {"prompt_tokens": 11, "completion_tokens": 7 * len(texts), "total_tokens": 11 + 7 * len(texts)},
+                        {
+                            "prompt_tokens": fake.prompt_tokens,
+                            "completion_tokens": 7 * len(texts),
+                            "total_tokens": fake.prompt_tokens + 7 * len(texts),
+                        },
                     ),
                 },
             )

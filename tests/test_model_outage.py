@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from collections.abc import Callable
@@ -250,43 +249,13 @@ def test_an_absurd_token_count_from_a_server_is_not_believed(
     tokens: int, options_for: Callable[..., RunOptions], tmp_path: Any
 ) -> None:
     """10**310 overflowed the price's float and 10**20 the store's integers: the run crashed."""
-    import http.server
-
     from selftaught.llm.billing import counted_tokens
 
     assert counted_tokens(tokens, 123) == 123
     config = tmp_path / "prices.toml"
     config.write_text('[prices."openai:gpt-4o"]\ninput = 2.5\noutput = 10\n')
-    body = json.dumps(
-        {
-            "id": "x",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "m",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": fenced(STRONG_LPN_SOLUTION)}}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-        }
-    ).replace('"prompt_tokens": 0', f'"prompt_tokens": {tokens}')
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            data = body.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        spec = f"openai:gpt-4o@http://127.0.0.1:{server.server_address[1]}/v1"
+    answer = fenced(STRONG_LPN_SOLUTION)
+    with fake_server(FakeServer(lambda body: [answer] * body.get("n", 1), prompt_tokens=tokens)) as server:
+        spec = f"openai:gpt-4o@{server.base_url}"
         result = api.improve(replace(options_for(spec), profile=PROFILE, config=config))
-    finally:
-        server.shutdown()
-        server.server_close()
     assert result.algorithm is not None and math.isfinite(result.cost_usd)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_PROFILE, fenced
+from conftest import NEAREST_NEIGHBOUR, TEST_PROFILE, fenced
 
 ROOT = Path(__file__).resolve().parent.parent
 IMPROVING_LPN = ROOT / "tests" / "responders" / "improving_lpn.py"
@@ -29,19 +29,6 @@ def algorithm(weights, values, capacity):
             chosen.append(item - 1)
             room -= weights[item - 1]
     return chosen
-"""
-
-NEAREST_NEIGHBOUR = """\
-import numpy as np
-
-def algorithm(cities):
-    tour, left = [0], set(range(1, len(cities)))
-    while left:
-        here = cities[tour[-1]]
-        nearest = min(left, key=lambda city: float(np.sum((cities[city] - here) ** 2)))
-        tour.append(nearest)
-        left.remove(nearest)
-    return tour
 """
 
 

@@ -17,25 +17,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from conftest import fenced
+from conftest import NEAREST_NEIGHBOUR, TSP_EXAMPLE, fenced
 from selftaught import api
 from selftaught.cli.main import cli
 from selftaught.errors import SelftaughtError
 from selftaught.tasks.folder_identity import MAX_TASK_FILE_BYTES, task_folder_files, task_folder_identity
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tsp"
-NEAREST_NEIGHBOUR = """\
-import numpy as np
-
-def algorithm(cities):
-    tour, left = [0], set(range(1, len(cities)))
-    while left:
-        here = cities[tour[-1]]
-        nearest = min(left, key=lambda city: float(np.sum((cities[city] - here) ** 2)))
-        tour.append(nearest)
-        left.remove(nearest)
-    return tour
-"""
 RUN_FLAGS = (
     "--iterations", "1", "--lm-calls", "1", "--responses-per-call", "2", "--meta-utility-runs", "2",
     "--meta-utility-budget", "2", "--utility-budget", "2", "--seed", "3", "--workers", "2", "--json",
@@ -50,7 +37,7 @@ def invoke(*arguments: str) -> Result:
 def make_task_folder(where: Path) -> Path:
     """The TSP example with small splits, a data file of its own and what an export leaves out."""
     folder = where / "tsp"
-    shutil.copytree(EXAMPLE, folder)
+    shutil.copytree(TSP_EXAMPLE, folder)
     (folder / "task.toml").write_text(SMALL_SPLITS)
     (folder / "data").mkdir()
     (folder / "data" / "notes.txt").write_text("read by nobody, packed all the same\n")
@@ -168,7 +155,7 @@ def test_replay_refuses_a_task_for_a_run_on_a_built_in_task(tmp_path: Path, scri
     model = scripted_model("return 'no code'")
     result = invoke("run", "--model", model, "--store", str(store), *RUN_FLAGS, "--iterations", "0")
     assert result.exit_code == 0, result.output
-    refused = replay(store, json.loads(result.stdout)["run_id"], "--task", str(EXAMPLE))
+    refused = replay(store, json.loads(result.stdout)["run_id"], "--task", str(TSP_EXAMPLE))
     assert refused.exit_code == 2 and "ran the built-in task parity_noise" in refused.stderr
 
 
@@ -262,7 +249,7 @@ def files_under(root: Path) -> list[Path]:
 
 def test_a_file_name_that_is_not_utf8_is_left_out_of_a_task_folder(tmp_path: Path) -> None:
     folder = tmp_path / "tsp"
-    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(TSP_EXAMPLE, folder, ignore=shutil.ignore_patterns("__pycache__"))
     identity = task_folder_identity(folder)
     name = os.fsdecode(b"notes\xff.txt")
     (folder / name).write_text("a name only bytes can spell\n")

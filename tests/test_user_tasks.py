@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import fenced
+from conftest import NEAREST_NEIGHBOUR, TSP_EXAMPLE, fenced
 from selftaught import api
 from selftaught.api import RunOptions
 from selftaught.cli.main import cli
@@ -23,30 +23,16 @@ from selftaught.tasks.base import TEST, VALIDATION, Instance, InstanceScore, Spl
 from selftaught.tasks.folder_identity import task_folder_identity
 from selftaught.tasks.user_task import load_task_folder
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tsp"
-NEAREST_NEIGHBOUR = """\
-import numpy as np
-
-def algorithm(cities):
-    tour, left = [0], set(range(1, len(cities)))
-    while left:
-        here = cities[tour[-1]]
-        nearest = min(left, key=lambda city: float(np.sum((cities[city] - here) ** 2)))
-        tour.append(nearest)
-        left.remove(nearest)
-    return tour
-"""
-
 
 def test_the_example_task_checks_and_improves(scripted_model: Callable[..., str], tmp_path: Path) -> None:
-    checked = CliRunner().invoke(cli, ["tasks", "check", str(EXAMPLE), "--json"])
+    checked = CliRunner().invoke(cli, ["tasks", "check", str(TSP_EXAMPLE), "--json"])
     assert checked.exit_code == 0, checked.stdout
     report = json.loads(checked.stdout)
     assert report["ok"] and 0.0 < report["seed_score"] < 0.8
     model = scripted_model(f"return {fenced(NEAREST_NEIGHBOUR)!r}")
     improved = CliRunner().invoke(
         cli,
-        ["improve", "--task", str(EXAMPLE), "--model", model, "--store", str(tmp_path / "s.sqlite"), "--json",
+        ["improve", "--task", str(TSP_EXAMPLE), "--model", model, "--store", str(tmp_path / "s.sqlite"), "--json",
          "--lm-calls", "1", "--responses-per-call", "2", "--utility-budget", "3"],
     )  # fmt: skip
     assert improved.exit_code == 0, improved.stderr
@@ -116,7 +102,7 @@ BREAKAGES = {
 @pytest.mark.parametrize("breakage", sorted(BREAKAGES))
 def test_a_broken_folder_gets_clear_messages(breakage: str, tmp_path: Path) -> None:
     folder = tmp_path / "my_task"
-    shutil.copytree(EXAMPLE, folder)
+    shutil.copytree(TSP_EXAMPLE, folder)
     damage, message = BREAKAGES[breakage]
     damage(folder)
     checked = CliRunner().invoke(cli, ["tasks", "check", str(folder)])
@@ -131,7 +117,7 @@ def test_a_broken_folder_gets_clear_messages(breakage: str, tmp_path: Path) -> N
 def test_a_planted_pyc_never_runs_instead_of_task_py(tmp_path: Path) -> None:
     """A folder's identity leaves `__pycache__` out: the loader must not run what is there either."""
     folder = tmp_path / "tsp"
-    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(TSP_EXAMPLE, folder, ignore=shutil.ignore_patterns("__pycache__"))
     assert load_task_folder(folder).description != "PLANTED"
     assert not (folder / "__pycache__").exists()  # loading writes no bytecode beside the task either
     identity = task_folder_identity(folder)
@@ -150,7 +136,7 @@ def test_task_toml_budgets_apply_unless_a_flag_says_otherwise(
     scripted_model: Callable[..., str], tmp_path: Path
 ) -> None:
     folder = tmp_path / "tsp"
-    shutil.copytree(EXAMPLE, folder)
+    shutil.copytree(TSP_EXAMPLE, folder)
     with (folder / "task.toml").open("a") as toml:
         toml.write("\n[budgets]\nresponses_per_call = 1\nutility_calls = 1\n")
     model = scripted_model(f"return {fenced(NEAREST_NEIGHBOUR)!r}")
@@ -169,6 +155,6 @@ def test_the_loop_runs_on_a_task_folder(
     scripted_model: Callable[..., str], options_for: Callable[..., RunOptions]
 ) -> None:
     model = scripted_model(f"return {fenced(NEAREST_NEIGHBOUR)!r}")
-    report = api.run(replace(options_for(model), task=str(EXAMPLE)))
+    report = api.run(replace(options_for(model), task=str(TSP_EXAMPLE)))
     assert [it.iteration for it in report.iterations] == [0, 1]
     assert report.iterations[0].meta_utility_val == 1.0  # the seed improver adopts the nearest-neighbour tour
