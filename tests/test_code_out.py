@@ -42,6 +42,7 @@ def validation_scores(store: Path, run_id: str) -> dict[str, float]:
     return {f"{split}:{program}": score for program, score, split in rows}
 
 
+@pytest.mark.slow
 def test_a_run_reports_its_best_solution_in_json_text_and_show(mixed_model: str, tmp_path: Path) -> None:
     store = tmp_path / "s.sqlite"
     common = ["--model", mixed_model, "--store", str(store), "--iterations", "1", *SMALL_BUDGETS]
@@ -65,6 +66,7 @@ def test_a_run_reports_its_best_solution_in_json_text_and_show(mixed_model: str,
     assert "--best --source-only" in summary.stdout
 
 
+@pytest.mark.slow
 def test_show_source_only_writes_an_improver_that_parses_and_nothing_else(mixed_model: str, tmp_path: Path) -> None:
     store = tmp_path / "s.sqlite"
     run_id = json.loads(
@@ -86,6 +88,7 @@ def test_show_refuses_options_that_do_not_go_together(arguments: list[str], tmp_
     assert result.exit_code == 2 and "Usage" in result.stderr
 
 
+@pytest.mark.slow
 def test_improve_writes_the_solution_exactly_to_a_file_and_keeps_stdout_for_the_summary(
     mixed_model: str, tmp_path: Path
 ) -> None:
@@ -100,6 +103,7 @@ def test_improve_writes_the_solution_exactly_to_a_file_and_keeps_stdout_for_the_
     assert f"written to {output}" in result.stderr
 
 
+@pytest.mark.slow
 def test_improve_warns_when_the_solution_it_returns_scores_below_the_initial_one(
     scripted_model: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -141,7 +145,7 @@ def test_a_solution_of_runs_started_ahead_is_the_runs_best_only_once_its_candida
             run_id, purpose=purpose, improver="def improve_algorithm(): pass", initial_solution="", parent_id=None
         )
         evaluation = Evaluation(task="parity_noise", split="validation", score=score, instances=1)
-        store.record_evaluation(run_id, improver_run, solution, evaluation)
+        store.record_evaluation(run_id, improver_run, solution, evaluation.as_row())
         return improver_run
 
     evaluated("meta-utility", "def algorithm(): return 1", 0.5)
@@ -166,7 +170,7 @@ def test_source_only_into_a_file_is_the_program_that_was_scored_even_with_contro
     store = RunStore(tmp_path / "s.sqlite")
     run_id = store.create_run(command="run", task="parity_noise", model="m", seed=0, config={}, options={})
     store.record_evaluation(
-        run_id, None, source, Evaluation(task="parity_noise", split="validation", score=1.0, instances=1)
+        run_id, None, source, Evaluation(task="parity_noise", split="validation", score=1.0, instances=1).as_row()
     )
     store.close()
     saved = invoke("show", run_id, "--store", str(tmp_path / "s.sqlite"), "--best", "--source-only")

@@ -16,13 +16,17 @@ import pytest
 from click.testing import CliRunner, Result
 
 from selftaught import api
+from selftaught.archive import checks, unpacking
 from selftaught.cli.main import cli
 from selftaught.errors import StoreError
 from selftaught.llm.base import ChatMessage, CompletionRequest
 from selftaught.llm.cache import ResponseCache, response_key
 from selftaught.options import refuse_resuming_an_imported_place
 from selftaught.sandbox.policy import SandboxPolicy
-from selftaught.store import archive, archive_checks
+from selftaught.store import connection
+from selftaught.store.migrations import MIGRATIONS_TABLE
+from selftaught.store.reading import StoreReader
+from selftaught.store.schema import MIGRATIONS
 from selftaught.tasks.evaluation import MAX_SCORER_PROBLEMS
 
 RESPONDER = Path(__file__).parent / "responders" / "improving_lpn.py"
@@ -119,6 +123,7 @@ def run_count(store: Path) -> int:
 # --- options: what the archive's maker may not choose ----------------------------------------------
 
 
+@pytest.mark.slow
 def test_import_resets_the_sandbox_paths_and_workers_an_archive_recorded(
     exported: tuple[Path, str], tmp_path: Path
 ) -> None:
@@ -145,6 +150,7 @@ def test_import_keeps_a_stricter_sandbox_than_the_default(exported: tuple[Path, 
     assert stored_options(store, run_id)["sandbox"] == strict
 
 
+@pytest.mark.slow
 def test_resuming_an_imported_run_refuses_the_server_its_archive_names(
     exported: tuple[Path, str], tmp_path: Path
 ) -> None:
@@ -254,16 +260,16 @@ def test_import_refuses_sqlite_files_with_other_schemas(
     hostile = rebuilt(original, tmp_path, **{"run_sql" if file == "run.sqlite" else "cache_sql": [script]})
     store = tmp_path / "victim" / "runs.sqlite"
     assert refused(import_into(hostile, store), f"its {file}", reason)
-    assert not store.exists()
+    assert not store.parent.exists()
 
 
 def test_statements_on_an_archive_stop_at_their_step_budget(
     exported: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original, _ = exported
-    monkeypatch.setattr(archive_checks, "_STEPS_PER_CHECK", 1)
-    monkeypatch.setattr(archive_checks, "MIN_STEPS", 100)
-    monkeypatch.setattr(archive_checks, "STEPS_PER_BYTE", 0)
+    monkeypatch.setattr(connection, "_STEPS_PER_CHECK", 1)
+    monkeypatch.setattr(connection, "MIN_STEPS", 100)
+    monkeypatch.setattr(connection, "STEPS_PER_BYTE", 0)
     store = tmp_path / "victim" / "runs.sqlite"
     assert refused(import_into(original, store), "stopped after 100 SQLite steps")
     assert run_count(store) == 0
@@ -303,7 +309,7 @@ def test_import_refuses_a_manifest_over_its_limit(exported: tuple[Path, str], tm
     original, _ = exported
     with tarfile.open(original) as opened:
         manifest = opened.extractfile("manifest.json").read()  # type: ignore[union-attr]
-    padded = manifest.rstrip()[:-1] + b" " * archive.MAX_MANIFEST_BYTES + b"}"
+    padded = manifest.rstrip()[:-1] + b" " * unpacking.MAX_MANIFEST_BYTES + b"}"
     store = tmp_path / "victim" / "runs.sqlite"
     assert refused(import_into(rebuilt(original, tmp_path, manifest=padded), store), "manifest.json is larger than")
 
@@ -312,7 +318,7 @@ def test_import_refuses_a_run_file_over_its_limit(
     exported: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original, _ = exported
-    monkeypatch.setitem(archive._MEMBER_LIMITS, "run.sqlite", 1000)
+    monkeypatch.setitem(unpacking._MEMBER_LIMITS, "run.sqlite", 1000)
     assert refused(import_into(original, tmp_path / "runs.sqlite"), "run.sqlite is larger than the 1,000 bytes")
 
 
@@ -320,7 +326,7 @@ def test_import_counts_members_as_they_come(
     exported: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original, _ = exported
-    monkeypatch.setattr(archive, "MAX_MEMBERS", 5)
+    monkeypatch.setattr(unpacking, "MAX_MEMBERS", 5)
     extra = [(tarfile.TarInfo(f"task/f{index}.py"), b"") for index in range(3)]
     hostile = rebuilt(original, tmp_path, extra=extra)
     assert refused(import_into(hostile, tmp_path / "runs.sqlite"), "more than the 5 members")
@@ -329,7 +335,7 @@ def test_import_counts_members_as_they_come(
 def test_import_refuses_a_header_over_its_limit_before_holding_it(exported: tuple[Path, str], tmp_path: Path) -> None:
     original, _ = exported
     member = tarfile.TarInfo("task/x.py")
-    member.pax_headers = {"comment": "x" * (2 * archive.MAX_HEADER_BYTES)}  # tarfile reads a pax header whole
+    member.pax_headers = {"comment": "x" * (2 * unpacking.MAX_HEADER_BYTES)}  # tarfile reads a pax header whole
     hostile = rebuilt(original, tmp_path, extra=[(member, b"")])
     assert refused(import_into(hostile, tmp_path / "runs.sqlite"), "its header is larger than")
 
@@ -388,7 +394,7 @@ def test_import_refuses_malformed_rows_naming_table_and_column(
     hostile = rebuilt(original, tmp_path, run_sql=[edit])
     store = tmp_path / "victim" / "runs.sqlite"
     assert refused(import_into(hostile, store), column)
-    assert not store.exists()
+    assert not store.parent.exists()
 
 
 def test_import_refuses_a_program_that_is_not_the_one_its_hash_names(
@@ -417,7 +423,7 @@ def test_an_imported_event_names_the_improver_runs_by_their_ids_here(
             "INSERT INTO events (run_id, improver_run_id, kind, detail, created_at) SELECT run_id, id, 'speculation',"
             " json_object('improver_run_ids', json_array(id)), '' FROM improver_runs",
         ],
-        manifest=json.dumps({"format": archive.ARCHIVE_FORMAT, "run_id": renamed}).encode(),
+        manifest=json.dumps({"format": unpacking.ARCHIVE_FORMAT, "run_id": renamed}).encode(),
     )
     assert import_into(hostile, store).exit_code == 0
     connection = sqlite3.connect(store)
@@ -431,4 +437,56 @@ def test_an_imported_event_names_the_improver_runs_by_their_ids_here(
 
 
 def test_the_scorer_problems_an_archive_may_hold_are_those_an_evaluation_keeps() -> None:
-    assert archive_checks.MAX_SCORER_PROBLEMS_KEPT == MAX_SCORER_PROBLEMS + 1
+    assert checks.MAX_SCORER_PROBLEMS_KEPT == MAX_SCORER_PROBLEMS + 1
+
+
+# --- archives of an earlier selftaught ---------------------------------------------------------------
+
+
+def as_exported_before(migration: str, *then: str) -> Callable[[Path], None]:
+    """An edit making the archive's run.sqlite the one an earlier selftaught exported: its schema lacks `migration`
+    and those after it, its rows are the same. `then` is run on it after."""
+
+    def edit(file: Path) -> None:
+        older = file.with_name("older.sqlite")
+        connection = sqlite3.connect(older, isolation_level=None)
+        connection.execute(MIGRATIONS_TABLE)
+        for name, script in MIGRATIONS[: [name for name, _ in MIGRATIONS].index(migration)]:
+            connection.executescript(f"{script}; INSERT INTO migrations VALUES ('{name}', 'then');")
+        connection.execute("ATTACH DATABASE ? AS current", (str(file),))
+        for table in ("runs", "programs", "improver_runs", "evaluations", "lm_calls", "events", "iterations"):
+            columns = ", ".join(row[1] for row in connection.execute(f"PRAGMA main.table_info({table})"))
+            connection.execute(f"INSERT INTO main.{table} ({columns}) SELECT {columns} FROM current.{table}")
+        connection.execute("DETACH DATABASE current")
+        for statement in then:
+            connection.executescript(statement)
+        connection.close()
+        older.replace(file)
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "claimed",
+    ["", "INSERT INTO migrations VALUES ('0009_evaluation_nodes', 'then')"],
+    ids=["as_made", "claiming_every_migration"],
+)
+def test_import_upgrades_an_archive_an_earlier_selftaught_exported(
+    claimed: str, exported: tuple[Path, str], tmp_path: Path
+) -> None:
+    original, run_id = exported
+    older = rebuilt(original, tmp_path, run_sql=[as_exported_before("0009_evaluation_nodes", claimed)])
+    store = tmp_path / "victim" / "runs.sqlite"
+    imported = import_into(older, store)
+    assert imported.exit_code == 0, imported.output
+    with StoreReader(store) as reader:
+        evaluations = reader.evaluations(run_id)
+    assert evaluations and all(row["node"] is None for row in evaluations)
+
+
+def test_import_refuses_an_earlier_schema_with_anything_more(exported: tuple[Path, str], tmp_path: Path) -> None:
+    original, _ = exported
+    edit = as_exported_before("0009_evaluation_nodes", "CREATE TABLE extra (x)")
+    store = tmp_path / "victim" / "runs.sqlite"
+    assert refused(import_into(rebuilt(original, tmp_path, run_sql=[edit]), store), "its run.sqlite", "'extra'")
+    assert not store.parent.exists()

@@ -77,12 +77,13 @@ def forged_store(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[Path, 
     )
     problems = tuple((f"KeyError: {i}{gap}{FORGED}", 1) for i in range(3))
     evaluation = Evaluation(task, "validation", 0.5, instances=20, scorer_errors=3, scorer_problems=problems)
-    store.record_evaluation(run_id, None, SOLUTION, evaluation)
+    store.record_evaluation(run_id, None, SOLUTION, evaluation.as_row())
     store.finish_run(run_id, "interrupted", {"reason": f"the model failed\x85{FORGED}"})
     store.close()
     return tmp_path / "runs.sqlite", run_id, gap
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "arguments",
     [["show"], ["show", "--iteration", "0"], ["show", "--best"], ["runs"], ["audit"]],
@@ -116,11 +117,12 @@ def run_with_scorer_problems(tmp_path: Path, count: int) -> tuple[Path, str]:
     evaluation = Evaluation(
         "sums", "validation", 0.0, instances=20, scorer_errors=sum(n for _, n in problems), scorer_problems=problems
     )
-    store.record_evaluation(run_id, None, SOLUTION, evaluation)
+    store.record_evaluation(run_id, None, SOLUTION, evaluation.as_row())
     store.close()
     return tmp_path / "runs.sqlite", run_id
 
 
+@pytest.mark.slow
 def test_audit_prints_the_most_frequent_scorer_errors_and_counts_the_rest(tmp_path: Path) -> None:
     store, run_id = run_with_scorer_problems(tmp_path, 40)
     printed = CliRunner().invoke(cli, ["audit", run_id, "--store", str(store)])
@@ -137,6 +139,7 @@ def test_audit_prints_the_most_frequent_scorer_errors_and_counts_the_rest(tmp_pa
     assert len(as_json["solutions"][0]["scorer_errors"]) == 41
 
 
+@pytest.mark.slow
 def test_audit_of_many_distinct_scorer_errors_stays_small_and_linear(tmp_path: Path) -> None:
     small, large = tmp_path / "small", tmp_path / "large"
     small.mkdir()
@@ -189,3 +192,25 @@ def test_an_error_quoting_text_with_line_breaks_prints_as_one_line(capsys: pytes
         user_errors(failing)()
     stderr = capsys.readouterr().err
     assert len(stderr.splitlines()) == 1 and stderr.startswith("error: ") and "FORGED" in stderr, stderr
+
+
+@pytest.mark.parametrize("command", ["export", "plot"])
+@pytest.mark.parametrize("where", ["under_a_file", "proc"])
+def test_an_output_that_cannot_be_written_is_one_line(command: str, where: str, tmp_path: Path) -> None:
+    if command == "plot":
+        pytest.importorskip("matplotlib")
+    store = RunStore(tmp_path / "runs.sqlite")
+    run_id = store.create_run(command="run", task="parity_noise", model="m", seed=0, config={}, options={})
+    improver = store.save_program("def improve_algorithm(s, u, m):\n    return s\n", "improver")
+    row = {"iteration": 0, "improver_hash": improver, "meta_utility_val": 0.5, "meta_utility_test": 0.5}
+    store.record_iteration(run_id, {**row, "accepted": True})
+    store.finish_run(run_id, "finished", None)
+    store.close()
+    (tmp_path / "a_file").write_text("")
+    folder = tmp_path / "a_file" if where == "under_a_file" else Path("/proc")
+    output = folder / ("x.tar.gz" if command == "export" else "x.png")
+    result = CliRunner().invoke(cli, [command, run_id, "-o", str(output), "--store", str(tmp_path / "runs.sqlite")])
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: cannot ") and str(output) in line, line
+    assert not output.exists()

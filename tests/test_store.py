@@ -31,6 +31,7 @@ def test_migrations_are_recorded_once(tmp_path: Path) -> None:
     assert mode == "wal"
 
 
+@pytest.mark.slow
 def test_a_run_records_every_request_response_program_and_score(
     scripted_model: Callable[..., str], options_for: Callable[..., RunOptions]
 ) -> None:
@@ -84,10 +85,34 @@ def test_scorer_errors_are_recorded_and_replayed_and_an_older_store_has_none(tmp
     run_id = store.create_run(command="run", task="t", model="m", seed=0, config={}, options={})
     problems = (("ZeroDivisionError: division by zero at t/task.py:3", 2), ("KeyError: 'x' at t/task.py:5", 1))
     evaluation = Evaluation("t", "validation", 0.25, instances=4, scorer_errors=3, scorer_problems=problems)
-    store.record_evaluation(run_id, None, "def algorithm(): return 0", evaluation)
+    store.record_evaluation(run_id, None, "def algorithm(): return 0", evaluation.as_row())
     store.close()
     with StoreReader(path) as reader:
         [old] = RunRecord.load(reader, "old").evaluations.values()
         [new] = RunRecord.load(reader, run_id).evaluations.values()
     assert (old.invalid, old.scorer_errors, old.scorer_problems) == (1, 0, ())
     assert (new.invalid, new.scorer_errors, new.scorer_problems) == (0, 3, problems)  # what a resumed run replays
+
+
+def test_nothing_recorded_holds_nan_or_an_infinity(tmp_path: Path) -> None:
+    """JSON has no word for them (SQLite's JSON functions refuse a record holding one), and a REAL column would keep
+    an infinity no reader takes: an event's detail keeps them as their text, anything else is refused."""
+    path = tmp_path / "s.sqlite"
+    store = RunStore(path)
+    run_id = store.create_run(command="run", task="t", model="m", seed=0, config={}, options={})
+    store.record_event(run_id, None, "budget_tampering", {"value": float("nan"), "ids": [float("inf"), 1]})
+    with pytest.raises(StoreError, match="config"):
+        store.create_run(command="run", task="t", model="m", seed=0, config={"x": float("nan")}, options={})
+    with pytest.raises(StoreError, match="result"):
+        store.finish_run(run_id, "finished", {"best": float("-inf")})
+    evaluation = Evaluation("t", "validation", 0.5, instances=1, seconds=float("inf"))
+    with pytest.raises(StoreError, match="inf is no number a record keeps"):
+        store.record_evaluation(run_id, None, "def algorithm(): pass", evaluation.as_row())
+    store.close()
+    with sqlite3.connect(path) as db:
+        [(detail, valid)] = db.execute("SELECT detail, json_valid(detail) FROM events").fetchall()
+    db.close()
+    assert valid == 1 and json.loads(detail) == {"value": "nan", "ids": ["inf", 1]}
+    with StoreReader(path) as reader:
+        assert reader.events(run_id)[0]["detail"]["value"] == "nan"
+        assert reader.run(run_id)["status"] == "running" and reader.evaluations(run_id) == []

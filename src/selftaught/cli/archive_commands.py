@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from selftaught.cli.plumbing import json_option, print_json, stdout_console, store_option, user_errors
+from selftaught.archive import export_run, import_run
+from selftaught.cli.plumbing import json_option, open_reader, print_json, stdout_console, store_option, user_errors
 from selftaught.cli.safe_output import stderr_console
-from selftaught.store.archive import export_run, import_run
 
 
 @click.command("export")
@@ -27,7 +27,8 @@ def export_command(run_id: str, output: Path, store: Path, as_json: bool) -> Non
     for anything the run already asked. A run on a task folder takes the folder's files along
     (not hidden files, nor files over 16 MiB or links out of the folder: it says which it left out).
     """
-    summary = export_run(store, run_id, output)
+    with open_reader(store) as reader:
+        summary = export_run(reader, run_id, output)
     for note in summary.task_notes:
         stderr_console().print(f"note: {note}", soft_wrap=True, markup=False)
     if as_json:

@@ -9,9 +9,8 @@ import click
 from rich.table import Table
 
 from selftaught.audit.run_audit import AuditThresholds, ProgramAudit, audit_run
-from selftaught.cli.plumbing import json_option, print_json, stdout_console, store_option, user_errors
+from selftaught.cli.plumbing import json_option, open_reader, print_json, stdout_console, store_option, user_errors
 from selftaught.cli.safe_output import one_line
-from selftaught.store.reading import StoreReader
 
 #: Distinct scorer errors printed, the most frequent first: a scorer that raises a new message per output
 #: would otherwise print one line of a size without bound. --json lists every one.
@@ -49,7 +48,7 @@ def audit_command(run_id: str, gap: float, show_all: bool, store: Path, as_json:
     raised on are listed apart as scorer errors: a bug in the task, not reward hacking; the
     10 most frequent are printed, --json lists them all. Reads the store only.
     """
-    with StoreReader(store) as reader:
+    with open_reader(store) as reader:
         audit = audit_run(reader, run_id, AuditThresholds(val_test_gap=gap))
     if as_json:
         print_json(audit.as_dict())

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import click
 
-from selftaught.cli.plumbing import stdout_console, store_option, user_errors
+from selftaught.cli.plumbing import open_reader, stdout_console, store_option, user_errors
 from selftaught.report.plot import plot_runs
 from selftaught.report.views import run_curve
-from selftaught.store.reading import StoreReader
 
 
 @click.command("plot")
@@ -31,7 +30,7 @@ def plot_command(run_ids: tuple[str, ...], output: Path, title: str | None, y_fr
     Several RUN_IDS are drawn thin, with their mean (and its standard error) in bold. Needs
     matplotlib: pip install 'selftaught[plot]'.
     """
-    with StoreReader(store) as reader:
+    with open_reader(store) as reader:
         curves = [run_curve(reader, run_id) for run_id in run_ids]
     plot_runs(curves, output, title=title, y_from_zero=y_from_zero)
     stdout_console().print(f"wrote {output}")

@@ -20,6 +20,8 @@ from rich.text import Text
 from selftaught.cli.safe_output import SafeConsole, one_line, stderr_console
 from selftaught.errors import ModelOutage, SelftaughtError
 from selftaught.stop_signals import stop_signal
+from selftaught.store.migrations import ensure_current_schema
+from selftaught.store.reading import StoreReader
 from selftaught.store.run_store import DEFAULT_STORE
 
 #: Exit codes: bad input (nothing started), and a command that ran but produced nothing usable.
@@ -41,6 +43,16 @@ def store_option(function: Callable[..., Any]) -> Callable[..., Any]:
         show_default=True,
         help="SQLite file the runs are recorded in.",
     )(function)
+
+
+def open_reader(store: Path) -> StoreReader:
+    """The store's reader, for a command that only reads: how every such command opens the store.
+
+    A store an older selftaught wrote is upgraded first, as any command of this one leaves it; a
+    reader never migrates.
+    """
+    ensure_current_schema(store)
+    return StoreReader(store)
 
 
 def json_option(function: Callable[..., Any]) -> Callable[..., Any]:

@@ -8,9 +8,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from selftaught.cli.plumbing import json_option, print_json, stdout_console, store_option, user_errors
+from selftaught.cli.plumbing import json_option, open_reader, print_json, stdout_console, store_option, user_errors
 from selftaught.cli.safe_output import one_line
-from selftaught.store.reading import StoreReader
 
 #: Statuses a user can act on with `selftaught run --resume`.
 RESUMABLE = ("killed", "interrupted", "failed", "cost limit reached")
@@ -61,7 +60,7 @@ def runs_command(store: Path, as_json: bool) -> None:
     A run whose process died without a word (SIGKILL, power loss) shows as 'killed'; a killed,
     interrupted, failed or out-of-money `run` continues with `selftaught run --resume RUN_ID`.
     """
-    with StoreReader(store) as reader:
+    with open_reader(store) as reader:
         runs = [run_summary(run) for run in reader.runs()]
     if as_json:
         print_json(runs)

@@ -9,10 +9,9 @@ from typing import Any
 import click
 from rich.table import Table
 
-from selftaught.cli.plumbing import json_option, print_json, stdout_console, store_option, user_errors
+from selftaught.cli.plumbing import json_option, open_reader, print_json, stdout_console, store_option, user_errors
 from selftaught.cli.safe_output import one_line, visible_controls
 from selftaught.report.views import best_solution_view, iteration_view, run_view
-from selftaught.store.reading import StoreReader
 
 
 @click.command("show")
@@ -52,7 +51,7 @@ def show_command(
     if diff and iteration is None:
         # A run has one diff per iteration; silently showing the whole run instead would look like "no diff".
         raise click.UsageError("--diff needs --iteration N: the iteration whose improver to diff against its parent")
-    with StoreReader(store) as reader:
+    with open_reader(store) as reader:
         if best:
             view = best_solution_view(reader, run_id)
         elif iteration is None:

@@ -10,17 +10,15 @@ from rich.table import Table
 
 from selftaught.cli.plumbing import json_option, print_json, stdout_console, user_errors
 from selftaught.cli.safe_output import one_line
-from selftaught.errors import SelftaughtError
 from selftaught.tasks.base import TEST, VALIDATION
 from selftaught.tasks.registry import get_task, task_names
-from selftaught.tasks.user_task import load_task_folder
 
 
 @click.group("tasks", invoke_without_command=True)
 @json_option
 @click.pass_context
 def tasks_command(context: click.Context, as_json: bool) -> None:
-    """List the built-in tasks: instances per split and the time limit per instance.
+    """List the tasks (built-in and from plugins): instances per split and the time limit per instance.
 
     A task of your own is a folder (seed.py, task.py, optional task.toml) given to --task as a
     path; `selftaught tasks check FOLDER` validates one.
@@ -42,7 +40,7 @@ def tasks_command(context: click.Context, as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
-    table = Table(title="built-in tasks (--task NAME)")
+    table = Table(title="tasks (--task NAME)")
     for column in ("task", "solution defines", "validation", "test", "limit"):
         table.add_column(column, no_wrap=True)
     for row in rows:
@@ -66,57 +64,24 @@ def check_command(folder: Path, as_json: bool) -> None:
     Every problem names the file it is in. Exits 1 when there is any.
     """
     # The sandbox and the evaluator load only here: listing the tasks needs neither.
-    from selftaught.sandbox.launcher import Launcher
-    from selftaught.tasks.evaluation import SolutionEvaluator
+    from selftaught.tasks.folder_check import check_task_folder
 
-    problems: list[str] = []
-    seed_score = None
-    scorer_problems: tuple[tuple[str, int], ...] = ()
-    try:
-        task = load_task_folder(folder)
-        for split in (VALIDATION, TEST):
-            task.instances(split)
-        launcher = Launcher()
-        try:
-            evaluation = SolutionEvaluator(launcher).evaluate(task, task.seed_solution, VALIDATION, seed=0)
-        finally:
-            launcher.close()
-        seed_score = evaluation.score
-        scorer_problems = evaluation.scorer_problems
-        if evaluation.failure:
-            problems.append(f"{folder / 'seed.py'}: the seed solution failed: {evaluation.failure}")
-        elif evaluation.problem:
-            problems.append(f"{folder / 'seed.py'} or {folder / 'task.py'}: {evaluation.problem}")
-        problems.extend(
-            _scorer_problem(folder, problem, count, evaluation.instances) for problem, count in scorer_problems
-        )
-    except SelftaughtError as error:
-        problems.extend(str(error).split("; "))
-    except Exception as error:  # the user's task.py raised while making instances
-        problems.append(f"{folder / 'task.py'}: {type(error).__name__}: {error}")
+    check = check_task_folder(folder)
     if as_json:
         print_json(
             {
                 "folder": str(folder),
-                "ok": not problems,
-                "problems": problems,
-                "seed_score": seed_score,
-                "scorer_errors": sum(count for _, count in scorer_problems),
+                "ok": check.ok,
+                "problems": list(check.problems),
+                "seed_score": check.seed_score,
+                "scorer_errors": check.scorer_errors,
             }
         )
     else:
         console = stdout_console()
-        for problem in problems:
+        for problem in check.problems:
             console.print(one_line(f"problem: {problem}"), soft_wrap=True)
-        if not problems:
-            console.print(f"{folder}: ok; the seed solution scores {seed_score:.3f} on validation")
-    if problems:
+        if check.ok:
+            console.print(f"{folder}: ok; the seed solution scores {check.seed_score:.3f} on validation")
+    if not check.ok:
         sys.exit(1)
-
-
-def _scorer_problem(folder: Path, problem: str, count: int, instances: int) -> str:
-    # The file leads, as in every problem; `problem` names the line of task.py when the traceback shows it.
-    return (
-        f"{folder / 'task.py'}: the scorer failed on {count} of {instances} outputs of the seed solution: "
-        f'{problem}; a bug in task.py (only ValueError("why") marks an output invalid)'
-    )

@@ -138,12 +138,15 @@ def plot_runs(curves: Sequence[RunCurve], output: Path, title: str | None = None
         # parse error), and a control character would make the SVG invalid XML.
         axes.set_title(visible_controls(title), parse_math=False)
 
-    output.parent.mkdir(parents=True, exist_ok=True)
     # Real <text> elements keep labels searchable in the SVG; a fixed salt and no date make reruns byte-identical.
     # rc_context restores the previous settings on exit, so the rest of the process is unaffected.
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "selftaught"}):
-        metadata = {"Date": None} if suffix == ".svg" else None
-        figure.savefig(output, format=suffix.removeprefix("."), metadata=metadata)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "selftaught"}):
+            metadata = {"Date": None} if suffix == ".svg" else None
+            figure.savefig(output, format=suffix.removeprefix("."), metadata=metadata)
+    except OSError as error:
+        raise SelftaughtError(f"cannot write the plot to {output}: {error.strerror or error}") from None
     return output
 
 

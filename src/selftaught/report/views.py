@@ -7,10 +7,10 @@ from typing import Any
 
 from selftaught.errors import StoreError
 from selftaught.report.plot import RunCurve
-from selftaught.store.reading import StoreReader
+from selftaught.store.contracts import Reader
 
 
-def run_view(reader: StoreReader, run_id: str) -> dict[str, Any]:
+def run_view(reader: Reader, run_id: str) -> dict[str, Any]:
     """The run's record and the meta-utility of every iteration, with the improver kept after it."""
     run = reader.run(run_id)
     return {
@@ -43,7 +43,7 @@ def run_view(reader: StoreReader, run_id: str) -> dict[str, Any]:
     }
 
 
-def best_solution_view(reader: StoreReader, run_id: str) -> dict[str, Any]:
+def best_solution_view(reader: Reader, run_id: str) -> dict[str, Any]:
     """The best downstream solution the run evaluated on validation, its source and scores."""
     run = reader.run(run_id)
     best = reader.best_solution(run["id"])
@@ -52,7 +52,7 @@ def best_solution_view(reader: StoreReader, run_id: str) -> dict[str, Any]:
     return {"run_id": run["id"], **best}
 
 
-def iteration_view(reader: StoreReader, run_id: str, iteration: int, with_diff: bool) -> dict[str, Any]:
+def iteration_view(reader: Reader, run_id: str, iteration: int, with_diff: bool) -> dict[str, Any]:
     """The improver proposed at `iteration` (the starting improver at 0), its parent and its scores.
 
     The parent is the improver in use after the previous iteration: it produced the candidate by
@@ -97,7 +97,7 @@ def iteration_view(reader: StoreReader, run_id: str, iteration: int, with_diff: 
     return view
 
 
-def run_curve(reader: StoreReader, run_id: str) -> RunCurve:
+def run_curve(reader: Reader, run_id: str) -> RunCurve:
     """Meta-utility per iteration of a `run`, validation and test, for plotting."""
     run = reader.run(run_id)
     rows = reader.iterations(run["id"])

@@ -2,8 +2,9 @@
 
 Everything here treats the child's bytes as hostile. A frame is refused before it is read when
 its header announces too much; its JSON is parsed only after cheap counts bound the memory it
-can take; nesting, lone surrogates and numbers too long to convert are refused or repaired; and
-each kind of message must have the fields of its kind with the right types. Anything else raises
+can take; nesting, lone surrogates, numbers too long to convert and, in an event (which is
+recorded), NaN and infinities are refused or repaired; and each kind of message must have the
+fields of its kind with the right types. Anything else raises
 `ChildMisbehaved`, which ends the child as a `protocol` violation of its own candidate. Each
 message also carries when the child sent it, by the kernel's clock (SO_TIMESTAMPNS), so the host
 times the child without asking it.
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from selftaught.sandbox.child import protocol
+from selftaught.store.rows import finite_numbers
 from selftaught.text import encodable
 
 #: Messages one job may send.
@@ -333,6 +335,8 @@ def checked(message: dict[str, Any]) -> dict[str, Any]:
         _require(message, "detail", dict)
         if message["name"] not in EVENT_NAMES:
             raise ChildMisbehaved(f"an event of unknown name {message['name'][:50]!r}")
+        # An event is recorded as JSON, which has no NaN or infinity: those become their text ('nan', 'inf').
+        message["detail"] = finite_numbers(message["detail"])
     elif kind == protocol.OUTPUTS:
         _require(message, "results", list)
     elif kind == protocol.FAILURE:

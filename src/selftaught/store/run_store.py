@@ -2,55 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 import os
 import secrets
 import socket
 import sqlite3
 import threading
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from selftaught.errors import StoreError
-from selftaught.store.schema import MIGRATIONS
-
-if TYPE_CHECKING:
-    # Annotations only: the store sits beneath the layers that make these rows, and must not import them.
-    from selftaught.llm.budgeted import LanguageModelCall
-    from selftaught.tasks.evaluation import Evaluation
+from selftaught.store.connection import connect_for_writing, describe_sqlite_error
+from selftaught.store.migrations import apply_migrations
+from selftaught.store.processes import process_identity
+from selftaught.store.rows import CallRow, EvaluationRow, finite_numbers, now, program_hash
 
 DEFAULT_STORE = Path("selftaught-runs") / "runs.sqlite"
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def program_hash(source: str) -> str:
-    return hashlib.sha256(source.encode("utf-8")).hexdigest()
-
-
-def describe_sqlite_error(error: Exception) -> str:
-    """SQLite's message, with what to do about the two failures users meet: a lock and a damaged file."""
-    message = str(error)
-    if "locked" in message or "busy" in message:
-        return f"{message} (another process holds it; wait for it or stop it)"
-    if "not a database" in message or "malformed" in message:
-        return f"{message} (the file is damaged or is not a selftaught store)"
-    return message
-
-
-def process_identity(pid: int) -> str | None:
-    """The boot and the start time of process `pid`: unlike the pid, never the same for two processes."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        started = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
-    except (OSError, IndexError):
-        return None
-    return f"{boot}:{started}"
 
 
 def new_run_id() -> str:
@@ -58,43 +27,41 @@ def new_run_id() -> str:
 
 
 class RunStore:
-    """Writes and reads one store file; safe to share between threads of the host."""
+    """The `Recorder` of one SQLite store file (it migrates the file on opening); safe to share between threads."""
 
     def __init__(self, path: Path, busy_timeout_seconds: float = 30.0) -> None:
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._connection = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_seconds
-            )
-            self._connection.row_factory = sqlite3.Row
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            self._connection = connect_for_writing(path, busy_timeout_seconds)
         except (sqlite3.Error, OSError) as error:
+            raise StoreError(f"cannot open the run store {path}: {describe_sqlite_error(error)}") from None
+        try:
+            apply_migrations(self._connection)
+        except sqlite3.Error as error:
+            self._connection.close()
             raise StoreError(f"cannot open the run store {path}: {describe_sqlite_error(error)}") from None
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self._connection.close()
 
-    def _migrate(self) -> None:
-        self._connection.execute(
-            "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
-        )
-        applied = {row[0] for row in self._connection.execute("SELECT name FROM migrations")}
-        for name, script in MIGRATIONS:
-            if name not in applied:
-                self._connection.executescript(
-                    f"BEGIN; {script}; INSERT INTO migrations VALUES ('{name}', '{now()}'); COMMIT;"
-                )
-
     def _execute(self, sql: str, parameters: tuple[Any, ...]) -> sqlite3.Cursor:
+        for value in parameters:
+            # SQLite would keep an infinity, which no reader takes, and turn NaN into NULL.
+            if isinstance(value, float) and not math.isfinite(value):
+                raise StoreError(f"cannot write to the run store {self.path}: {value} is no number a record keeps")
         with self._lock:
             try:
                 return self._connection.execute(sql, parameters)
             except sqlite3.Error as error:
                 raise StoreError(f"cannot write to the run store {self.path}: {describe_sqlite_error(error)}") from None
+
+    def _json(self, value: Any, what: str) -> str:
+        """`value` as strict JSON, which every reader of a store takes: NaN or an infinity in it is a StoreError."""
+        try:
+            return json.dumps(value, allow_nan=False)
+        except ValueError as error:
+            raise StoreError(f"cannot record {what} in the run store {self.path}: {error}") from None
 
     def _write(self, sql: str, parameters: tuple[Any, ...]) -> int:
         """Runs one statement, committed at once; returns the id of the row it inserted."""
@@ -123,8 +90,8 @@ class RunStore:
                 task,
                 model,
                 seed,
-                json.dumps(config),
-                json.dumps(options),
+                self._json(config, "the run's config"),
+                self._json(options, "the run's options"),
                 "running",
                 now(),
                 socket.gethostname(),
@@ -153,7 +120,7 @@ class RunStore:
     def finish_run(self, run_id: str, status: str, result: dict[str, Any] | None) -> None:
         self._write(
             "UPDATE runs SET status = ?, finished_at = ?, result = ? WHERE id = ?",
-            (status, now(), json.dumps(result) if result is not None else None, run_id),
+            (status, now(), self._json(result, "the run's result") if result is not None else None, run_id),
         )
 
     # --- programs and improver runs -------------------------------------------------------
@@ -196,42 +163,36 @@ class RunStore:
 
     # --- what improver runs produce -------------------------------------------------------
 
-    def record_evaluation(
-        self, run_id: str, improver_run_id: int | None, solution: str, evaluation: Evaluation
-    ) -> None:
+    def record_evaluation(self, run_id: str, improver_run_id: int | None, solution: str, row: EvaluationRow) -> None:
         solution_hash = self.save_program(solution, "solution")
         self._write(
             "INSERT INTO evaluations (run_id, improver_run_id, solution_hash, task, split, score, instances, invalid,"
             " timeouts, errors, scorer_errors, scorer_problems, problem, failure, seconds, violations, replayed,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " node, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 improver_run_id,
                 solution_hash,
-                evaluation.task,
-                evaluation.split,
-                evaluation.score,
-                evaluation.instances,
-                evaluation.invalid,
-                evaluation.timeouts,
-                evaluation.errors,
-                evaluation.scorer_errors,
-                json.dumps([list(pair) for pair in evaluation.scorer_problems]),
-                evaluation.problem,
-                evaluation.failure,
-                evaluation.seconds,
-                json.dumps(list(evaluation.violations)),
-                int(evaluation.replayed),
+                row.task,
+                row.split,
+                row.score,
+                row.instances,
+                row.invalid,
+                row.timeouts,
+                row.errors,
+                row.scorer_errors,
+                self._json([list(pair) for pair in row.scorer_problems], "an evaluation's scorer problems"),
+                row.problem,
+                row.failure,
+                row.seconds,
+                self._json(list(row.violations), "an evaluation's violations"),
+                int(row.replayed),
+                row.node,
                 now(),
             ),
         )
 
-    def record_lm_call(self, run_id: str, improver_run_id: int | None, call: LanguageModelCall) -> None:
-        request = {
-            k: v
-            for k, v in asdict(call).items()
-            if k in ("system", "message", "n", "temperature", "max_tokens", "seed")
-        }
+    def record_lm_call(self, run_id: str, improver_run_id: int | None, call: CallRow) -> None:
         self._write(
             "INSERT INTO lm_calls (run_id, improver_run_id, backend, request, responses, prompt_tokens,"
             " completion_tokens, latency_seconds, error, cache_hit, cost_usd, replayed, created_at)"
@@ -240,13 +201,13 @@ class RunStore:
                 run_id,
                 improver_run_id,
                 call.backend,
-                json.dumps(request),
-                json.dumps(list(call.responses)),
+                self._json(call.request(), "a language-model request"),
+                self._json(list(call.responses), "a language-model call's responses"),
                 call.prompt_tokens,
                 call.completion_tokens,
                 call.latency_seconds,
                 call.error,
-                int(call.cached),
+                int(call.cache_hit),
                 call.cost_usd,
                 int(call.replayed),
                 now(),
@@ -256,7 +217,8 @@ class RunStore:
     def record_event(self, run_id: str, improver_run_id: int | None, kind: str, detail: dict[str, Any]) -> None:
         self._write(
             "INSERT INTO events (run_id, improver_run_id, kind, detail, created_at) VALUES (?, ?, ?, ?, ?)",
-            (run_id, improver_run_id, kind, json.dumps(detail, default=str), now()),
+            # What JSON cannot hold is kept as its text: an object (str of it), NaN or an infinity ('nan', 'inf').
+            (run_id, improver_run_id, kind, json.dumps(finite_numbers(detail), allow_nan=False, default=str), now()),
         )
 
     def record_iteration(self, run_id: str, row: dict[str, Any]) -> None:

@@ -148,4 +148,11 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE evaluations ADD COLUMN scorer_problems TEXT NOT NULL DEFAULT '[]';
         """,
     ),
+    (
+        # The Ray node that ran the solution (`--executor ray`); NULL when the host's own sandbox did.
+        "0009_evaluation_nodes",
+        """
+        ALTER TABLE evaluations ADD COLUMN node TEXT;
+        """,
+    ),
 )
