@@ -22,12 +22,15 @@ import pytest
 
 from conftest import TEST_PROFILE
 from selftaught.config import ImproverBudget
-from selftaught.loop.context import RunContext, open_run
-from selftaught.loop.improver_run import run_improver
-from selftaught.loop.meta_utility import evaluate_solution, task_utility
+from selftaught.llm.cache import CacheMode
+from selftaught.loop.seed_improver import SEED_IMPROVER
+from selftaught.loop.services import RunServices, open_run
+from selftaught.options import RunOptions
 from selftaught.sandbox.policy import SandboxPolicy
 from selftaught.tasks.base import TEST, VALIDATION, Instance, InstanceScore, Split, Task
 from selftaught.tasks.evaluation import Evaluation
+
+pytestmark = pytest.mark.slow  # every case runs hostile code in real children, in every sandbox mode
 
 SECRET = "sk-escape-corpus-secret"
 
@@ -98,7 +101,7 @@ CASES: dict[str, tuple[str, str]] = {
     "l_fake_score": ("import os\nprint('{{\"score\": 1.0}}')\nos._exit(0)", "early_exit"),
     "m_walk_frames_and_gc": (
         "import gc, sys\nframe = sys._getframe()\nwhile frame is not None:\n    frame = frame.f_back\n"
-        "hosts = [o for o in gc.get_objects() if type(o).__name__ in ('RunContext', 'BudgetedLanguageModel')]\n"
+        "hosts = [o for o in gc.get_objects() if type(o).__name__ in ('RunServices', 'ImproverRunner', 'BudgetedLanguageModel')]\n"
         "assert not hosts, hosts",
         "introspection",
     ),
@@ -156,6 +159,11 @@ CASES: dict[str, tuple[str, str]] = {
         "class Path(str):\n    def startswith(self, *args):\n        return False\nopen(Path('/proc/2/environ'))",
         "secret_read",
     ),
+    # os functions take a path as any buffer too: once none of these was judged.
+    "zy_path_given_as_a_memoryview": (
+        "import os\nos.open(memoryview({outside!r}.encode()), os.O_WRONLY | os.O_CREAT)",
+        "file_write",
+    ),
     "zz_read_the_instances_while_loading": (
         "import signal, sys\nsignal.setitimer(signal.ITIMER_REAL, 0)\nframe = sys._getframe(0)\n"
         "while frame is not None and 'channel' not in frame.f_locals:\n    frame = frame.f_back\n"
@@ -210,7 +218,7 @@ MODES = {
 
 
 @pytest.fixture(scope="module", params=sorted(MODES))
-def context(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunContext]:
+def context(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunServices]:
     os.environ["OPENAI_API_KEY"] = SECRET  # the host holds a key that no child may see
     responder = tmp_path_factory.mktemp("model") / "responder.py"
     responder.write_text("def respond(system, user, temperature, index):\n    return 'no code'\n")
@@ -218,50 +226,51 @@ def context(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         TEST_PROFILE,
         improver=ImproverBudget(language_model_calls=1, responses_per_call=1, utility_calls=2, own_seconds=2),
     )
-    with open_run(
-        command="escape-corpus",
-        task=EchoTask(),
+    task = EchoTask()
+    options = RunOptions(
+        task=task,
         model=f"scripted:{responder}",
         profile=profile,
-        seed=0,
-        store_path=tmp_path_factory.mktemp("store") / "runs.sqlite",
+        store=tmp_path_factory.mktemp("store") / "runs.sqlite",
         sandbox=MODES[request.param],
         workers=2,  # evaluations two at a time, where a test asks for them so
-    ) as opened:
+        cache=CacheMode.OFF,
+    )
+    with open_run("escape-corpus", options, task, SEED_IMPROVER) as opened:
         yield opened
     del os.environ["OPENAI_API_KEY"]
 
 
-def still_working(context: RunContext) -> None:
-    assert evaluate_solution(context, EchoTask.seed_solution, VALIDATION, None).score == 1.0
+def still_working(context: RunServices) -> None:
+    assert context.scorer.evaluate(EchoTask.seed_solution, VALIDATION, None).score == 1.0
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_hostile_algorithm_is_contained(
-    case: str, context: RunContext, listeners: dict[str, Any], tmp_path: Path
+    case: str, context: RunServices, listeners: dict[str, Any], tmp_path: Path
 ) -> None:
     outside = tmp_path / "escaped.txt"
     values = {**listeners, "host_pid": os.getpid(), "secret": SECRET, "outside": str(outside)}
-    evaluation = evaluate_solution(context, hostile(case, "algorithm", values), VALIDATION, None)
+    evaluation = context.scorer.evaluate(hostile(case, "algorithm", values), VALIDATION, None)
     kinds = [violation["kind"] for violation in evaluation.violations]
     expected = CASES[case][1]
     assert any(expected in kind for kind in kinds), (kinds, evaluation)
     assert_contained(case, evaluation.score, outside, listeners)
-    with sqlite3.connect(context.store.path) as db:
+    with sqlite3.connect(context.store_path) as db:
         stored = db.execute("SELECT violations FROM evaluations ORDER BY id DESC LIMIT 1").fetchone()[0]
     assert any(expected in item["kind"] for item in json.loads(stored))
     still_working(context)
 
 
 def test_hostile_algorithms_side_by_side_are_each_contained(
-    context: RunContext, listeners: dict[str, Any], tmp_path: Path
+    context: RunServices, listeners: dict[str, Any], tmp_path: Path
 ) -> None:
     """Two at a time, so that each fork server of the pool, each on its own core, serves hostile children at once."""
     values = {**listeners, "host_pid": os.getpid(), "secret": SECRET}
 
     def attack(case: str) -> Evaluation:
         source = hostile(case, "algorithm", {**values, "outside": str(tmp_path / f"{case}.txt")})
-        return evaluate_solution(context, source, VALIDATION, None)
+        return context.scorer.evaluate(source, VALIDATION, None)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         evaluations = dict(zip(sorted(CASES), pool.map(attack, sorted(CASES)), strict=True))
@@ -269,26 +278,25 @@ def test_hostile_algorithms_side_by_side_are_each_contained(
         assert any(CASES[case][1] in violation["kind"] for violation in evaluation.violations), (case, evaluation)
         assert_contained(case, evaluation.score, tmp_path / f"{case}.txt", listeners)
     if len(os.sched_getaffinity(0)) > 1:
-        assert len(context.runner._fork_servers.servers) == 2  # type: ignore[attr-defined]
+        assert len(context.improvers.jobs._fork_servers.servers) == 2  # type: ignore[attr-defined]
     still_working(context)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_hostile_improver_is_contained(
-    case: str, context: RunContext, listeners: dict[str, Any], tmp_path: Path
+    case: str, context: RunServices, listeners: dict[str, Any], tmp_path: Path
 ) -> None:
     outside = tmp_path / "escaped.txt"
     values = {**listeners, "host_pid": os.getpid(), "secret": SECRET, "outside": str(outside)}
-    run = run_improver(
-        context,
-        improver=hostile(case, "improver", values),
+    run = context.improvers.run(
+        hostile(case, "improver", values),
         initial_solution=EchoTask.seed_solution,
-        utility=task_utility(context),
+        utility=context.scorer.utility(),
         purpose="improve",
         parent_id=None,
         seed=1,
     )
-    with sqlite3.connect(context.store.path) as db:
+    with sqlite3.connect(context.store_path) as db:
         details = [
             json.loads(row[0])
             for row in db.execute(

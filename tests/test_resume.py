@@ -121,6 +121,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
     return report, live_requests(store, report["run_id"]), time.monotonic() - started
 
 
+@pytest.mark.slow
 def test_baseline_pays_each_request_once_and_improves(baseline: tuple[dict[str, Any], Counter[str], float]) -> None:
     report, requests, _ = baseline
     assert stored_result(Path(report["store"]), report["run_id"]) == result_of(report)
@@ -129,6 +130,7 @@ def test_baseline_pays_each_request_once_and_improves(baseline: tuple[dict[str, 
     assert any(iteration["accepted"] for iteration in report["iterations"][1:])
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_repeats_no_paid_call_and_ends_the_same(
     tmp_path: Path, baseline: tuple[dict[str, Any], Counter[str], float]
 ) -> None:
@@ -167,6 +169,7 @@ def test_sigkill_at_random_points_then_resume_repeats_no_paid_call_and_ends_the_
         assert set(paid) == set(paid_once), where
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_prints_the_resume_command_and_the_resume_finishes(
     tmp_path: Path, baseline: tuple[dict[str, Any], Counter[str], float]
 ) -> None:
@@ -189,6 +192,7 @@ def test_ctrl_c_stops_cleanly_prints_the_resume_command_and_the_resume_finishes(
     assert result_of(json.loads(resumed.stdout)) == result_of(expected)
 
 
+@pytest.mark.slow
 def test_show_and_runs_work_while_a_run_is_writing(tmp_path: Path) -> None:
     store = tmp_path / "runs.sqlite"
     process = start_run(store, f"scripted:{RESPONDER}")
@@ -207,6 +211,7 @@ def test_show_and_runs_work_while_a_run_is_writing(tmp_path: Path) -> None:
     assert run["id"] == run_id and run["status"] == "finished" and run["started_at"]
 
 
+@pytest.mark.slow
 def test_a_killed_run_shows_as_killed_and_a_finished_or_running_one_is_not_resumed(tmp_path: Path) -> None:
     store = tmp_path / "runs.sqlite"
     process = start_run(store, f"scripted:{RESPONDER}")
@@ -228,6 +233,7 @@ def test_a_killed_run_shows_as_killed_and_a_finished_or_running_one_is_not_resum
     assert conflicting.returncode == 2 and "--task cannot change them" in conflicting.stderr
 
 
+@pytest.mark.slow
 def test_a_damaged_store_is_one_clear_error(tmp_path: Path) -> None:
     store = tmp_path / "runs.sqlite"
     store.write_bytes(b"this is not a database, it is a text file" * 200)
@@ -242,6 +248,7 @@ def test_a_damaged_store_is_one_clear_error(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "no run store at" in missing.stderr
 
 
+@pytest.mark.slow
 def test_a_locked_store_is_a_clear_error_for_writers_while_readers_go_on(tmp_path: Path) -> None:
     store = tmp_path / "runs.sqlite"
     RunStore(store).close()
@@ -268,6 +275,7 @@ def test_pid_of_a_dead_process_is_not_alive() -> None:
     assert not process_alive(child.pid)
 
 
+@pytest.mark.slow
 def test_a_run_of_a_python_task_object_resumes_from_python_with_the_task_given_again(tmp_path: Path) -> None:
     from dataclasses import replace
 
@@ -350,3 +358,98 @@ def test_a_run_killed_after_crossing_its_cost_limit_resumes_to_the_same_end(tmp_
         assert resumed.returncode == 0, resumed.stderr[-2000:]
         report = json.loads(resumed.stdout)
         assert (result_of(report), report["stopped"]) == (result_of(expected), expected["stopped"]), delay
+
+
+CLOCK_IMPROVER = '''import time
+from helpers import extract_code
+
+def improve_algorithm(initial_solution, utility, language_model):
+    best = initial_solution
+    for _ in range(language_model.budget):
+        try:
+            responses = language_model.prompt("expert", f"[{time.time_ns()}] improve:\\n" + "x" * 4000, 1, 0.7)
+        except Exception:
+            break
+        best = (extract_code(responses) or [best])[0]
+    return initial_solution if "def improve_algorithm" in initial_solution else best
+'''
+
+
+@pytest.mark.slow
+def test_a_resumed_run_whose_improvers_ask_new_questions_still_keeps_to_its_cost_limit(tmp_path: Path) -> None:
+    """Generated code with the clock in its prompts asks other questions after a resume: nothing is replayed,
+    and what the first attempt paid must still count toward the limit (it did not: the run spent twice its cap)."""
+    from dataclasses import replace
+
+    from selftaught import api
+    from selftaught.api import RunOptions
+    from selftaught.llm.cache import CacheMode
+
+    responder = tmp_path / "interrupting.py"
+    responder.write_text(
+        "import os\n_answered = 0\n\n"
+        "def respond(system, user, temperature, index):\n"
+        "    global _answered\n    _answered += 1\n"
+        "    if _answered == 4 and not os.environ.get('NO_INTERRUPT'):\n"
+        "        raise KeyboardInterrupt\n"
+        "    return '```python\\nimport numpy as np\\n\\ndef algorithm(train_samples, train_parity, test_samples):\\n'"
+        " '    return np.zeros(len(test_samples), dtype=int)\\n```'\n"
+    )
+    prices = tmp_path / "prices.toml"  # a prompt of about 4,000 characters: about $1 a call
+    prices.write_text(f'[prices."scripted:{responder}"]\ninput = 1000\noutput = 1000\n')
+    options = RunOptions(
+        task="parity_noise",
+        model=f"scripted:{responder}",
+        seed=3,
+        store=tmp_path / "runs.sqlite",
+        config=prices,
+        cache=CacheMode.OFF,
+        max_cost_usd=5.0,
+        workers=1,
+    )
+    options = replace(
+        options,
+        profile=options.profile.with_overrides(
+            iterations=1, language_model_calls=3, responses_per_call=1, meta_utility_runs=2, meta_utility_calls=1,
+            utility_calls=1, max_tokens=64,
+        ),
+    )  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        api.run(options, improver=CLOCK_IMPROVER)
+    [run_id] = run_ids(options.store)
+    paid_before, one_call = spent(options.store), spent(options.store) / 3
+    assert 2 < paid_before < 5
+    os.environ["NO_INTERRUPT"] = "1"
+    try:
+        resumed = api.resume(run_id, options.store)
+    finally:
+        del os.environ["NO_INTERRUPT"]
+    paid = spent(options.store)
+    assert paid > paid_before  # it went on, live: nothing it asked was asked before
+    # The limit ends live calls once crossed: the whole run pays at most one call past it, as an uninterrupted one.
+    assert paid < 5.0 + one_call + 0.01, (paid_before, paid)
+    assert resumed.cost_usd == pytest.approx(paid)
+
+
+@pytest.mark.slow
+def test_a_replay_records_no_spending_of_its_own(tmp_path: Path) -> None:
+    """A replay pays nothing: its record, its report and its progress say $0 (they said what the original paid)."""
+    from dataclasses import replace
+
+    from selftaught import api
+    from selftaught.api import RunOptions
+    from selftaught.llm.cache import CacheMode
+
+    prices = tmp_path / "prices.toml"
+    prices.write_text(f'[prices."scripted:{RESPONDER}"]\ninput = 1000\noutput = 1000\n')
+    options = RunOptions(
+        model=f"scripted:{RESPONDER}", store=tmp_path / "runs.sqlite", config=prices, cache=CacheMode.OFF, workers=1
+    )
+    options = replace(options, profile=options.profile.with_overrides(iterations=1))
+    original = api.run(options)
+    assert original.cost_usd > 0
+    replayed = api.replay(original.run_id, options.store)
+    assert replayed.cost_usd == 0
+    with StoreReader(options.store) as reader:
+        assert reader.run(replayed.run_id)["result"]["cost_usd"] == 0
+        assert reader.counts(replayed.run_id)["cost_usd"] == 0

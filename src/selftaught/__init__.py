@@ -7,11 +7,19 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from selftaught.version import __version__
+
+#: The public API; every name but the version is `selftaught.api`'s, loaded when first used.
 __all__ = [
+    "BestSolution",
+    "ImproveResult",
+    "MetaUtilityReport",
     "RunOptions",
+    "RunReport",
     "SelftaughtError",
     "Task",
+    "TransferRow",
+    "UnsandboxingResult",
     "__version__",
     "improve",
     "meta_utility",
@@ -19,20 +27,13 @@ __all__ = [
     "resume",
     "run",
     "transfer",
+    "unsandboxing_experiment",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("RunOptions", "improve", "meta_utility", "replay", "resume", "run", "transfer"):
+    if name in __all__:
         from selftaught import api
 
         return getattr(api, name)
-    if name == "Task":
-        from selftaught.tasks.base import Task
-
-        return Task
-    if name == "SelftaughtError":
-        from selftaught.errors import SelftaughtError
-
-        return SelftaughtError
     raise AttributeError(f"module 'selftaught' has no attribute {name!r}")

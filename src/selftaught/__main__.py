@@ -1,3 +1,5 @@
+"""`python -m selftaught`: the command line, as the `selftaught` command runs it."""
+
 from selftaught.cli.main import main
 
 main()

@@ -9,27 +9,25 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from selftaught.errors import InvalidProgram, SelftaughtError, StoreError
+from selftaught.errors import InvalidProgram, StoreError
+from selftaught.errors import SelftaughtError as SelftaughtError  # offered by `import selftaught`
 from selftaught.experiments.unsandboxing import (
     SANDBOXED_SEED_IMPROVER,
     UnsandboxingResult,
     run_unsandboxing_experiment,
 )
 from selftaught.llm.concurrency import Throttling
-from selftaught.loop.context import Continuation, RunContext, RunStats, open_run
-from selftaught.loop.improver_run import run_improver
-from selftaught.loop.meta_utility import MetaUtility, evaluate_solution, task_utility
 from selftaught.loop.replay import RunRecord
-from selftaught.loop.seed_improver import SEED_IMPROVER
+from selftaught.loop.scoring import improve_and_score
+from selftaught.loop.seed_improver import IMPROVER_ENTRY_POINT, SEED_IMPROVER
 from selftaught.loop.self_improvement import IterationResult, self_improve
+from selftaught.loop.services import Continuation, RunServices, open_run
+from selftaught.loop.stats import RunStats
 from selftaught.loop.transfer import TransferRow, transfer_on_task
-from selftaught.options import (
-    RunOptions,
-    options_from_record,
-    options_record,
-    refuse_resuming_an_imported_place,
-)
+from selftaught.options import RunOptions, options_from_record, refuse_resuming_an_imported_place
 from selftaught.reports import BestSolution, ImproveResult, MetaUtilityReport, RunReport
+from selftaught.store.contracts import Reader
+from selftaught.store.migrations import ensure_current_schema
 from selftaught.store.reading import KILLED, StoreReader
 from selftaught.store.run_store import DEFAULT_STORE
 from selftaught.tasks.base import TEST, VALIDATION, Task
@@ -58,10 +56,6 @@ def read_program(path: Path, entry_point: str) -> str:
     return source
 
 
-def _finish(context: RunContext, status: str, result: dict[str, Any]) -> None:
-    context.store.finish_run(context.run_id, status, result)
-
-
 @contextmanager
 def _recorded_run(
     command: str,
@@ -69,29 +63,12 @@ def _recorded_run(
     improver: str,
     stats: RunStats | None,
     continuation: Continuation | None = None,
-) -> Iterator[RunContext]:
+) -> Iterator[RunServices]:
     """Checks the inputs, then opens the run's record, backend and sandbox; nothing is paid for before."""
     task = get_task(options.task)
-    check_program(improver, "improve_algorithm", "the improver")
-    with open_run(
-        command=command,
-        task=task,
-        model=options.model,
-        profile=options.profile,
-        seed=options.seed,
-        store_path=options.store,
-        sandbox=options.sandbox,
-        cache_mode=options.cache,
-        cache_path=options.cache_file,
-        workers=options.workers,
-        max_cost_usd=options.max_cost_usd,
-        config=options.config,
-        stats=stats,
-        options_record=options_record(options, improver),
-        initial_improver=improver,
-        continuation=continuation,
-    ) as context:
-        yield context
+    check_program(improver, IMPROVER_ENTRY_POINT, "the improver")
+    with open_run(command, options, task, improver, stats, continuation) as services:
+        yield services
 
 
 def improve(
@@ -101,27 +78,24 @@ def improve(
     stats: RunStats | None = None,
 ) -> ImproveResult:
     """One run of `improver` on the task, starting from `initial_solution` (the task's seed solution by default)."""
-    with _recorded_run("improve", options, improver, stats) as context:
-        initial = initial_solution if initial_solution is not None else context.task.seed_solution
-        context.stats.stage = "scoring the initial solution"
-        initial_val = evaluate_solution(context, initial, VALIDATION, None).score
-        context.stats.stage = "running the improver"
-        run = run_improver(
-            context,
-            improver=improver,
+    with _recorded_run("improve", options, improver, stats) as services:
+        initial = initial_solution if initial_solution is not None else services.task.seed_solution
+        services.stats.stage = "scoring the initial solution"
+        initial_val = services.scorer.evaluate(initial, VALIDATION, None).score
+        services.stats.stage = "running the improver"
+        improved = improve_and_score(
+            services.improvers,
+            services.scorer,
+            improver,
             initial_solution=initial,
-            utility=task_utility(context),
             purpose="improve",
             parent_id=None,
-            seed=context.seeds(),
+            seed=services.seeds(),
+            splits=(VALIDATION, TEST),
         )
-        val = test = 0.0
-        if run.solution is not None:
-            context.stats.stage = "scoring the improved solution"
-            val = evaluate_solution(context, run.solution, VALIDATION, run.improver_run_id).score
-            test = evaluate_solution(context, run.solution, TEST, run.improver_run_id).score
+        run, val, test = improved.run, improved.scores[VALIDATION], improved.scores[TEST]
         result = ImproveResult(
-            run_id=context.run_id,
+            run_id=services.run_id,
             algorithm=run.solution,
             utility_val=val,
             utility_test=test,
@@ -130,13 +104,12 @@ def improve(
             lm_responses=run.lm_responses,
             utility_calls=run.utility_calls,
             error=run.error,
-            cost_usd=context.meter.spent_usd,
-            unpriced_calls=context.meter.unpriced_calls,
-            scorer_errors=context.stats.scorer_errors.outputs,
-            scorer_problems=context.stats.scorer_errors.problems(),
+            cost_usd=services.meter.spent_usd,
+            unpriced_calls=services.meter.unpriced_calls,
+            scorer_errors=services.stats.scorer_errors.outputs,
+            scorer_problems=services.stats.scorer_errors.problems(),
         )
-        _finish(
-            context,
+        services.recorder.finish(
             "finished" if run.solution else "failed",
             {"utility_val": val, "utility_test": test, "error": run.error},
         )
@@ -147,9 +120,9 @@ def meta_utility(
     options: RunOptions, improver: str = SEED_IMPROVER, stats: RunStats | None = None
 ) -> MetaUtilityReport:
     """û(improver) on the task: D fresh improver runs, validation and test utility of what they return."""
-    with _recorded_run("meta-utility", options, improver, stats) as context:
-        context.stats.stage = "running the improver"
-        scored = MetaUtility(context).evaluate(improver, with_test=True)
+    with _recorded_run("meta-utility", options, improver, stats) as services:
+        services.stats.stage = "running the improver"
+        scored = services.meta_utility.evaluate(improver, with_test=True)
         runs = tuple(
             {
                 "utility_val": run.utility_val,
@@ -162,16 +135,15 @@ def meta_utility(
             for run in scored.runs
         )
         report = MetaUtilityReport(
-            context.run_id,
+            services.run_id,
             scored.val,
             scored.test or 0.0,
             runs,
-            context.meter.spent_usd,
-            unpriced_calls=context.meter.unpriced_calls,
+            services.meter.spent_usd,
+            unpriced_calls=services.meter.unpriced_calls,
         )
         all_failed = all(run["error"] for run in runs)
-        _finish(
-            context,
+        services.recorder.finish(
             "failed" if all_failed else "finished",
             {"meta_utility_val": scored.val, "meta_utility_test": scored.test},
         )
@@ -189,11 +161,10 @@ def transfer(
     for name in tasks:
         # One limit for the whole command: each task's run may spend only what the tasks before it left.
         limit = None if options.max_cost_usd is None else max(0.0, options.max_cost_usd - spent)
-        with _recorded_run("transfer", replace(options, task=name, max_cost_usd=limit), improver, stats) as context:
-            row = transfer_on_task(context, improver, repeats)
-            spent += context.meter.spent_usd
-            _finish(
-                context,
+        with _recorded_run("transfer", replace(options, task=name, max_cost_usd=limit), improver, stats) as services:
+            row = transfer_on_task(services, improver, repeats)
+            spent += services.meter.spent_usd
+            services.recorder.finish(
                 "finished",
                 {"original": row.original.mean, "seed_improver": row.seed_improver.mean, "improver": row.improver.mean},
             )
@@ -203,8 +174,8 @@ def transfer(
 
 def run(options: RunOptions, improver: str = SEED_IMPROVER, stats: RunStats | None = None) -> RunReport:
     """The STOP loop for `options.profile.iterations` iterations, starting from `improver`."""
-    with _recorded_run("run", options, improver, stats) as context:
-        return _self_improvement_run(context, options, improver, ())
+    with _recorded_run("run", options, improver, stats) as services:
+        return _self_improvement_run(services, options, improver, ())
 
 
 def resume(
@@ -215,6 +186,8 @@ def resume(
     max_cost_usd: float | None = None,
     task: str | Task | None = None,
     stats: RunStats | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> RunReport:
     """Continues a `run` that stopped before its end (killed, interrupted, failed, out of money).
 
@@ -224,37 +197,12 @@ def resume(
     `workers`, `max_cost_usd` and `task` may be given anew: `task` is the Task object a run of one
     needs, or where a task folder is now (it must hold the files the run recorded). A run that
     finished has nothing left to do: its report is returned as recorded, and nothing runs.
+    `executor` and `ray_address` (where solutions are evaluated, see `RunOptions`) are this attempt's own.
     """
-    with StoreReader(store) as reader:
-        recorded = reader.run(run_id)
-        run_id = recorded["id"]
-        if recorded["command"] != "run":
-            raise StoreError(f"run {run_id} is a `{recorded['command']}` run; only `selftaught run` runs resume")
-        if recorded["status"] == "finished":
-            return _finished_report(reader, recorded, store, task)
-        if recorded["status"] == "running":
-            raise StoreError(f"run {run_id} is still running (pid {recorded['pid']} on {recorded['host']})")
-        options_data = dict(recorded["options"] or {})
-        refuse_resuming_an_imported_place(options_data, run_id)
-        options = options_from_record(options_data, store, run_id, task)
-        options = replace(
-            options,
-            workers=workers or options.workers,
-            max_cost_usd=max_cost_usd if max_cost_usd is not None else options.max_cost_usd,
-        )
-        improver = reader.program(options_data["initial_improver_hash"])
-        rows = reader.iterations(run_id)
-        completed = tuple(_iteration_of(row, reader) for row in rows)
-        record = RunRecord.load(reader, run_id)
-        spent = rows[-1]["spent_usd"] if rows else 0.0
-        if spent is None:  # recorded by a version that did not note it: all the run spent, to be safe
-            spent = reader.counts(run_id)["cost_usd"]
-    seen_status = "running" if recorded["status"] == KILLED else recorded["status"]
-    continuation = Continuation(
-        record, resume=True, seen_status=seen_status, seen_pid=recorded["pid"], spent_usd=float(spent)
+    where = (executor, ray_address)
+    return _go_on_with(
+        run_id, store, resume=True, workers=workers, max_cost_usd=max_cost_usd, task=task, stats=stats, where=where
     )
-    with _recorded_run("run", options, improver, stats, continuation) as context:
-        return _self_improvement_run(context, options, improver, completed)
 
 
 def replay(
@@ -264,36 +212,92 @@ def replay(
     workers: int | None = None,
     task: str | Task | None = None,
     stats: RunStats | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> RunReport:
     """A new run with the options of `run_id`, answered only from its recorded responses; evaluates everything anew.
 
     Nothing is paid: a request the record lacks is an error. With the same code and
-    responses the new run's iterations equal the recorded ones. `task` is as for `resume`.
+    responses the new run's iterations equal the recorded ones. `task`, `executor` and `ray_address` are as
+    for `resume`.
     """
+    where = (executor, ray_address)
+    return _go_on_with(
+        run_id, store, resume=False, workers=workers, max_cost_usd=None, task=task, stats=stats, where=where
+    )
+
+
+def _go_on_with(
+    run_id: str,
+    store: Path,
+    *,
+    resume: bool,
+    workers: int | None,
+    max_cost_usd: float | None,
+    task: str | Task | None,
+    stats: RunStats | None,
+    where: tuple[str, str | None],
+) -> RunReport:
+    """Resumes a run (same run, its record replayed, then live) or replays it (a new run answered only from the record).
+
+    `where` is where this attempt evaluates solutions (executor, Ray address); the rest comes from the record.
+    """
+    verb = "resume" if resume else "replay"
+    ensure_current_schema(store)  # a store an older selftaught wrote is upgraded, as every command leaves it
     with StoreReader(store) as reader:
         recorded = reader.run(run_id)
         run_id = recorded["id"]
         if recorded["command"] != "run":
-            raise StoreError(f"run {run_id} is a `{recorded['command']}` run; only `selftaught run` runs replay")
-        options = options_from_record(dict(recorded["options"] or {}), store, run_id, task)
-        options = replace(options, workers=workers or options.workers, max_cost_usd=None)
-        improver = reader.program(recorded["options"]["initial_improver_hash"])
+            raise StoreError(f"run {run_id} is a `{recorded['command']}` run; only `selftaught run` runs {verb}")
+        if resume and recorded["status"] == "finished":
+            return _finished_report(reader, recorded, store, task)
+        if resume and recorded["status"] == "running":
+            raise StoreError(f"run {run_id} is still running (pid {recorded['pid']} on {recorded['host']})")
+        options_data = dict(recorded["options"] or {})
+        if resume:
+            refuse_resuming_an_imported_place(options_data, run_id)
+        options = options_from_record(options_data, store, run_id, task)
+        # A replay pays for nothing, so it has no cost limit; a resumed run keeps its own unless given another.
+        limit = (max_cost_usd if max_cost_usd is not None else options.max_cost_usd) if resume else None
+        executor, ray_address = where
+        options = replace(
+            options, workers=workers or options.workers, max_cost_usd=limit, executor=executor, ray_address=ray_address
+        )
+        improver = reader.program(options_data["initial_improver_hash"])
         record = RunRecord.load(reader, run_id)
-    with _recorded_run("run", options, improver, stats, Continuation(record, resume=False)) as context:
-        return _self_improvement_run(context, options, improver, ())
+        completed: tuple[IterationResult, ...] = ()
+        continuation = Continuation(record, resume=False)
+        iteration_started = False
+        if resume:
+            rows = reader.iterations(run_id)
+            completed = tuple(_iteration_of(row, reader) for row in rows)
+            # The first attempt checked its limit before the iteration it was in, with what it had spent by then.
+            spent_then = (rows[-1]["spent_usd"] if rows else 0.0) or 0.0
+            iteration_started = limit is None or spent_then < limit
+            seen_status = "running" if recorded["status"] == KILLED else recorded["status"]
+            continuation = Continuation(
+                record,
+                resume=True,
+                seen_status=seen_status,
+                seen_pid=recorded["pid"],
+                spent_usd=float(reader.counts(run_id)["cost_usd"]),
+                unpriced_calls=_unpriced_calls(reader.lm_calls(run_id)),
+            )
+    with _recorded_run("run", options, improver, stats, continuation) as services:
+        return _self_improvement_run(services, options, improver, completed, iteration_started)
 
 
 def unsandboxing_experiment(
     options: RunOptions, attempts: int, warning: bool, stats: RunStats | None = None
 ) -> UnsandboxingResult:
     """The paper's sandbox-circumvention experiment on `options.model`; see `selftaught.experiments.unsandboxing`."""
-    with _recorded_run("experiment unsandboxing", options, SANDBOXED_SEED_IMPROVER, stats) as context:
-        result = run_unsandboxing_experiment(context, attempts, warning)
-        _finish(context, "finished", result.as_dict())
+    with _recorded_run("experiment unsandboxing", options, SANDBOXED_SEED_IMPROVER, stats) as services:
+        result = run_unsandboxing_experiment(services, attempts, warning)
+        services.recorder.finish("finished", result.as_dict())
         return result
 
 
-def _finished_report(reader: StoreReader, recorded: dict[str, Any], store: Path, task: str | Task | None) -> RunReport:
+def _finished_report(reader: Reader, recorded: dict[str, Any], store: Path, task: str | Task | None) -> RunReport:
     """A finished run's report from its record alone: its task is named as recorded, never loaded or run."""
     run_id, result = recorded["id"], recorded["result"] or {}
     options = options_from_record(dict(recorded["options"] or {}), store, run_id, task, locate_task=False)
@@ -303,9 +307,7 @@ def _finished_report(reader: StoreReader, recorded: dict[str, Any], store: Path,
         options,
         tuple(_iteration_of(row, reader) for row in reader.iterations(run_id)),
         cost_usd=float(result.get("cost_usd", reader.counts(run_id)["cost_usd"])),
-        unpriced_calls=sum(
-            1 for call in calls if call["cost_usd"] is None and not call["replayed"] and not call["cache_hit"]
-        ),
+        unpriced_calls=_unpriced_calls(calls),
         throttling=Throttling(result.get("throttled_requests", 0), result.get("most_requests_in_flight", 0)),
         speculative_calls=result.get("speculative_calls", 0),
         speculative_cost_usd=result.get("speculative_cost_usd", 0.0),
@@ -313,7 +315,12 @@ def _finished_report(reader: StoreReader, recorded: dict[str, Any], store: Path,
     )
 
 
-def _recorded_best_solution(reader: StoreReader, run_id: str) -> BestSolution | None:
+def _unpriced_calls(calls: list[dict[str, Any]]) -> int:
+    """Live calls of a model without a price, over every attempt of a run (what they cost is unknown)."""
+    return sum(1 for call in calls if call["cost_usd"] is None and not call["replayed"] and not call["cache_hit"])
+
+
+def _recorded_best_solution(reader: Reader, run_id: str) -> BestSolution | None:
     """The best solution as a finished run recorded it: it scored it on test before it ended."""
     best = reader.best_solution(run_id)
     if best is None or best["utility_test"] is None:
@@ -323,7 +330,7 @@ def _recorded_best_solution(reader: StoreReader, run_id: str) -> BestSolution | 
     )
 
 
-def _iteration_of(row: dict[str, Any], reader: StoreReader) -> IterationResult:
+def _iteration_of(row: dict[str, Any], reader: Reader) -> IterationResult:
     return IterationResult(
         iteration=row["iteration"],
         improver=reader.program(row["improver_hash"]),
@@ -338,47 +345,56 @@ def _iteration_of(row: dict[str, Any], reader: StoreReader) -> IterationResult:
     )
 
 
-def _best_solution(context: RunContext) -> BestSolution | None:
+def _best_solution(services: RunServices) -> BestSolution | None:
     """The run's best solution on validation, scored on test now if the run has not scored it there."""
-    with StoreReader(context.store.path) as reader:
-        best = reader.best_solution(context.run_id)
+    with StoreReader(services.store_path) as reader:
+        best = reader.best_solution(services.run_id)
     if best is None:
         return None
     test = best["utility_test"]
     if test is None:
-        context.stats.stage = "scoring the best solution found on test"
-        test = evaluate_solution(context, best["source"], TEST, best["improver_run_id"]).score
+        services.stats.stage = "scoring the best solution found on test"
+        test = services.scorer.evaluate(best["source"], TEST, best["improver_run_id"]).score
     return BestSolution(best["source"], best["hash"], best["utility_val"], test, best["improver_run_id"])
 
 
 def _self_improvement_run(
-    context: RunContext, options: RunOptions, improver: str, completed: Sequence[IterationResult]
+    services: RunServices,
+    options: RunOptions,
+    improver: str,
+    completed: Sequence[IterationResult],
+    iteration_started: bool = False,
 ) -> RunReport:
-    iterations = self_improve(context, initial_improver=improver, completed=completed, speculate=options.speculate)
-    stopped = "cost limit reached" if len(iterations) <= context.profile.iterations else None
-    best = _best_solution(context)
-    throttling = context.backend.throttling()
+    iterations = self_improve(
+        services,
+        initial_improver=improver,
+        completed=completed,
+        speculate=options.speculate,
+        resumed_iteration_started=iteration_started,
+    )
+    stopped = "cost limit reached" if len(iterations) <= services.profile.iterations else None
+    best = _best_solution(services)
+    throttling = services.backend.throttling()
     report = RunReport(
-        context.run_id,
+        services.run_id,
         options,
         tuple(iterations),
-        context.meter.spent_usd,
-        context.meter.unpriced_calls,
+        services.meter.spent_usd,
+        services.meter.unpriced_calls,
         stopped,
         throttling,
-        context.stats.speculative_calls,
-        context.stats.speculative_cost_usd,
-        scorer_errors=context.stats.scorer_errors.outputs,
-        scorer_problems=context.stats.scorer_errors.problems(),
+        services.stats.speculative_calls,
+        services.stats.speculative_cost_usd,
+        scorer_errors=services.stats.scorer_errors.outputs,
+        scorer_problems=services.stats.scorer_errors.problems(),
         best_solution=best,
     )
-    _finish(
-        context,
+    services.recorder.finish(
         stopped or "finished",
         {
-            "cost_usd": context.meter.spent_usd,
-            "speculative_calls": context.stats.speculative_calls,
-            "speculative_cost_usd": context.stats.speculative_cost_usd,
+            "cost_usd": services.meter.spent_usd,
+            "speculative_calls": services.stats.speculative_calls,
+            "speculative_cost_usd": services.stats.speculative_cost_usd,
             "throttled_requests": throttling.throttled_requests,
             "most_requests_in_flight": throttling.most_in_flight,
             # The source is in the store already, by its hash.
@@ -395,20 +411,3 @@ def _self_improvement_run(
         },
     )
     return report
-
-
-__all__ = [
-    "BestSolution",
-    "ImproveResult",
-    "MetaUtilityReport",
-    "RunOptions",
-    "RunReport",
-    "SelftaughtError",
-    "Task",
-    "improve",
-    "meta_utility",
-    "replay",
-    "resume",
-    "run",
-    "transfer",
-]

@@ -22,6 +22,8 @@ from selftaught.tasks.registry import task_names
 from selftaught.tasks.user_task import looks_like_a_folder
 
 DEFAULT_MODEL = "llamacpp:smollm2"
+#: Where solutions can be evaluated: this machine's sandbox, or those of a Ray cluster's nodes.
+EXECUTORS = ("local", "ray")
 _HASH = re.compile(r"[0-9a-f]{64}")
 
 
@@ -49,12 +51,21 @@ class RunOptions:
     #: Score every candidate improver as soon as the model proposes it (`run` only): sooner, at the cost
     #: of candidates the improver never asks about.
     speculate: bool = False
+    #: Where solutions are evaluated: `local` (this machine's sandbox) or `ray` (the sandboxes of a Ray
+    #: cluster's nodes). Not part of what a run is: not recorded in its options, and a resumed run may use another.
+    executor: str = "local"
+    #: The Ray cluster's head for `executor="ray"`: HOST:PORT, ray://HOST:PORT or auto; None: $RAY_ADDRESS, else auto.
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_cost_usd is not None and not is_usd_amount(self.max_cost_usd):
             raise SelftaughtError(
                 f"max_cost_usd must be a finite number of USD (at least 0), not {self.max_cost_usd!r}"
             )
+        if self.executor not in EXECUTORS:
+            raise SelftaughtError(f"the executor is one of {', '.join(EXECUTORS)}, not {self.executor!r}")
+        if self.ray_address is not None and self.executor != "ray":
+            raise SelftaughtError("a Ray address (--ray-address) is for the ray executor only (--executor ray)")
 
 
 def options_record(options: RunOptions, improver: str) -> dict[str, Any]:

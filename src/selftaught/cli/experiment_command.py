@@ -18,7 +18,7 @@ from selftaught.cli.plumbing import (
 from selftaught.cli.progress import ProgressDisplay
 from selftaught.cli.safe_output import one_line, stderr_console
 from selftaught.experiments.unsandboxing import PAPER_RATES, estimate_unsandboxing
-from selftaught.loop.context import RunStats
+from selftaught.loop.stats import RunStats
 
 
 @click.group("experiment")

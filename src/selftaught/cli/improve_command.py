@@ -24,8 +24,8 @@ from selftaught.cli.safe_output import one_line, stderr_console, visible_control
 from selftaught.cli.scorer_errors import scorer_errors_json, scorer_warnings
 from selftaught.cli.spending import Spending
 from selftaught.errors import SelftaughtError
-from selftaught.loop.context import RunStats
 from selftaught.loop.estimate import estimate_improve
+from selftaught.loop.stats import RunStats
 from selftaught.tasks.registry import get_task
 
 

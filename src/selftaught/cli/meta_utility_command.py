@@ -22,8 +22,8 @@ from selftaught.cli.plumbing import (
 from selftaught.cli.progress import ProgressDisplay
 from selftaught.cli.safe_output import one_line, stderr_console
 from selftaught.cli.spending import Spending
-from selftaught.loop.context import RunStats
 from selftaught.loop.estimate import estimate_meta_utility
+from selftaught.loop.stats import RunStats
 
 
 @click.command("meta-utility")

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.live import Live
 
 from selftaught.cli.safe_output import safe_text
-from selftaught.loop.context import RunStats
+from selftaught.loop.stats import RunStats
 
 POLL_SECONDS = 0.5
 
@@ -39,19 +39,16 @@ def status_line(stats: RunStats) -> str:
 
 
 class ProgressDisplay:
-    """Shows `stats` while the body runs; silent when `enabled` is False."""
+    """Shows `stats` while the body runs: a live line on a terminal, a line per change of stage otherwise."""
 
-    def __init__(self, stats: RunStats, console: Console, enabled: bool = True) -> None:
+    def __init__(self, stats: RunStats, console: Console) -> None:
         self._stats = stats
         self._console = console
-        self._enabled = enabled
         self._live: Live | None = None
         self._stop = threading.Event()
         self._printer: threading.Thread | None = None
 
     def __enter__(self) -> ProgressDisplay:
-        if not self._enabled:
-            return self
         if self._console.is_terminal:
             self._live = Live(
                 get_renderable=lambda: safe_text(status_line(self._stats), style="cyan"),

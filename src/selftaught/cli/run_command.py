@@ -6,8 +6,10 @@ import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -19,6 +21,7 @@ from selftaught.cli.plumbing import (
     EXIT_MODEL_OUTAGE,
     exit_interrupted,
     json_option,
+    open_reader,
     print_json,
     run_user_errors,
     stdout_console,
@@ -26,16 +29,15 @@ from selftaught.cli.plumbing import (
 from selftaught.cli.progress import ProgressDisplay
 from selftaught.cli.safe_output import one_line, stderr_console
 from selftaught.cli.scorer_errors import scorer_errors_json, scorer_warnings
-from selftaught.cli.spending import Spending
+from selftaught.cli.spending import Spending, plural
 from selftaught.errors import ModelOutage, SelftaughtError
-from selftaught.loop.context import RunStats
 from selftaught.loop.estimate import estimate_run
-from selftaught.store.reading import StoreReader
+from selftaught.loop.stats import RunStats
 
 #: What --resume and --replay take from the command line; everything else comes from the recorded run.
 _CONTINUATION_OPTIONS = {
-    "--resume": ("store", "workers", "max_cost", "as_json", "resume"),
-    "--replay": ("store", "workers", "task", "as_json", "replay"),
+    "--resume": ("store", "workers", "max_cost", "executor", "ray_address", "as_json", "resume"),
+    "--replay": ("store", "workers", "task", "executor", "ray_address", "as_json", "replay"),
 }
 
 
@@ -62,7 +64,8 @@ _CONTINUATION_OPTIONS = {
     metavar="RUN_ID",
     default=None,
     help="Continue a run that stopped (killed, Ctrl-C, failed, out of money) with its recorded options; "
-    "what it paid for is replayed from the store, not paid again. Only --store, --workers and --max-cost apply.",
+    "what it paid for is replayed from the store, not paid again. Only --store, --workers, --max-cost, "
+    "--executor and --ray-address apply.",
 )
 @click.option(
     "--replay",
@@ -135,18 +138,30 @@ def _run(
     options: RunOptions, improver_file: Path | None, resume: str | None, replay: str | None, stats: RunStats
 ) -> RunReport:
     workers = options.workers if _given("workers") else None
+    # Where evaluations run is not part of what a run is: each attempt takes it from its own flags.
+    executor, ray_address = options.executor, options.ray_address
     if resume is not None:
         _refuse_a_finished_run(resume, options.store)
-        return api.resume(resume, options.store, workers=workers, max_cost_usd=options.max_cost_usd, stats=stats)
+        return api.resume(
+            resume,
+            options.store,
+            workers=workers,
+            max_cost_usd=options.max_cost_usd,
+            stats=stats,
+            executor=executor,
+            ray_address=ray_address,
+        )
     if replay is not None:
         task = options.task if _given("task") else None
-        return api.replay(replay, options.store, workers=workers, task=task, stats=stats)
+        return api.replay(
+            replay, options.store, workers=workers, task=task, stats=stats, executor=executor, ray_address=ray_address
+        )
     return api.run(options, improver=read_improver(improver_file), stats=stats)
 
 
 def _refuse_a_finished_run(run_id: str, store: Path) -> None:
     # The API hands back a finished run's report as it is; here that would read as a new result.
-    with StoreReader(store) as reader:
+    with open_reader(store) as reader:
         recorded = reader.run(run_id)
     if recorded["status"] == "finished":
         raise SelftaughtError(f"run {recorded['id']} already finished; nothing to resume")
@@ -176,7 +191,7 @@ def _refuse_options_a_continuation_ignores(resume: str | None, replay: str | Non
 def _print_report(report: RunReport, stats: RunStats, as_json: bool, resumed: bool) -> None:
     options = report.options
     # The whole run, over every attempt, from its record: each call counted once, however often it was replayed.
-    with StoreReader(options.store) as reader:
+    with open_reader(options.store) as reader:
         whole_run = reader.counts(report.run_id)
     spending = Spending(
         whole_run["lm_calls"] - whole_run["replayed_lm_calls"],
@@ -193,64 +208,13 @@ def _print_report(report: RunReport, stats: RunStats, as_json: bool, resumed: bo
         "cost_usd": stats.attempt_cost_usd,
     }
     if as_json:
-        print_json(
-            {
-                "run_id": report.run_id,
-                "task": options.task,
-                "model": options.model,
-                "profile": options.profile.name,
-                "seed": options.seed,
-                "store": str(options.store),
-                "iterations": [
-                    {
-                        "iteration": it.iteration,
-                        "meta_utility_val": it.meta_utility_val,
-                        "meta_utility_test": it.meta_utility_test,
-                        "accepted": it.accepted,
-                        "candidate_val": it.candidate_val,
-                        "candidate_test": it.candidate_test,
-                        "error": it.error,
-                    }
-                    for it in report.iterations
-                ],
-                "final_improver": report.final_improver,
-                "best_solution": None if report.best_solution is None else report.best_solution.as_dict(),
-                "elapsed_seconds": round(stats.elapsed_seconds, 1),
-                # The whole run (every attempt, if it was resumed), and this attempt alone.
-                **spending.as_json(),
-                "attempt": attempt,
-                "speculate": options.speculate,
-                "speculative_calls": report.speculative_calls,
-                "speculative_cost_usd": report.speculative_cost_usd,
-                "throttled_requests": report.throttling.throttled_requests,
-                "most_requests_in_flight": report.throttling.most_in_flight,
-                "stopped": report.stopped,
-                **scorer_errors_json(report.scorer_problems),
-            }
-        )
+        print_json(_report_json(report, stats, spending, attempt))
         return
-    table = Table(
-        title=f"meta-utility per iteration · run {report.run_id}", caption=f"{options.task} · {options.model}"
-    )
-    for column in ("iteration", "val", "test", "candidate val", "candidate test", "kept"):
-        table.add_column(column, justify="right", no_wrap=True)
-    for it in report.iterations:
-        table.add_row(
-            str(it.iteration),
-            f"{it.meta_utility_val:.3f}",
-            f"{it.meta_utility_test:.3f}",
-            "" if it.candidate_val is None else f"{it.candidate_val:.3f}",
-            "" if it.candidate_test is None else f"{it.candidate_test:.3f}",
-            "seed" if it.iteration == 0 else ("yes" if it.accepted else "no"),
-        )
     console = stdout_console()
-    console.print(table)
-    for it in report.iterations:
-        if it.error:
-            console.print(one_line(f"iteration {it.iteration}: {it.error}"), overflow="ellipsis", no_wrap=True)
+    _print_iterations(report, console)
     if resumed:
         console.print(
-            f"this attempt: {stats.lm_calls} language-model calls ({stats.replayed_lm_calls} answered from the run's "
+            f"this attempt: {plural(stats.lm_calls, 'language-model call')} ({stats.replayed_lm_calls} answered from the run's "
             f"record), {stats.evaluations} evaluations, ${stats.attempt_cost_usd:.4f} spent, "
             f"{stats.elapsed_seconds:.0f} s"
         )
@@ -284,3 +248,63 @@ def _print_report(report: RunReport, stats: RunStats, as_json: bool, resumed: bo
             f"higher limit: {_resume_command(report.run_id, options, '--max-cost', 'USD')}",
             soft_wrap=True,
         )
+
+
+def _print_iterations(report: RunReport, console: Console) -> None:
+    """The paper's table: meta-utility per iteration, validation and test, and what each iteration kept."""
+    options = report.options
+    table = Table(
+        title=f"meta-utility per iteration · run {report.run_id}", caption=f"{options.task} · {options.model}"
+    )
+    for column in ("iteration", "val", "test", "candidate val", "candidate test", "kept"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for it in report.iterations:
+        table.add_row(
+            str(it.iteration),
+            f"{it.meta_utility_val:.3f}",
+            f"{it.meta_utility_test:.3f}",
+            "" if it.candidate_val is None else f"{it.candidate_val:.3f}",
+            "" if it.candidate_test is None else f"{it.candidate_test:.3f}",
+            "seed" if it.iteration == 0 else ("yes" if it.accepted else "no"),
+        )
+    console.print(table)
+    for it in report.iterations:
+        if it.error:
+            console.print(one_line(f"iteration {it.iteration}: {it.error}"), overflow="ellipsis", no_wrap=True)
+
+
+def _report_json(report: RunReport, stats: RunStats, spending: Spending, attempt: dict[str, Any]) -> dict[str, Any]:
+    options = report.options
+    return {
+        "run_id": report.run_id,
+        "task": options.task,
+        "model": options.model,
+        "profile": options.profile.name,
+        "seed": options.seed,
+        "store": str(options.store),
+        "iterations": [
+            {
+                "iteration": it.iteration,
+                "meta_utility_val": it.meta_utility_val,
+                "meta_utility_test": it.meta_utility_test,
+                "accepted": it.accepted,
+                "candidate_val": it.candidate_val,
+                "candidate_test": it.candidate_test,
+                "error": it.error,
+            }
+            for it in report.iterations
+        ],
+        "final_improver": report.final_improver,
+        "best_solution": None if report.best_solution is None else report.best_solution.as_dict(),
+        "elapsed_seconds": round(stats.elapsed_seconds, 1),
+        # The whole run (every attempt, if it was resumed), and this attempt alone.
+        **spending.as_json(),
+        "attempt": attempt,
+        "speculate": options.speculate,
+        "speculative_calls": report.speculative_calls,
+        "speculative_cost_usd": report.speculative_cost_usd,
+        "throttled_requests": report.throttling.throttled_requests,
+        "most_requests_in_flight": report.throttling.most_in_flight,
+        "stopped": report.stopped,
+        **scorer_errors_json(report.scorer_problems),
+    }

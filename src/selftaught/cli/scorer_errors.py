@@ -13,7 +13,7 @@ from typing import Any
 from rich.text import Text
 
 from selftaught.cli.safe_output import one_line, stderr_console
-from selftaught.loop.context import RunStats
+from selftaught.loop.stats import RunStats
 
 #: Distinct errors warned about one by one; a scorer that raises a different message per output is summed up after.
 MAX_WARNINGS = 5

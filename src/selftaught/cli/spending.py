@@ -6,6 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 
+def plural(count: int, noun: str) -> str:
+    """`1 response`, `2 responses`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 @dataclass(frozen=True)
 class Spending:
     """Language-model calls and their USD; `unpriced_calls` were made to a model without a price (cost unknown)."""
@@ -17,7 +22,7 @@ class Spending:
     unpriced_calls: int = 0
 
     def calls_text(self) -> str:
-        return f"{self.lm_calls} language-model calls ({self.lm_responses} responses)"
+        return f"{plural(self.lm_calls, 'language-model call')} ({plural(self.lm_responses, 'response')})"
 
     def cost_text(self) -> str:
         # An unpriced call costs an unknown amount: said apart, so that the USD shown is never read as the whole.

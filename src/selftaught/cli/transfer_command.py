@@ -15,6 +15,7 @@ from selftaught.cli.dry_run import dry_run_option, show_estimate
 from selftaught.cli.options import run_options_for_many_tasks
 from selftaught.cli.plumbing import (
     json_option,
+    open_reader,
     print_json,
     run_user_errors,
     stdout_console,
@@ -22,10 +23,10 @@ from selftaught.cli.plumbing import (
 from selftaught.cli.progress import ProgressDisplay
 from selftaught.cli.safe_output import one_line, stderr_console
 from selftaught.errors import InvalidProgram
-from selftaught.loop.context import RunStats
 from selftaught.loop.estimate import estimate_transfer
+from selftaught.loop.seed_improver import IMPROVER_ENTRY_POINT
+from selftaught.loop.stats import RunStats
 from selftaught.loop.transfer import Estimate
-from selftaught.store.reading import StoreReader
 
 TRANSFER_TASKS = ("str_grid_dist", "modified_quadratic_assignment", "three_sat", "maxcut", "parity_noiseless")
 
@@ -34,10 +35,10 @@ def load_improver(reference: str, store: Path) -> str:
     """An improver file, or the improver a recorded `selftaught run` ended with (its id or a unique prefix, as `show`)."""
     path = Path(reference)
     if path.is_file():
-        return api.read_program(path, "improve_algorithm")
+        return api.read_program(path, IMPROVER_ENTRY_POINT)
     if not store.is_file():
         raise InvalidProgram(f"{reference} is neither an improver file nor a run in {store}")
-    with StoreReader(store) as recorded:  # read-only: a dry run records nothing
+    with open_reader(store) as recorded:  # read-only: a dry run records nothing
         source = recorded.final_improver(reference)
     if source is None:
         raise InvalidProgram(f"{reference} is neither an improver file nor a run in {store}")

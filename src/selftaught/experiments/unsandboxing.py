@@ -20,11 +20,11 @@ from typing import Any
 from selftaught.audit.unsandboxing import detect_unsandboxing, wilson_interval
 from selftaught.llm.canned import CannedBackend
 from selftaught.llm.pricing import CostMeter
-from selftaught.loop.context import RunContext
 from selftaught.loop.estimate import CostEstimate, Spend, estimate, prompt_tokens, text_tokens
-from selftaught.loop.improver_run import UtilityService, run_improver
-from selftaught.loop.meta_utility import evaluate_solution, task_utility
+from selftaught.loop.improver_run import ImproverRunner, UtilityService
+from selftaught.loop.scoring import improve_and_score
 from selftaught.loop.seed_improver import SEED_IMPROVER
+from selftaught.loop.services import RunServices
 from selftaught.options import RunOptions
 from selftaught.sandbox.child.helpers import extract_code
 from selftaught.store.reading import StoreReader
@@ -108,41 +108,38 @@ def description(budget: int, warning: bool) -> str:
     return SANDBOXED_META_UTILITY_DESCRIPTION.format(budget=budget, warning=WARNING if warning else "")
 
 
-def run_unsandboxing_experiment(context: RunContext, attempts: int, warning: bool) -> UnsandboxingResult:
+def run_unsandboxing_experiment(run: RunServices, attempts: int, warning: bool) -> UnsandboxingResult:
     """Asks for `attempts` improvers in calls of the profile's responses per call, then counts what they do."""
-    per_call = context.profile.improver.responses_per_call
-    candidates = candidate_context(context)
+    per_call = run.profile.improver.responses_per_call
+    candidates = candidate_runner(run.improvers, run.task.seed_solution)
 
     def score(candidate: str, improver_run_id: int) -> float:
-        run = run_improver(
+        return improve_and_score(
             candidates,
-            improver=candidate,
-            initial_solution=context.task.seed_solution,
-            utility=task_utility(context),
+            run.scorer,
+            candidate,
+            initial_solution=run.task.seed_solution,
             purpose="unsandboxing-candidate",
             parent_id=improver_run_id,
-            seed=context.seeds(),
-        )
-        if run.solution is None:
-            return 0.0
-        return evaluate_solution(context, run.solution, VALIDATION, run.improver_run_id).score
+            seed=run.seeds(),
+            splits=(VALIDATION,),
+        ).scores[VALIDATION]
 
     remaining = attempts
     while remaining > 0:
         batch = min(per_call, remaining)
-        context.stats.stage = f"asking for improvers · {attempts - remaining}/{attempts} done"
-        run_improver(
-            context,
-            improver=SANDBOXED_SEED_IMPROVER,
+        run.stats.stage = f"asking for improvers · {attempts - remaining}/{attempts} done"
+        run.improvers.run(
+            SANDBOXED_SEED_IMPROVER,
             initial_solution=SANDBOXED_SEED_IMPROVER,
             utility=UtilityService(description(batch, warning), batch, score),
             purpose=PURPOSE,
             parent_id=None,
-            seed=context.seeds(),
-            budget=replace(context.profile.improver, language_model_calls=1),
+            seed=run.seeds(),
+            budget=replace(run.profile.improver, language_model_calls=1),
         )
         remaining -= batch
-    return _count(context, attempts, warning)
+    return _count(run, attempts, warning)
 
 
 def estimate_unsandboxing(options: RunOptions, attempts: int, warning: bool) -> CostEstimate:
@@ -154,8 +151,8 @@ def estimate_unsandboxing(options: RunOptions, attempts: int, warning: bool) -> 
     return estimate("experiment unsandboxing", options, spend, [task])
 
 
-def candidate_context(context: RunContext) -> RunContext:
-    """The run as a candidate improver sees it: its language-model calls answered with canned responses.
+def candidate_runner(improvers: ImproverRunner, seed_solution: str) -> ImproverRunner:
+    """Improver runs of candidates: as the run's, except that their language-model calls get canned responses.
 
     A candidate runs as an improver on the task, sandboxed, with the profile's budgets. Its calls
     must be answered, or an improver that asks the model before it asks for a utility call without
@@ -164,22 +161,22 @@ def candidate_context(context: RunContext) -> RunContext:
     run records no model answers to these prompts, and asking the model would cost money without
     changing what is counted. Canned answers cost nothing, so the run's cost limit does not stop them.
     """
-    canned = CannedBackend("seed-solution", f"```python\n{context.task.seed_solution}\n```\n")
-    return replace(context, backend=canned, meter=CostMeter(limit_usd=None))
+    canned = CannedBackend("seed-solution", f"```python\n{seed_solution}\n```\n")
+    return improvers.with_model(replace(improvers.model, backend=canned, meter=CostMeter(limit_usd=None)))
 
 
-def _count(context: RunContext, attempts: int, warning: bool) -> UnsandboxingResult:
-    with StoreReader(context.store.path) as reader:
-        runs = {row["id"]: row for row in reader.improver_runs(context.run_id)}
+def _count(run: RunServices, attempts: int, warning: bool) -> UnsandboxingResult:
+    with StoreReader(run.store_path) as reader:
+        runs = {row["id"]: row for row in reader.improver_runs(run.run_id)}
         responses = [
             text
-            for call in reader.lm_calls(context.run_id)
+            for call in reader.lm_calls(run.run_id)
             if runs.get(call["improver_run_id"], {}).get("purpose") == PURPOSE
             for text in call["responses"]
         ]
         runtime = {
             event["improver_run_id"]
-            for event in reader.events(context.run_id)
+            for event in reader.events(run.run_id)
             if event["kind"] == "sandbox_off_requested"
             and runs.get(event["improver_run_id"], {}).get("purpose") == "unsandboxing-candidate"
         }
@@ -196,7 +193,7 @@ def _count(context: RunContext, attempts: int, warning: bool) -> UnsandboxingRes
                 examples.append({"labels": sorted({f.label for f in findings}), "lines": _lines(code, findings)})
     low, high = wilson_interval(disabled, len(improvers))
     return UnsandboxingResult(
-        run_id=context.run_id,
+        run_id=run.run_id,
         warning=warning,
         attempts=attempts,
         responses=len(responses),

@@ -10,7 +10,7 @@ come from. Token counts are estimates from the actual prompt texts, made to err 
 - every response pays for its prompt again (as when a server ignores `n`), and is `max_tokens` long.
 
 An improver that builds its prompts programmatically (repeating a text, say) can exceed the
-prompt estimate; `--max-cost` is the limit that holds regardless (see the README).
+prompt estimate; `--max-cost` is the limit that holds regardless (see docs/models.md).
 """
 
 from __future__ import annotations

@@ -7,20 +7,30 @@ numbers here decide.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from selftaught.config import ImproverBudget
-from selftaught.llm.budgeted import BudgetedLanguageModel, LanguageModelCall, LanguageModelRefusal
-from selftaught.loop.context import RunContext, SeedSequence
+from selftaught.errors import ModelOutage
+from selftaught.llm.base import Backend
+from selftaught.llm.budgeted import BudgetedLanguageModel, LanguageModelRefusal
+from selftaught.llm.circuit_breaker import CircuitBreaker
+from selftaught.llm.pricing import CostMeter, PriceTable
+from selftaught.llm.sdk_errors import short
+from selftaught.loop.recording import RunRecorder
+from selftaught.loop.seed_improver import IMPROVER_ENTRY_POINT
+from selftaught.loop.seeds import SeedSequence
+from selftaught.loop.stats import RunStats
 from selftaught.sandbox.child import protocol
 from selftaught.sandbox.child.helpers import extract_code
+from selftaught.sandbox.executor import JobRunner
 from selftaught.sandbox.launcher import CallRefused
-from selftaught.sandbox.outcome import SandboxLimits
+from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
+from selftaught.store.rows import CallRow
 
-IMPROVER_ENTRY_POINT = "improve_algorithm"
 IMPROVER_MEMORY_BYTES = 4 * 1024**3
 #: Longest program an improver may return or score; every program is stored, so this bounds the store.
 MAX_PROGRAM_CHARS = 200_000
@@ -56,41 +66,133 @@ class ImproverRunResult:
     cost_usd: float = 0.0
 
 
+@dataclass(frozen=True)
+class ModelAccess:
+    """The language model as improver runs reach it: the backend, what its calls cost, and the breaker that stops them."""
+
+    backend: Backend
+    prices: PriceTable
+    #: The run's spending so far, and its limit.
+    meter: CostMeter
+    #: Trips when the model cannot answer at all; the loop then stops the run (`ModelOutage`).
+    breaker: CircuitBreaker
+
+
+@dataclass(frozen=True)
+class ImproverRunner:
+    """Runs improvers in sandboxed children, serving each one's language model and utility from the host."""
+
+    jobs: JobRunner
+    model: ModelAccess
+    recorder: RunRecorder
+    stats: RunStats
+    #: The budgets of an improver run unless `run` is given others.
+    budget: ImproverBudget
+
+    def with_model(self, model: ModelAccess) -> ImproverRunner:
+        """The same runner with improvers' calls answered by another model (the unsandboxing experiment's canned one)."""
+        return ImproverRunner(self.jobs, model, self.recorder, self.stats, self.budget)
+
+    def run(
+        self,
+        improver: str,
+        *,
+        initial_solution: str,
+        utility: UtilityService,
+        purpose: str,
+        parent_id: int | None,
+        seed: int,
+        budget: ImproverBudget | None = None,
+    ) -> ImproverRunResult:
+        """Runs `improve_algorithm(initial_solution, utility, language_model)` from `improver` with fresh budgets."""
+        budget, recorder = budget or self.budget, self.recorder
+        improver_run_id = recorder.start_improver_run(
+            purpose=purpose, improver=improver, initial_solution=initial_solution, parent_id=parent_id
+        )
+        seeds = SeedSequence(seed)
+        services = _ImproverServices(self, utility, budget, improver_run_id, seeds)
+        started = time.monotonic()
+        job = {
+            "job": "improver",
+            "source": improver,
+            "entry_point": IMPROVER_ENTRY_POINT,
+            "initial_solution": initial_solution,
+            "utility": {"str": utility.description, **services.utility_state()},
+            "language_model": services.language_model.state(),
+            "seed": seeds(),
+        }
+        limits = SandboxLimits(
+            wall_seconds=budget.own_seconds,
+            cpu_seconds=int(budget.own_seconds),
+            address_space_bytes=IMPROVER_MEMORY_BYTES,
+        )
+        outcome = self.jobs.run(job, limits, serve=services.serve)
+        _record_events(recorder, improver_run_id, outcome)
+        # An improver that caught the model's errors and returned anyway ran on a model that was out:
+        # its result is not the one the run would have had.
+        self.model.breaker.check()
+        solution, error = _solution_of(outcome.result, outcome.problem)
+        model = services.language_model
+        seconds = time.monotonic() - started
+        recorder.finish_improver_run(
+            improver_run_id,
+            solution=solution,
+            solution_kind="improver" if purpose == "self-improvement" else "solution",
+            error=error,
+            lm_calls=model.calls_used,
+            lm_responses=model.responses_received,
+            utility_calls=services.utility_uses,
+            seconds=seconds,
+        )
+        return ImproverRunResult(
+            improver_run_id,
+            solution,
+            error,
+            model.calls_used,
+            model.responses_received,
+            services.utility_uses,
+            seconds,
+            services.cost_usd,
+        )
+
+
 class _ImproverServices:
     def __init__(
         self,
-        context: RunContext,
+        runner: ImproverRunner,
         utility: UtilityService,
         budget: ImproverBudget,
         improver_run_id: int,
         seeds: SeedSequence,
     ) -> None:
-        self._context = context
+        self._model = runner.model
+        self._recorder = runner.recorder
+        self._stats = runner.stats
         self._utility = utility
         self._improver_run_id = improver_run_id
         self.utility_uses = 0
         self.cost_usd = 0.0
         self.language_model = BudgetedLanguageModel(
-            context.backend,
+            runner.model.backend,
             budget=budget.language_model_calls,
             max_responses_per_call=budget.responses_per_call,
             max_tokens=budget.max_tokens,
             next_seed=seeds,
             on_call=self._record_call,
-            prices=context.prices,
-            meter=context.meter,
+            prices=runner.model.prices,
+            meter=runner.model.meter,
         )
 
-    def _record_call(self, call: LanguageModelCall) -> None:
+    def _record_call(self, call: CallRow) -> None:
         cost = call.cost_usd or 0.0
-        self._context.stats.add(
+        self._stats.add(
             lm_responses=len(call.responses),
             cost_usd=cost,
             replayed_lm_calls=int(call.replayed),
             attempt_cost_usd=0.0 if call.replayed else cost,
         )
         self.cost_usd += call.cost_usd or 0.0
-        self._context.store.record_lm_call(self._context.run_id, self._improver_run_id, call)
+        self._recorder.language_model_call(self._improver_run_id, call)
         if self._utility.prefetch is not None:
             for program in extract_code(list(call.responses)):
                 if program and len(program) <= MAX_PROGRAM_CHARS:  # a longer one scores 0, unrun and unstored
@@ -102,11 +204,23 @@ class _ImproverServices:
     def serve(self, method: str, params: dict[str, Any]) -> Any:
         # Once the model is out, no call of the child is answered: the ModelOutage (not a refusal the
         # child could catch) ends its job, and the run stops where it is.
-        self._context.breaker.check()
+        self._model.breaker.check()
+        try:
+            return self._serve(method, params)
+        except (CallRefused, ModelOutage):
+            raise
+        # A service's own failure (a backend's bug, a full disk) is an error of the call, never the end of the run.
+        except Exception as error:
+            self._model.breaker.check()
+            refusal = short(f"the service {method[:80]} failed: {type(error).__name__}: {error}")
+            with contextlib.suppress(Exception):  # the store may be what failed
+                self._recorder.event(self._improver_run_id, "service_error", {"error": refusal})
+            raise CallRefused(refusal) from None
+
+    def _serve(self, method: str, params: dict[str, Any]) -> Any:
         if method == "utility":
             if params.get("sandbox_off_requested") is True:
-                self._context.store.record_event(
-                    self._context.run_id,
+                self._recorder.event(
                     self._improver_run_id,
                     "sandbox_off_requested",
                     {"arguments": str(params.get("extra_arguments"))[:200]},
@@ -129,10 +243,10 @@ class _ImproverServices:
             else:
                 raise CallRefused(f"no such service: {method[:80]}")
         except LanguageModelRefusal as refusal:
-            self._context.breaker.check()
+            self._model.breaker.check()
             raise CallRefused(str(refusal)) from None
         finally:
-            self._context.stats.add(lm_calls=model.calls_used - calls_before)
+            self._stats.add(lm_calls=model.calls_used - calls_before)
         return {"responses": responses, "state": model.state()}
 
     def _score(self, solution: Any) -> float:
@@ -140,82 +254,18 @@ class _ImproverServices:
         if self.utility_uses >= self._utility.budget or not isinstance(solution, str) or not solution.strip():
             return 0.0
         self.utility_uses += 1
-        self._context.stats.add(utility_calls=1)
+        self._stats.add(utility_calls=1)
         if len(solution) > MAX_PROGRAM_CHARS:  # scored 0 unrun and unstored: the store must not grow by megabytes
             return 0.0
         return self._utility.score(solution, self._improver_run_id)
 
 
-def run_improver(
-    context: RunContext,
-    *,
-    improver: str,
-    initial_solution: str,
-    utility: UtilityService,
-    purpose: str,
-    parent_id: int | None,
-    seed: int,
-    budget: ImproverBudget | None = None,
-) -> ImproverRunResult:
-    """Runs `improve_algorithm(initial_solution, utility, language_model)` from `improver` with fresh budgets.
-
-    The budget is the profile's unless one is given.
-    """
-    budget = budget or context.profile.improver
-    store = context.store
-    improver_run_id = store.start_improver_run(
-        context.run_id, purpose=purpose, improver=improver, initial_solution=initial_solution, parent_id=parent_id
-    )
-    seeds = SeedSequence(seed)
-    services = _ImproverServices(context, utility, budget, improver_run_id, seeds)
-    started = time.monotonic()
-    outcome = context.runner.run(
-        {
-            "job": "improver",
-            "source": improver,
-            "entry_point": IMPROVER_ENTRY_POINT,
-            "initial_solution": initial_solution,
-            "utility": {"str": utility.description, **services.utility_state()},
-            "language_model": services.language_model.state(),
-            "seed": seeds(),
-        },
-        SandboxLimits(
-            wall_seconds=budget.own_seconds,
-            cpu_seconds=int(budget.own_seconds),
-            address_space_bytes=IMPROVER_MEMORY_BYTES,
-        ),
-        serve=services.serve,
-    )
+def _record_events(recorder: RunRecorder, improver_run_id: int, outcome: ChildOutcome) -> None:
     for event in outcome.events:
         if event["name"] != "sandbox_violation":
-            store.record_event(context.run_id, improver_run_id, event["name"], {"detail": event["detail"]})
+            recorder.event(improver_run_id, event["name"], {"detail": event["detail"]})
     for violation in outcome.violations:
-        store.record_event(context.run_id, improver_run_id, "sandbox_violation", violation)
-    # An improver that caught the model's errors and returned anyway ran on a model that was out:
-    # its result is not the one the run would have had.
-    context.breaker.check()
-    solution, error = _solution_of(outcome.result, outcome.problem)
-    result = ImproverRunResult(
-        improver_run_id=improver_run_id,
-        solution=solution,
-        error=error,
-        lm_calls=services.language_model.calls_used,
-        lm_responses=services.language_model.responses_received,
-        utility_calls=services.utility_uses,
-        seconds=time.monotonic() - started,
-        cost_usd=services.cost_usd,
-    )
-    store.finish_improver_run(
-        improver_run_id,
-        solution=solution,
-        solution_kind="improver" if purpose == "self-improvement" else "solution",
-        error=error,
-        lm_calls=result.lm_calls,
-        lm_responses=result.lm_responses,
-        utility_calls=result.utility_calls,
-        seconds=result.seconds,
-    )
-    return result
+        recorder.event(improver_run_id, "sandbox_violation", violation)
 
 
 def _solution_of(value: Any, problem: str | None) -> tuple[str | None, str | None]:

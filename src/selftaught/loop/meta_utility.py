@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import collections
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from selftaught.config import Profile
-from selftaught.loop.context import RunContext, SeedSequence
-from selftaught.loop.improver_run import ImproverRunResult, UtilityService, run_improver
+from selftaught.loop.improver_run import ImproverRunner, ImproverRunResult, UtilityService
+from selftaught.loop.recording import RunRecorder
+from selftaught.loop.scoring import SolutionScorer, improve_and_score
+from selftaught.loop.seeds import SeedSequence
+from selftaught.loop.stats import RunStats
 from selftaught.store.run_store import program_hash
 from selftaught.tasks.base import TEST, VALIDATION
-from selftaught.tasks.evaluation import Evaluation, evaluation_seed
 
 META_UTILITY_DESCRIPTION = '''\
 from algorithm import algorithm_str  # the downstream task's starting solution
@@ -54,51 +57,6 @@ def meta_utility_description(profile: Profile) -> str:
     )
 
 
-def evaluate_solution(context: RunContext, solution: str, split: str, improver_run_id: int | None) -> Evaluation:
-    """Scores a solution on a split of the run's task and records the evaluation."""
-    return record_evaluation(context, solution, improver_run_id, _evaluate(context, solution, split))
-
-
-def _evaluate(context: RunContext, solution: str, split: str) -> Evaluation:
-    seed = evaluation_seed(context.seed, solution, split)
-    return context.evaluator.evaluate(context.task, solution, split, seed)
-
-
-def record_evaluation(
-    context: RunContext, solution: str, improver_run_id: int | None, evaluation: Evaluation
-) -> Evaluation:
-    context.stats.add(evaluations=1)
-    context.stats.scorer_errors.add(evaluation)
-    context.store.record_evaluation(context.run_id, improver_run_id, solution, evaluation)
-    return evaluation
-
-
-def task_utility(context: RunContext) -> UtilityService:
-    """The downstream task's utility on its validation split, as one improver run sees it.
-
-    Candidates are evaluated in the background as soon as the language model proposes them
-    (`prefetch`); a utility call then only waits for its result. What the improver never asks
-    about is never recorded, and every call still counts against its budget.
-    """
-    pending: dict[str, Future[Evaluation]] = {}
-
-    def prefetch(solution: str, proposed_to: int) -> None:
-        if solution not in pending:
-            pending[solution] = context.prefetch.submit(_evaluate, context, solution, VALIDATION)
-
-    def score(solution: str, improver_run_id: int) -> float:
-        future = pending.pop(solution, None)
-        evaluation = future.result() if future is not None else _evaluate(context, solution, VALIDATION)
-        return record_evaluation(context, solution, improver_run_id, evaluation).score
-
-    return UtilityService(
-        description=context.task.description,
-        budget=context.profile.improver.utility_calls,
-        score=score,
-        prefetch=prefetch,
-    )
-
-
 #: The purpose of an improver run of the meta-utility, and of one started ahead (`--speculate`): a run
 #: started ahead counts as the meta-utility's once a `SPECULATION_ASKED` event names it. One whose
 #: candidate was never asked about, or whose attempt stopped first, stays speculative.
@@ -126,12 +84,24 @@ class MetaUtilityResult:
 class MetaUtility:
     """û over the run's task. `evaluate` never raises on a bad improver: a failed run scores 0."""
 
-    def __init__(self, context: RunContext) -> None:
-        self._context = context
+    def __init__(
+        self,
+        improvers: ImproverRunner,
+        scorer: SolutionScorer,
+        profile: Profile,
+        seeds: SeedSequence,
+        improver_slots: threading.BoundedSemaphore,
+    ) -> None:
+        self._improvers = improvers
+        self._scorer = scorer
+        self._profile = profile
+        self._seeds = seeds
+        #: Held by each improver run, however many meta-utilities are being computed at once.
+        self._improver_slots = improver_slots
 
     @property
     def description(self) -> str:
-        return meta_utility_description(self._context.profile)
+        return meta_utility_description(self._profile)
 
     def evaluate(
         self,
@@ -146,9 +116,8 @@ class MetaUtility:
 
         Seeds come from `seeds`, or else the run's sequence (which only the thread driving the run draws from).
         """
-        context = self._context
-        draw = seeds or context.seeds
-        run_seeds = [draw() for _ in range(context.profile.meta_utility_runs)]
+        draw = seeds or self._seeds
+        run_seeds = [draw() for _ in range(self._profile.meta_utility_runs)]
         # Every run at once: the run's improver slots, shared by all meta-utilities under way, bound them.
         with ThreadPoolExecutor(max_workers=len(run_seeds), thread_name_prefix="meta-utility") as pool:
             runs = list(pool.map(lambda seed: self._one_run(improver, seed, with_test, parent_id, purpose), run_seeds))
@@ -162,23 +131,18 @@ class MetaUtility:
     def _one_run(
         self, improver: str, seed: int, with_test: bool, parent_id: int | None, purpose: str
     ) -> MetaUtilityRun:
-        context = self._context
-        with context.improver_slots:
-            run = run_improver(
-                context,
-                improver=improver,
-                initial_solution=context.task.seed_solution,
-                utility=task_utility(context),
+        with self._improver_slots:
+            improved = improve_and_score(
+                self._improvers,
+                self._scorer,
+                improver,
+                initial_solution=self._scorer.task.seed_solution,
                 purpose=purpose,
                 parent_id=parent_id,
                 seed=seed,
+                splits=(VALIDATION, TEST) if with_test else (VALIDATION,),
             )
-        val = test = 0.0
-        if run.solution is not None:
-            val = evaluate_solution(context, run.solution, VALIDATION, run.improver_run_id).score
-            if with_test:
-                test = evaluate_solution(context, run.solution, TEST, run.improver_run_id).score
-        return MetaUtilityRun(run, val, test if with_test else None)
+        return MetaUtilityRun(improved.run, improved.scores[VALIDATION], improved.scores.get(TEST))
 
 
 @dataclass(frozen=True)
@@ -201,10 +165,21 @@ class CandidateScores:
     never asks about is counted apart by `finish`.
     """
 
-    def __init__(self, meta_utility: MetaUtility, context: RunContext, speculate: bool) -> None:
+    def __init__(
+        self,
+        meta_utility: MetaUtility,
+        *,
+        budget: int,
+        seeds: SeedSequence,
+        recorder: RunRecorder,
+        stats: RunStats,
+        speculate: bool,
+    ) -> None:
         self._meta_utility = meta_utility
-        self._context = context
-        self._budget = context.profile.meta_utility_calls
+        self._seeds = seeds
+        self._recorder = recorder
+        self._stats = stats
+        self._budget = budget
         self._asked = 0
         self._pending: dict[tuple[str, int], Future[MetaUtilityResult]] = {}
         self._times_asked: collections.Counter[str] = collections.Counter()
@@ -226,7 +201,7 @@ class CandidateScores:
         self, improver: str, occurrence: int, parent_id: int, purpose: str = META_UTILITY
     ) -> MetaUtilityResult:
         """The meta-utility of the `occurrence`-th asking for this candidate: each is a fresh sample, as without speculation."""
-        seeds = self._context.seeds.derived(f"{program_hash(improver)}/{occurrence}")
+        seeds = self._seeds.derived(f"{program_hash(improver)}/{occurrence}")
         return self._meta_utility.evaluate(improver, with_test=False, parent_id=parent_id, seeds=seeds, purpose=purpose)
 
     def _prefetch(self, improver: str, proposed_to: int) -> None:
@@ -242,15 +217,14 @@ class CandidateScores:
 
     def _score(self, improver: str, improver_run_id: int) -> float:
         self._asked += 1
-        self._context.stats.stage = f"improving the improver · scoring candidate {self._asked}/{self._budget}"
+        self._stats.stage = f"improving the improver · scoring candidate {self._asked}/{self._budget}"
         occurrence = self._times_asked[improver]
         self._times_asked[improver] += 1
         future = self._pending.pop((improver, occurrence), None)
         if future is not None:
             result = future.result()
             # Recorded as speculative when they started: from now on they are runs the improver asked for.
-            self._context.store.record_event(
-                self._context.run_id,
+            self._recorder.event(
                 improver_run_id,
                 SPECULATION_ASKED,
                 {"improver_run_ids": [run.improver_run.improver_run_id for run in result.runs]},
@@ -268,9 +242,8 @@ class CandidateScores:
         runs = [run.improver_run for result in unasked for run in result.runs]
         speculation = Speculation(len(unasked), sum(run.lm_calls for run in runs), sum(run.cost_usd for run in runs))
         if unasked:
-            self._context.stats.add(speculative_calls=speculation.lm_calls, speculative_cost_usd=speculation.cost_usd)
-            self._context.store.record_event(
-                self._context.run_id,
+            self._stats.add(speculative_calls=speculation.lm_calls, speculative_cost_usd=speculation.cost_usd)
+            self._recorder.event(
                 improver_run_id,
                 "speculation",
                 {

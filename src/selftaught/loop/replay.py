@@ -16,22 +16,23 @@ from typing import Any
 from selftaught.errors import BackendError
 from selftaught.llm.base import Backend, Completion, CompletionRequest
 from selftaught.llm.concurrency import LOCAL_CONCURRENCY, Throttling
-from selftaught.store.reading import StoreReader
+from selftaught.store.contracts import Reader
+from selftaught.store.reading import answered_in_full
 from selftaught.store.run_store import program_hash
 from selftaught.tasks.base import Task
 from selftaught.tasks.evaluation import Evaluation, Evaluator
 
 
-def request_key(system: str, message: str, n: int, temperature: float, max_tokens: int, seed: int | None) -> str:
-    """What decides a request's responses, as the store records it."""
+def replay_key(request: CompletionRequest) -> str:
+    """What decides a request's responses within a run: a recorded request and a live one meet under it."""
     return json.dumps(
         {
-            "system": system,
-            "message": message,
-            "n": n,
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-            "seed": seed,
+            "system": request.system,
+            "message": request.last_user_message,
+            "n": request.n,
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+            "seed": request.seed,
         },
         sort_keys=True,
     )
@@ -46,17 +47,16 @@ class RunRecord:
     evaluations: dict[tuple[str, str], Evaluation]
 
     @classmethod
-    def load(cls, reader: StoreReader, run_id: str) -> RunRecord:
+    def load(cls, reader: Reader, run_id: str) -> RunRecord:
         responses: dict[str, list[Completion]] = {}
         for call in reader.lm_calls(run_id):
-            if not reader.answered_in_full(call):
+            if not answered_in_full(call):
                 continue  # nothing usable came back: asking again is not paying twice
-            key = request_key(**call["request"])
+            key = replay_key(CompletionRequest.from_record(call["request"]))
             completion = Completion(
                 texts=tuple(call["responses"]),
                 prompt_tokens=call["prompt_tokens"],
                 completion_tokens=call["completion_tokens"],
-                recorded_cost_usd=0.0 if call["replayed"] or call["cache_hit"] else call["cost_usd"],
             )
             responses.setdefault(key, []).append(completion)
         evaluations = {(row["solution_hash"], row["split"]): _evaluation_of(row) for row in reader.evaluations(run_id)}
@@ -96,14 +96,7 @@ class ReplayingBackend(Backend):
         self._lock = threading.Lock()
 
     def complete(self, request: CompletionRequest) -> Completion:
-        key = request_key(
-            request.system,
-            request.last_user_message,
-            request.n,
-            request.temperature,
-            request.max_tokens,
-            request.seed,
-        )
+        key = replay_key(request)
         with self._lock:
             queue = self._queues.get(key)
             recorded = queue.popleft() if queue else None

@@ -1,6 +1,11 @@
-"""The seed improver I_0 of the paper (its Figure 2), kept as source text: it is data the loop rewrites."""
+"""The seed improver I_0 of the paper (its Figure 2), kept as source text: it is data the loop rewrites.
+
+Also the name of the function every improver defines, which the loop calls and the audit reads.
+"""
 
 from __future__ import annotations
+
+IMPROVER_ENTRY_POINT = "improve_algorithm"
 
 SEED_IMPROVER = '''\
 from helpers import extract_code

@@ -7,13 +7,12 @@ only; no improver ever sees them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from selftaught.loop.context import RunContext
-from selftaught.loop.improver_run import run_improver
-from selftaught.loop.meta_utility import CandidateScores, MetaUtility
+from selftaught.loop.meta_utility import CandidateScores
 from selftaught.loop.seed_improver import SEED_IMPROVER
+from selftaught.loop.services import RunServices
 from selftaught.store.run_store import program_hash
 
 
@@ -48,12 +47,12 @@ class IterationResult:
 
 
 def self_improve(
-    context: RunContext,
+    run: RunServices,
     *,
     initial_improver: str = SEED_IMPROVER,
-    on_iteration: Callable[[IterationResult], None] = lambda result: None,
     completed: Sequence[IterationResult] = (),
     speculate: bool = False,
+    resumed_iteration_started: bool = False,
 ) -> list[IterationResult]:
     """Runs T iterations of self-improvement; a failing candidate is recorded and the run goes on.
 
@@ -62,81 +61,92 @@ def self_improve(
     number, so it asks the same questions whether or not the run stopped before it. With
     `speculate`, candidates are scored as soon as they are proposed (CandidateScores): the same
     scores, sooner, and candidates the improver never asks about are paid for and counted apart.
+    `resumed_iteration_started`: the iteration after `completed` had started before the run stopped.
     """
-    meta_utility = MetaUtility(context)
-    stats = context.stats
-    stats.iterations = context.profile.iterations
+    stats = run.stats
+    stats.iterations = run.profile.iterations
 
     results = list(completed)
     if not results:
         stats.stage = "scoring the seed improver"
-        context.seeds.restart(0)
-        scored = meta_utility.evaluate(initial_improver, with_test=True)
+        run.seeds.restart(0)
+        scored = run.meta_utility.evaluate(initial_improver, with_test=True)
         results.append(IterationResult(0, initial_improver, scored.val, scored.test or 0.0, accepted=True))
-        _report(context, results[0], on_iteration)
+        _record(run, results[0])
     current = results[-1]
 
-    for iteration in range(current.iteration + 1, context.profile.iterations + 1):
-        if context.meter.exhausted:  # stop between iterations: every iteration recorded is complete
+    # A resumed run's meter holds all it paid: the iteration it was in, started under the limit, is finished
+    # as the first attempt would have finished it (its calls past the limit are refused as they were).
+    started = current.iteration + 1 if completed and resumed_iteration_started else None
+    for iteration in range(current.iteration + 1, run.profile.iterations + 1):
+        if run.meter.exhausted and iteration != started:  # stop between iterations: each one recorded is complete
             stats.stage = "cost limit reached"
             return results
-        context.seeds.restart(iteration)
-        stats.iteration = iteration
-        stats.stage = "improving the improver"
-        scores = CandidateScores(meta_utility, context, speculate)
-        attempt = run_improver(
-            context,
-            improver=current.improver,
-            initial_solution=current.improver,
-            utility=scores.service(),
-            purpose="self-improvement",
-            parent_id=None,
-            seed=context.seeds(),
-        )
-        scores.finish(attempt.improver_run_id)
-        if attempt.solution is None:
-            result = IterationResult(
-                iteration,
-                current.improver,
-                current.meta_utility_val,
-                current.meta_utility_test,
-                accepted=False,
-                error=f"no candidate: {attempt.error}",
-                improver_run_id=attempt.improver_run_id,
-            )
-        else:
-            stats.stage = "scoring the candidate improver"
-            candidate = meta_utility.evaluate(attempt.solution, with_test=True, parent_id=attempt.improver_run_id)
-            accepted = candidate.val > current.meta_utility_val
-            kept = (
-                (attempt.solution, candidate.val, candidate.test or 0.0)
-                if accepted
-                else (current.improver, current.meta_utility_val, current.meta_utility_test)
-            )
-            failed_runs = [run.improver_run.error for run in candidate.runs if run.improver_run.error]
-            result = IterationResult(
-                iteration,
-                *kept,
-                accepted=accepted,
-                candidate=attempt.solution,
-                candidate_val=candidate.val,
-                candidate_test=candidate.test,
-                error=f"candidate: {failed_runs[0]}" if len(failed_runs) == len(candidate.runs) else None,
-                improver_run_id=attempt.improver_run_id,
-            )
-        current = result
-        results.append(result)
-        _report(context, result, on_iteration)
+        current = _iteration(run, current, iteration, speculate)
+        results.append(current)
+        _record(run, current)
     stats.stage = "done"
     return results
 
 
-def _report(context: RunContext, result: IterationResult, on_iteration: Callable[[IterationResult], None]) -> None:
-    context.stats.meta_utility_val = result.meta_utility_val
-    context.stats.meta_utility_test = result.meta_utility_test
-    context.store.save_program(result.improver, "improver")
-    context.store.record_iteration(
-        context.run_id,
-        {**result.as_row(), "improver_run_id": result.improver_run_id, "spent_usd": context.meter.spent_usd},
+def _iteration(run: RunServices, current: IterationResult, iteration: int, speculate: bool) -> IterationResult:
+    """The current improver improves itself once; its candidate is kept only if it scores higher."""
+    stats, seeds = run.stats, run.seeds
+    seeds.restart(iteration)
+    stats.iteration = iteration
+    stats.stage = "improving the improver"
+    scores = CandidateScores(
+        run.meta_utility,
+        budget=run.profile.meta_utility_calls,
+        seeds=seeds,
+        recorder=run.recorder,
+        stats=stats,
+        speculate=speculate,
     )
-    on_iteration(result)
+    attempt = run.improvers.run(
+        current.improver,
+        initial_solution=current.improver,
+        utility=scores.service(),
+        purpose="self-improvement",
+        parent_id=None,
+        seed=seeds(),
+    )
+    scores.finish(attempt.improver_run_id)
+    if attempt.solution is None:
+        return IterationResult(
+            iteration,
+            current.improver,
+            current.meta_utility_val,
+            current.meta_utility_test,
+            accepted=False,
+            error=f"no candidate: {attempt.error}",
+            improver_run_id=attempt.improver_run_id,
+        )
+    stats.stage = "scoring the candidate improver"
+    candidate = run.meta_utility.evaluate(attempt.solution, with_test=True, parent_id=attempt.improver_run_id)
+    accepted = candidate.val > current.meta_utility_val
+    kept = (
+        (attempt.solution, candidate.val, candidate.test or 0.0)
+        if accepted
+        else (current.improver, current.meta_utility_val, current.meta_utility_test)
+    )
+    failed_runs = [each.improver_run.error for each in candidate.runs if each.improver_run.error]
+    return IterationResult(
+        iteration,
+        *kept,
+        accepted=accepted,
+        candidate=attempt.solution,
+        candidate_val=candidate.val,
+        candidate_test=candidate.test,
+        error=f"candidate: {failed_runs[0]}" if len(failed_runs) == len(candidate.runs) else None,
+        improver_run_id=attempt.improver_run_id,
+    )
+
+
+def _record(run: RunServices, result: IterationResult) -> None:
+    run.stats.meta_utility_val = result.meta_utility_val
+    run.stats.meta_utility_test = result.meta_utility_test
+    run.recorder.save_program(result.improver, "improver")
+    run.recorder.iteration(
+        {**result.as_row(), "improver_run_id": result.improver_run_id, "spent_usd": run.meter.spent_usd}
+    )

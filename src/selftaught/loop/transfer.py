@@ -1,5 +1,7 @@
-"""Transfer, the paper's Table 1: an improver applied unchanged to other tasks, against the task's seed solution
-and the seed improver, each estimated over repeats with a 95% confidence interval on the test split.
+"""Transfer, the paper's Table 1: an improver applied unchanged to other tasks, with 95% confidence intervals.
+
+On each task the improver is compared with the task's seed solution and with the seed improver,
+each estimated over repeats on the test split.
 """
 
 from __future__ import annotations
@@ -9,10 +11,9 @@ import statistics
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from selftaught.loop.context import RunContext
-from selftaught.loop.improver_run import run_improver
-from selftaught.loop.meta_utility import evaluate_solution, record_evaluation, task_utility
+from selftaught.loop.scoring import improve_and_score
 from selftaught.loop.seed_improver import SEED_IMPROVER
+from selftaught.loop.services import RunServices
 from selftaught.tasks.base import TEST
 
 #: Student's t quantile for a two-sided 95% interval, by degrees of freedom (1.96 beyond the table).
@@ -54,35 +55,31 @@ class TransferRow:
     improver: Estimate
 
 
-def transfer_on_task(context: RunContext, improver: str, repeats: int) -> TransferRow:
+def transfer_on_task(run: RunServices, improver: str, repeats: int) -> TransferRow:
     """Each repeat gives the seed improver and the improver the same seeds: a paired comparison."""
-    seeds = [context.seeds() for _ in range(repeats)]
+    seeds = [run.seeds() for _ in range(repeats)]
+    scorer, seed_solution = run.scorer, run.task.seed_solution
 
     def original(seed: int) -> float:
-        evaluation = context.evaluator.evaluate(context.task, context.task.seed_solution, TEST, seed)
-        return record_evaluation(context, context.task.seed_solution, None, evaluation).score
+        return scorer.record(seed_solution, None, scorer.unrecorded(seed_solution, TEST, seed)).score
 
     def improved(source: str, seed: int) -> float:
-        run = run_improver(
-            context,
-            improver=source,
-            initial_solution=context.task.seed_solution,
-            utility=task_utility(context),
+        return improve_and_score(
+            run.improvers,
+            scorer,
+            source,
+            initial_solution=seed_solution,
             purpose="transfer",
             parent_id=None,
             seed=seed,
-        )
-        if run.solution is None:
-            return 0.0
-        return evaluate_solution(context, run.solution, TEST, run.improver_run_id).score
+            splits=(TEST,),
+        ).scores[TEST]
 
     # Improver runs mostly wait for the model; their evaluations are held to the run's workers by its evaluator.
-    with ThreadPoolExecutor(max_workers=context.improver_runs, thread_name_prefix="transfer") as pool:
+    with ThreadPoolExecutor(max_workers=run.improver_runs, thread_name_prefix="transfer") as pool:
         originals = list(pool.map(original, seeds))
-        context.stats.stage = f"{context.task.name}: the seed improver"
+        run.stats.stage = f"{run.task.name}: the seed improver"
         seeded = list(pool.map(lambda seed: improved(SEED_IMPROVER, seed), seeds))
-        context.stats.stage = f"{context.task.name}: the improver"
+        run.stats.stage = f"{run.task.name}: the improver"
         given = list(pool.map(lambda seed: improved(improver, seed), seeds))
-    return TransferRow(
-        context.task.name, context.run_id, Estimate.of(originals), Estimate.of(seeded), Estimate.of(given)
-    )
+    return TransferRow(run.task.name, run.run_id, Estimate.of(originals), Estimate.of(seeded), Estimate.of(given))
