@@ -24,6 +24,8 @@ FAULTS = (
     "invalid_utf8",
     "no_choices",
     "hang",
+    "drip",
+    "drip_headers",
     "no_usage",
     "negative_usage",
 )
@@ -37,8 +39,11 @@ class FakeServer:
 
     `faults` are served first, one per request, in order: the normal answer (`ok`, to place a fault
     later), an HTTP 429 with Retry-After, a 503 or 500, a 400 (never retried), a body that is not
-    JSON, invalid UTF-8, a completion without choices (its prompt billed), no answer at all, or the
-    normal answer without usage or with a negative prompt count.
+    JSON, invalid UTF-8, a completion without choices (its prompt billed), no answer at all, an answer
+    whose body (`drip`) or headers (`drip_headers`) come one byte every `drip_seconds` for `hang_seconds`,
+    or the normal answer without usage or with a negative prompt count.
+
+    `body_for`, when given, makes the whole JSON body of every 200 answer instead (odd shapes).
     """
 
     answer: Callable[[dict[str, Any]], list[str]]
@@ -48,6 +53,8 @@ class FakeServer:
     headers: list[dict[str, str]] = field(default_factory=list)
     base_url: str = ""
     hang_seconds: float = 5.0
+    drip_seconds: float = 0.1
+    body_for: Callable[[dict[str, Any]], Any] | None = None
     #: Latency of every answer.
     delay_seconds: float = 0.0
     #: The error message of an answer with `status`.
@@ -120,6 +127,9 @@ def fake_server(fake: FakeServer, port: int = 0) -> Iterator[FakeServer]:
                 self._fault(fault)
                 return
             time.sleep(fake.delay_seconds)
+            if fake.body_for is not None:
+                self._send_raw(json.dumps(fake.body_for(body)).encode())
+                return
             if self.path == "/v1/messages":
                 self._send(
                     200,
@@ -173,6 +183,26 @@ def fake_server(fake: FakeServer, port: int = 0) -> Iterator[FakeServer]:
                 )
             elif fault == "hang":
                 time.sleep(fake.hang_seconds)
+            elif fault == "drip":
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self._drip(b"1\r\n \r\n")  # chunks of one space: whitespace a JSON body may begin with
+            elif fault == "drip_headers":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                self._drip(b"X-Drip: 1\r\n")
+
+        def _drip(self, piece: bytes) -> None:
+            ends = time.monotonic() + fake.hang_seconds
+            try:
+                while time.monotonic() < ends:
+                    self.wfile.write(piece)
+                    self.wfile.flush()
+                    time.sleep(fake.drip_seconds)
+            except OSError:  # the client gave up on it
+                pass
+            self.close_connection = True
 
         def _send_raw(self, data: bytes) -> None:
             self.send_response(200)

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from conftest import STRONG_LPN_SOLUTION, ZERO_LPN_SOLUTION, fenced
+from fake_servers import FakeServer, fake_server
 from selftaught import api
 from selftaught.api import RunOptions
 from selftaught.llm.base import ChatMessage, CompletionRequest
 from selftaught.llm.cache import CacheMode, ResponseCache, response_key
 from selftaught.llm.pricing import CostMeter
-from selftaught.llm.registry import open_backend
+from selftaught.llm.registry import cache_identity, open_backend
 
 # Answers depend on the request order (index) and the temperature: a replay must reproduce both exactly.
 VARYING = f"""
@@ -27,6 +28,7 @@ def respond(system, user, temperature, index):
 """
 
 
+@pytest.mark.slow
 def test_a_run_replays_exactly_from_the_cache_without_live_calls(
     tmp_path: Path, options_for: Callable[..., RunOptions]
 ) -> None:
@@ -74,6 +76,50 @@ def test_an_edited_scripted_model_does_not_replay_old_answers(tmp_path: Path) ->
         answers.append(backend.complete(request).texts[0])
         backend.close()
     assert answers == ["first", "second"]
+
+
+#: What the HTTP backends, or their SDKs, read from the environment to decide which server answers, and how.
+SERVER_ENVIRONMENT = ("OPENAI_BASE_URL", "OPENAI_CUSTOM_HEADERS", "ANTHROPIC_BASE_URL", "ANTHROPIC_CUSTOM_HEADERS")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("prefix", "variable"), [("openai", "OPENAI_BASE_URL"), ("anthropic", "ANTHROPIC_BASE_URL")])
+def test_answers_are_cached_apart_for_each_server_the_environment_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefix: str, variable: str
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    request = CompletionRequest((ChatMessage("user", "hi"),), n=1, temperature=0.0, max_tokens=8, seed=1)
+    first, second = (FakeServer(lambda body, name=name: [f"from the {name} server"]) for name in ("first", "second"))
+    answers = []
+    with fake_server(first), fake_server(second):
+        for server in (first, second, first):
+            monkeypatch.setenv(variable, server.base_url if prefix == "openai" else server.base_url.removesuffix("/v1"))
+            backend = open_backend(f"{prefix}:m", CacheMode.READ_WRITE, tmp_path / "cache.sqlite", CostMeter(None))
+            answers.append(backend.complete(request).texts[0])
+            backend.close()
+    assert answers == ["from the first server", "from the second server", "from the first server"]
+    assert len(first.requests) == len(second.requests) == 1  # the first server's answer, asked again, was cached
+
+
+def test_a_specs_cache_identity_names_the_environments_server_only_when_there_is_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for variable in SERVER_ENVIRONMENT:
+        monkeypatch.delenv(variable, raising=False)
+    # As before servers were told apart: existing caches keep their keys.
+    assert cache_identity("openai:gpt-4o") == "openai:gpt-4o"
+    assert cache_identity("anthropic:claude-sonnet-4-5") == "anthropic:claude-sonnet-4-5"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://user:secret@10.0.0.1:8000/v1")
+    identity = cache_identity("openai:gpt-4o")
+    assert identity.startswith("openai:gpt-4o#") and "secret" not in identity and "10.0.0.1" not in identity
+    assert cache_identity("openai:m@http://127.0.0.1:8000/v1") == "openai:m@http://127.0.0.1:8000/v1"  # its own server
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://another:password@10.0.0.1:8000/v1/")
+    assert cache_identity("openai:gpt-4o") == identity  # neither credentials nor a trailing / select another server
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://10.0.0.2:8000/v1")
+    assert cache_identity("openai:gpt-4o") != identity
+    monkeypatch.setenv("ANTHROPIC_CUSTOM_HEADERS", "anthropic-beta: something")
+    assert cache_identity("anthropic:m@http://127.0.0.1:8000") != "anthropic:m@http://127.0.0.1:8000"
 
 
 def test_concurrent_writers_share_one_cache_file(tmp_path: Path) -> None:

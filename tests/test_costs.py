@@ -21,10 +21,11 @@ from selftaught.cli.main import cli
 from selftaught.errors import BackendError, SelftaughtError, UnknownModelSpec
 from selftaught.llm.base import Backend, Completion, CompletionRequest
 from selftaught.llm.billing import Answer, gather
-from selftaught.llm.budgeted import BudgetedLanguageModel, LanguageModelCall, LanguageModelRefusal
+from selftaught.llm.budgeted import BudgetedLanguageModel, LanguageModelRefusal
 from selftaught.llm.model_spec import ModelSpec
 from selftaught.llm.pricing import CostMeter, Price, PriceTable
 from selftaught.loop.seed_improver import SEED_IMPROVER
+from selftaught.store.rows import CallRow
 
 
 def test_prices_by_spec_or_model_name_local_models_free_unknown_ones_unpriced() -> None:
@@ -70,6 +71,7 @@ def test_the_config_file_adds_and_overrides_prices(tmp_path: Path) -> None:
         PriceTable.load(config)
 
 
+@pytest.mark.slow
 def test_the_run_ends_cleanly_at_its_cost_limit(tmp_path: Path, options_for: Callable[..., RunOptions]) -> None:
     config = tmp_path / "selftaught.toml"
     config.write_text('[prices."openai:pricey"]\ninput = 1000\noutput = 1000\n')
@@ -103,6 +105,7 @@ def test_the_run_ends_cleanly_at_its_cost_limit(tmp_path: Path, options_for: Cal
     assert sum(costs) == pytest.approx(resumed.cost_usd)
 
 
+@pytest.mark.slow
 def test_a_run_stopped_by_its_cost_limit_says_how_to_go_on_and_the_resumed_summary_adds_up(tmp_path: Path) -> None:
     config = tmp_path / "selftaught.toml"
     config.write_text('[prices."openai:pricey"]\ninput = 1000\noutput = 1000\n')
@@ -154,6 +157,7 @@ def test_a_cost_limit_on_a_model_without_a_price_is_refused_before_anything_star
     PriceTable.load().check_limit("scripted:/any/file.py", 0.5)
 
 
+@pytest.mark.slow
 def test_transfer_shares_one_cost_limit_across_its_tasks(
     tmp_path: Path, options_for: Callable[..., RunOptions]
 ) -> None:
@@ -178,7 +182,7 @@ class PaidThenFailed(Backend):
 
 def test_a_failed_call_is_charged_for_the_responses_that_came_back() -> None:
     meter = CostMeter(limit_usd=1.0)
-    calls: list[LanguageModelCall] = []
+    calls: list[CallRow] = []
     model = BudgetedLanguageModel(
         PaidThenFailed(),
         budget=5,
@@ -215,6 +219,7 @@ def test_answers_paid_for_count_whatever_the_failure_of_another_request() -> Non
         gather(pool, [lambda: Answer(("fine",), 100, 20), interrupted])
 
 
+@pytest.mark.slow
 def test_a_failed_anthropic_call_counts_against_the_runs_cost_limit(
     tmp_path: Path, options_for: Callable[..., RunOptions], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,16 +1,18 @@
-"""Every built-in scorer judges any decodable output without raising: a raise would blame the task, not the solution."""
+"""Outputs no scorer may raise on (a raise would blame the task, not the solution), and huge integers.
+
+tests/test_task_conformance.py tries these outputs on every task, built-in, plugin and example.
+"""
 
 from __future__ import annotations
 
-import math
 from functools import cache
 from typing import Any
 
 import numpy as np
 import pytest
 
-from selftaught.tasks.base import VALIDATION, Instance, InstanceScore, Task, Unrepresentable
-from selftaught.tasks.registry import get_task, task_names
+from selftaught.tasks.base import VALIDATION, Instance, Task, Unrepresentable
+from selftaught.tasks.registry import get_task
 
 HUGE = 10**400  # beyond float range: converting it raises OverflowError
 
@@ -90,24 +92,6 @@ def _expected_length(instance: Instance) -> int:
     if isinstance(arguments[0], str):  # str_grid_dist: (t, dist)
         return len(arguments[0])
     return len(arguments[-1])  # parity: test samples; maxcut: the weights; MQAP: a 15 x 15 matrix
-
-
-@pytest.mark.parametrize("name", task_names())
-def test_no_hostile_output_makes_a_builtin_scorer_raise_or_score(name: str) -> None:
-    task, instance = _first_instance(name)
-    n = _expected_length(instance)
-    failures = []
-    for output in GENERAL + _sized(n) + _sized(n + 1):
-        try:
-            judged = task.score(instance, output)
-        except Exception as error:  # what the host would count as a bug in the task
-            failures.append(f"{_describe(output)} raised {type(error).__name__}: {error}")
-            continue
-        assert isinstance(judged, InstanceScore)
-        assert math.isfinite(judged.score) and 0.0 <= judged.score <= 1.0
-        if not judged.valid:
-            assert judged.score == 0.0 and isinstance(judged.problem, str)
-    assert not failures, "\n".join(failures)
 
 
 @pytest.mark.parametrize("name", ["parity_noise", "parity_noiseless", "maxcut", "three_sat"])

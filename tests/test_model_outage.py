@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections.abc import Callable
@@ -22,10 +23,17 @@ from selftaught.llm.base import Backend, ChatMessage, Completion, CompletionRequ
 from selftaught.llm.billing import MIN_RESPONSE_CHARS
 from selftaught.llm.cache import CacheMode
 from selftaught.llm.circuit_breaker import BreakerBackend, CircuitBreaker
+from selftaught.llm.pricing import CostMeter, PriceTable
 from selftaught.llm.retry import RetryPolicy
+from selftaught.loop.improver_run import ImproverRunner, ModelAccess, UtilityService
+from selftaught.loop.recording import RunRecorder
 from selftaught.loop.seed_improver import SEED_IMPROVER
+from selftaught.loop.stats import RunStats
 from selftaught.options import RunOptions
+from selftaught.sandbox.launcher import CallRefused
+from selftaught.sandbox.outcome import ChildOutcome
 from selftaught.store.reading import StoreReader
+from selftaught.store.run_store import RunStore
 
 #: Retries as the real policy makes them, with waits short enough for a test.
 QUICK_RETRY = RetryPolicy(attempts=2, initial_wait_seconds=0.01, max_wait_seconds=0.05)
@@ -66,6 +74,7 @@ def iterations(report: api.RunReport) -> list[tuple[int, float, float, bool]]:
     return [(i.iteration, i.meta_utility_val, i.meta_utility_test, i.accepted) for i in report.iterations]
 
 
+@pytest.mark.slow
 def test_a_server_killed_mid_run_stops_the_run_and_resume_finishes_it_as_if_it_had_not(
     options_for: Callable[..., RunOptions], tmp_path: Any
 ) -> None:
@@ -98,6 +107,7 @@ def test_a_server_killed_mid_run_stops_the_run_and_resume_finishes_it_as_if_it_h
         assert reader.run(run["id"])["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_a_refused_key_stops_the_run_at_once_and_says_how_to_continue(
     options_for: Callable[..., RunOptions], tmp_path: Any
 ) -> None:
@@ -118,6 +128,7 @@ def test_a_refused_key_stops_the_run_at_once_and_says_how_to_continue(
     assert "HTTP 401" in shown.stdout
 
 
+@pytest.mark.slow
 def test_a_model_answering_badly_is_not_an_outage(options_for: Callable[..., RunOptions]) -> None:
     """Code that does not parse, or no code at all, is the model's answer: per-call, the run goes on."""
     with fake_server(FakeServer(lambda body: ["I would rather not."] * body.get("n", 1))) as server:
@@ -125,6 +136,7 @@ def test_a_model_answering_badly_is_not_an_outage(options_for: Callable[..., Run
     assert len(report.iterations) == PROFILE.iterations + 1
 
 
+@pytest.mark.slow
 def test_a_server_refusing_every_request_for_what_it_asks_does_not_stop_the_run(
     options_for: Callable[..., RunOptions],
 ) -> None:
@@ -135,6 +147,7 @@ def test_a_server_refusing_every_request_for_what_it_asks_does_not_stop_the_run(
         assert reader.run(report.run_id)["status"] == "finished"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status", [403, 404, 500])
 def test_generated_code_cannot_stop_the_run_by_what_it_asks(
     status: int, options_for: Callable[..., RunOptions]
@@ -155,6 +168,7 @@ def test_generated_code_cannot_stop_the_run_by_what_it_asks(
     assert errors and all(f"HTTP {status}" in error for error in errors)
 
 
+@pytest.mark.slow
 def test_a_refused_request_trips_the_breaker_when_the_hosts_own_request_is_refused_too(
     options_for: Callable[..., RunOptions],
 ) -> None:
@@ -219,6 +233,7 @@ def test_a_server_error_on_every_attempt_trips_the_breaker_only_if_nothing_got_t
     assert breaker.reason is not None and "HTTP 500" in breaker.reason
 
 
+@pytest.mark.slow
 def test_a_server_ignoring_max_tokens_cannot_grow_the_store_or_the_cache(
     options_for: Callable[..., RunOptions],
 ) -> None:
@@ -244,6 +259,7 @@ def test_a_probe_that_times_out_confirms_nothing() -> None:
     assert not isinstance(raised.value, ModelOutage) and breaker.reason is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tokens", [10**20, 10**310])
 def test_an_absurd_token_count_from_a_server_is_not_believed(
     tokens: int, options_for: Callable[..., RunOptions], tmp_path: Any
@@ -259,3 +275,84 @@ def test_an_absurd_token_count_from_a_server_is_not_believed(
         spec = f"openai:gpt-4o@{server.base_url}"
         result = api.improve(replace(options_for(spec), profile=PROFILE, config=config))
     assert result.algorithm is not None and math.isfinite(result.cost_usd)
+
+
+class _BuggyBackend(Backend):
+    """A backend (a plugin's, say) whose own bug raises what no backend should."""
+
+    spec = "buggy:model"
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        raise TypeError("'int' object is not iterable")
+
+
+class _ServingJobs:
+    """Plays the job runner: an improver job makes each of `calls` in turn, keeping what came back or the refusal."""
+
+    def __init__(self, calls: list[tuple[str, dict[str, Any]]]) -> None:
+        self.calls = calls
+        self.answers: list[Any] = []
+
+    def run(self, job: Any, limits: Any, serve: Any = None) -> ChildOutcome:
+        for method, params in self.calls:
+            try:
+                self.answers.append(serve(method, params))
+            except CallRefused as refusal:
+                self.answers.append(refusal)
+        return ChildOutcome(result=None, has_result=True)
+
+
+def _improver_run(tmp_path: Any, backend: Backend, score: Callable[[str, int], float], jobs: _ServingJobs) -> str:
+    """Runs an improver on `jobs` with `backend` and `score` as its services; returns the run's id in the store."""
+    store = RunStore(tmp_path / "runs.sqlite")
+    run_id = store.create_run(command="improve", task="parity_noiseless", model="m", seed=0, config={}, options={})
+    breaker = CircuitBreaker()
+    model = ModelAccess(BreakerBackend(backend, breaker), PriceTable.load(None), CostMeter(None), breaker)
+    runner = ImproverRunner(jobs, model, RunRecorder(store, run_id), RunStats(), TEST_PROFILE.improver)
+    try:
+        runner.run(
+            SEED_IMPROVER,
+            initial_solution="def algorithm(*args):\n    return 0\n",
+            utility=UtilityService("utility", 2, score),
+            purpose="self-improvement",
+            parent_id=None,
+            seed=0,
+        )
+    finally:
+        store.close()
+    return run_id
+
+
+PROMPT = ("language_model.prompt", {"expertise": "e", "message": "m", "n_responses": 1})
+UTILITY = ("utility", {"solution": "def algorithm(*args):\n    return 1\n"})
+
+
+def test_a_services_own_failure_refuses_that_call_recorded_and_the_run_goes_on(tmp_path: Any) -> None:
+    def buggy_score(solution: str, improver_run_id: int) -> float:
+        raise RuntimeError("a scorer's own bug\non two lines")
+
+    jobs = _ServingJobs([PROMPT, UTILITY, PROMPT])
+    run_id = _improver_run(tmp_path, _BuggyBackend(), buggy_score, jobs)
+    assert all(isinstance(answer, CallRefused) and "\n" not in str(answer) for answer in jobs.answers)
+    assert "TypeError: 'int' object is not iterable" in str(jobs.answers[0])
+    assert "RuntimeError: a scorer's own bug on two lines" in str(jobs.answers[1])
+    with StoreReader(tmp_path / "runs.sqlite") as reader:
+        calls = reader.lm_calls(run_id)
+        events = reader.events(run_id)
+    assert [call["error"] for call in calls] == ["buggy:model: TypeError: 'int' object is not iterable"] * 2
+    assert [event["kind"] for event in events] == ["service_error"]
+    assert "a scorer's own bug on two lines" in json.dumps(events[0]["detail"])
+
+
+def test_an_outage_and_an_interruption_still_end_the_run_from_inside_a_service(tmp_path: Any) -> None:
+    class Out(_BuggyBackend):
+        def complete(self, request: CompletionRequest) -> Completion:
+            raise ModelOutage("buggy:model: the server refused the API key")
+
+    def interrupted(solution: str, improver_run_id: int) -> float:
+        raise KeyboardInterrupt
+
+    with pytest.raises(ModelOutage, match="refused the API key"):
+        _improver_run(tmp_path, Out(), interrupted, _ServingJobs([PROMPT]))
+    with pytest.raises(KeyboardInterrupt):
+        _improver_run(tmp_path, _BuggyBackend(), interrupted, _ServingJobs([UTILITY]))

@@ -91,6 +91,7 @@ def test_only_the_check_gives_up_on_an_unreachable_server_at_once() -> None:
     assert CHECK_RETRY.retries(TransientBackendError("HTTP 503"))  # the check waits out anything else as runs do
 
 
+@pytest.mark.slow
 def test_a_run_still_retries_a_refused_connection(closed_port: int, connections: list[Any]) -> None:
     quick = RetryPolicy(attempts=3, initial_wait_seconds=0.01, max_wait_seconds=0.05)
     url = f"http://127.0.0.1:{closed_port}/v1"
@@ -100,6 +101,7 @@ def test_a_run_still_retries_a_refused_connection(closed_port: int, connections:
     assert len(connections) == 3
 
 
+@pytest.mark.slow
 def test_the_server_named_in_the_error_shows_no_credentials(closed_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://user:s3cret@127.0.0.1:{closed_port}/v1")
     checked = invoke("models", "--check", "openai:gpt-4o")

@@ -51,7 +51,8 @@ def make_instance(seed):
 def score(arguments, answer, output):
     (cities,) = arguments
     n = len(cities)
-    if not isinstance(output, (list, tuple, np.ndarray)) or len(output) != n:
+    # An array must be a flat one: len() of a 0-d array raises TypeError, which would blame this scorer.
+    if not isinstance(output, (list, tuple, np.ndarray)) or getattr(output, "ndim", 1) != 1 or len(output) != n:
         raise ValueError(f"the tour must list all {n} cities")
     # Whatever a solution returns, only ValueError may come out: anything else is a bug of this scorer's.
     try:

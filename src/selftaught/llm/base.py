@@ -1,12 +1,14 @@
-"""The contract every language-model backend fulfils: chat messages in, n responses out, usage reported."""
+"""The contract every language-model backend fulfils (messages in, n responses out, usage reported) and its `BackendInfo`."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from selftaught.llm.concurrency import Throttling
+from selftaught.llm.model_spec import ModelSpec
 
 Role = Literal["system", "user", "assistant"]
 
@@ -38,6 +40,17 @@ class CompletionRequest:
     def last_user_message(self) -> str:
         return next((m.content for m in reversed(self.messages) if m.role == "user"), "")
 
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> CompletionRequest:
+        """The request a run's record describes: an improver's calls are one system and one user message."""
+        return cls(
+            messages=(ChatMessage("system", record["system"]), ChatMessage("user", record["message"])),
+            n=record["n"],
+            temperature=record["temperature"],
+            max_tokens=record["max_tokens"],
+            seed=record["seed"],
+        )
+
 
 @dataclass(frozen=True)
 class Completion:
@@ -50,8 +63,6 @@ class Completion:
     cached: bool = False
     #: True when the responses came from the run's own record (resuming or replaying it).
     replayed: bool = False
-    #: For replayed responses: what they cost when the run paid for them (0 for a cache hit, None unpriced).
-    recorded_cost_usd: float | None = 0.0
 
 
 class Backend(ABC):
@@ -75,3 +86,47 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Releases connections or model memory; the default has nothing to release."""
+
+
+
+class WrappingBackend(Backend):
+    """A backend in front of another (the circuit breaker, the cost limit): its spec, concurrency, throttling, close."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.spec = backend.spec
+        self.concurrency = backend.concurrency
+        self._backend = backend
+
+    def throttling(self) -> Throttling:
+        return self._backend.throttling()
+
+    def close(self) -> None:
+        self._backend.close()
+
+
+BackendFactory = Callable[[ModelSpec], Backend]
+
+
+def _the_spec(spec: ModelSpec) -> str:
+    return spec.text
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """A backend as the registry knows it: what the `selftaught.backends` entry point named `prefix` points at.
+
+    Built-in and plugin backends alike declare one, as `NAME = BackendInfo(...)` in their module.
+    """
+
+    #: The spec prefix, `prefix:TARGET`; it must be the entry point's name.
+    prefix: str
+    #: One line for `selftaught models`.
+    summary: str
+    #: The spec's form, as in `openai:MODEL[@http://HOST:PORT/v1]`.
+    example: str
+    #: Makes the backend for a spec: raises ModelUnavailable (no key, no model file, a bad option) with one line.
+    factory: BackendFactory
+    #: What cached responses are filed under: the spec, plus whatever else decides the answers (a file's contents).
+    cache_identity: Callable[[ModelSpec], str] = _the_spec
+    #: How a spec names this backend's server, as in `openai:MODEL@http://HOST:PORT/v1`; None: it takes no URL.
+    url_form: str | None = None

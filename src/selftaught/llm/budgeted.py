@@ -9,13 +9,14 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from selftaught.errors import BackendError, ModelUnavailable
-from selftaught.llm.base import Backend, ChatMessage, CompletionRequest
+from selftaught.llm.base import Backend, ChatMessage, Completion, CompletionRequest
 from selftaught.llm.billing import kept_response
 from selftaught.llm.pricing import CostMeter, PriceTable
+from selftaught.llm.sdk_errors import short
+from selftaught.store.rows import CallRow
 from selftaught.text import encodable
 
 BUDGET_EXCEEDED = "Error: You have exceeded your call budget."
@@ -35,29 +36,6 @@ class LanguageModelRefusal(Exception):
     """A call the improver may not make (budget, arguments) or that failed; the text goes to the improver."""
 
 
-@dataclass(frozen=True)
-class LanguageModelCall:
-    """One backend request as recorded: what was asked, what came back, what it cost."""
-
-    backend: str
-    system: str
-    message: str
-    n: int
-    temperature: float
-    max_tokens: int
-    seed: int | None
-    responses: tuple[str, ...]
-    prompt_tokens: int
-    completion_tokens: int
-    latency_seconds: float
-    error: str | None
-    cached: bool = False
-    #: USD; 0 for cached responses and local models, None for a model without a price.
-    cost_usd: float | None = 0.0
-    #: Served from the run's own record when it was resumed or replayed; paid for once, before.
-    replayed: bool = False
-
-
 class BudgetedLanguageModel:
     """`batch_prompt` and `prompt` for one improver run: at most `budget` calls of at most `max_responses_per_call`."""
 
@@ -69,7 +47,7 @@ class BudgetedLanguageModel:
         max_responses_per_call: int,
         max_tokens: int,
         next_seed: Callable[[], int],
-        on_call: Callable[[LanguageModelCall], None],
+        on_call: Callable[[CallRow], None],
         prices: PriceTable,
         meter: CostMeter,
     ) -> None:
@@ -153,13 +131,7 @@ class BudgetedLanguageModel:
                 completion.completion_tokens,
             )
             cached, replayed = completion.cached, completion.replayed
-            if replayed:
-                # Paid for before the run was resumed: it counts toward the limit again, in the order
-                # the run meets it, so the resumed run stops where the first one would have.
-                cost = completion.recorded_cost_usd
-            else:
-                cost = 0.0 if cached else self._prices.cost(self._backend.spec, prompt_tokens, completion_tokens)
-            self._meter.add(cost)
+            cost = self._pay_for(completion)
             if len(texts) < n:
                 error = f"{self._backend.spec}: asked for {n} responses, got {len(texts)}"
         except (BackendError, ModelUnavailable) as failure:
@@ -169,9 +141,11 @@ class BudgetedLanguageModel:
                 prompt_tokens, completion_tokens = failure.prompt_tokens, failure.completion_tokens
                 cost = self._prices.cost(self._backend.spec, prompt_tokens, completion_tokens)
                 self._meter.add(cost)
+        except Exception as failure:  # a backend's own bug (a plugin's): an error of this call, recorded as one
+            error = short(f"{self._backend.spec}: {type(failure).__name__}: {failure}")
         self.responses_received += len(texts)
         self._on_call(
-            LanguageModelCall(
+            CallRow(
                 backend=self._backend.spec,
                 system=expertise,
                 message=message,
@@ -184,7 +158,7 @@ class BudgetedLanguageModel:
                 completion_tokens=completion_tokens,
                 latency_seconds=time.monotonic() - started,
                 error=error,
-                cached=cached,
+                cache_hit=cached,
                 cost_usd=cost,
                 replayed=replayed,
             )
@@ -192,3 +166,11 @@ class BudgetedLanguageModel:
         if error is not None:
             raise LanguageModelRefusal(f"language model error: {error}")
         return list(texts)
+
+    def _pay_for(self, completion: Completion) -> float | None:
+        """What the completion cost, counted toward the run's limit (None: a model without a price)."""
+        cost: float | None = 0.0  # paid for already (a resumed run's meter starts from what every attempt paid)
+        if not completion.replayed and not completion.cached:
+            cost = self._prices.cost(self._backend.spec, completion.prompt_tokens, completion.completion_tokens)
+        self._meter.add(cost)
+        return cost

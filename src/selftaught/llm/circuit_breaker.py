@@ -26,8 +26,7 @@ import time
 from collections.abc import Callable
 
 from selftaught.errors import BackendError, ModelOutage
-from selftaught.llm.base import Backend, ChatMessage, Completion, CompletionRequest
-from selftaught.llm.concurrency import Throttling
+from selftaught.llm.base import Backend, ChatMessage, Completion, CompletionRequest, WrappingBackend
 
 #: The host's own request, sent when a failure may be the request's: answered, it shows the server is up.
 PROBE = CompletionRequest(messages=(ChatMessage("user", "Reply with OK."),), n=1, temperature=0.0, max_tokens=4)
@@ -89,13 +88,11 @@ class CircuitBreaker:
         return True
 
 
-class BreakerBackend(Backend):
+class BreakerBackend(WrappingBackend):
     """Passes requests to `backend` while the breaker holds; tells the breaker how each one went."""
 
     def __init__(self, backend: Backend, breaker: CircuitBreaker) -> None:
-        self.spec = backend.spec
-        self.concurrency = backend.concurrency
-        self._backend = backend
+        super().__init__(backend)
         self._breaker = breaker
 
     def complete(self, request: CompletionRequest) -> Completion:
@@ -109,9 +106,3 @@ class BreakerBackend(Backend):
             raise BackendError(str(outage), outage.prompt_tokens, outage.completion_tokens) from None
         self._breaker.answered()
         return completion
-
-    def throttling(self) -> Throttling:
-        return self._backend.throttling()
-
-    def close(self) -> None:
-        self._backend.close()

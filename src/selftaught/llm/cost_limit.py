@@ -8,27 +8,18 @@ it would have without the interruption.
 from __future__ import annotations
 
 from selftaught.errors import BackendError
-from selftaught.llm.base import Backend, Completion, CompletionRequest
-from selftaught.llm.concurrency import Throttling
+from selftaught.llm.base import Backend, Completion, CompletionRequest, WrappingBackend
 from selftaught.llm.pricing import CostMeter
 
 
-class CostLimitedBackend(Backend):
+class CostLimitedBackend(WrappingBackend):
     """Refuses every live request once the run's spending has reached its limit."""
 
     def __init__(self, backend: Backend, meter: CostMeter) -> None:
-        self.spec = backend.spec
-        self.concurrency = backend.concurrency
-        self._backend = backend
+        super().__init__(backend)
         self._meter = meter
-
-    def throttling(self) -> Throttling:
-        return self._backend.throttling()
 
     def complete(self, request: CompletionRequest) -> Completion:
         if self._meter.exhausted:
             raise BackendError(f"the run's cost limit of ${self._meter.limit_usd:g} is reached")
         return self._backend.complete(request)
-
-    def close(self) -> None:
-        self._backend.close()

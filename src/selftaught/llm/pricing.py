@@ -127,6 +127,12 @@ class CostMeter:
             else:
                 self.spent_usd += cost
 
+    def carry_over(self, spent_usd: float, unpriced_calls: int) -> None:
+        """Counts what earlier attempts of a resumed run paid for, and their calls of a model without a price."""
+        self.add(spent_usd)
+        with self._lock:
+            self.unpriced_calls += unpriced_calls
+
     @property
     def exhausted(self) -> bool:
         return self.limit_usd is not None and self.spent_usd >= self.limit_usd

@@ -1,68 +1,47 @@
-"""Backends registered by spec prefix, so the core names no vendor: `PREFIX:TARGET` picks one."""
+"""Backends by spec prefix, so the core names no vendor: the `selftaught.backends` entry point PREFIX serves `PREFIX:...`.
+
+Built-in and plugin backends register alike; selftaught.plugins says how they load and which one a name gets.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from selftaught.errors import UnknownModelSpec
-from selftaught.llm.base import Backend
+from selftaught.llm.base import Backend, BackendInfo
 from selftaught.llm.cache import CacheMode, CachingBackend, ResponseCache
 from selftaught.llm.circuit_breaker import BreakerBackend, CircuitBreaker
 from selftaught.llm.cost_limit import CostLimitedBackend
 from selftaught.llm.model_spec import ModelSpec
 from selftaught.llm.pricing import CostMeter
-
-BackendFactory = Callable[[ModelSpec], Backend]
-
-
-@dataclass(frozen=True)
-class BackendInfo:
-    prefix: str
-    summary: str
-    example: str
-    factory: BackendFactory
-    #: What cached responses are filed under: the spec, plus whatever else decides the answers.
-    cache_identity: Callable[[ModelSpec], str] = lambda spec: spec.text
-    #: How a spec names this backend's server, as in `openai:MODEL@http://HOST:PORT/v1`; None: it takes no URL.
-    url_form: str | None = None
+from selftaught.plugins import BACKENDS_GROUP, PluginError, PluginGroup
 
 
-_BACKENDS: dict[str, BackendInfo] = {}
+def checked_backend(name: str, registered: object) -> BackendInfo:
+    """What the entry point `name` points at, if it is a backend registering `name`; raises PluginError otherwise."""
+    if not isinstance(registered, BackendInfo):
+        raise PluginError(f"it points at a {type(registered).__name__}, not a selftaught.llm.base.BackendInfo")
+    if registered.prefix != name:
+        raise PluginError(f"its BackendInfo has the prefix {registered.prefix!r}, not its entry point's name")
+    return registered
 
 
-def register_backend(
-    prefix: str,
-    summary: str,
-    example: str,
-    cache_identity: Callable[[ModelSpec], str] | None = None,
-    url_form: str | None = None,
-) -> Callable[[BackendFactory], BackendFactory]:
-    """Registers `factory(spec) -> Backend` for specs starting with `prefix:`; one that takes `@URL` gives `url_form`."""
-
-    def decorate(factory: BackendFactory) -> BackendFactory:
-        info = BackendInfo(prefix, summary, example, factory, url_form=url_form)
-        _BACKENDS[prefix] = info if cache_identity is None else replace(info, cache_identity=cache_identity)
-        return factory
-
-    return decorate
+_BACKENDS = PluginGroup(BACKENDS_GROUP, "backend", checked_backend)
 
 
 def registered_backends() -> list[BackendInfo]:
-    _load_builtin_backends()
-    return sorted(_BACKENDS.values(), key=lambda info: info.prefix)
+    """Every usable backend, built-in and plugin, by prefix."""
+    return list(_BACKENDS.registered().values())
 
 
 def backend_info(spec: str) -> tuple[BackendInfo, ModelSpec]:
     """The registered backend a spec names and the parsed spec; raises UnknownModelSpec with the valid forms, and
     ModelUnavailable for a server URL that is no http(s) URL. Every command reads its model spec here."""
-    _load_builtin_backends()
     try:
         parsed = ModelSpec.parse(spec)
     except UnknownModelSpec:
         parsed = None
-    info = _BACKENDS.get(parsed.backend) if parsed is not None else None
+    info = _BACKENDS.registered().get(parsed.backend) if parsed is not None else None
     if parsed is None or info is None:
         forms = ", ".join(info.example for info in registered_backends())
         raise UnknownModelSpec(f"unknown model spec {spec!r}; use one of: {forms}")
@@ -102,7 +81,3 @@ def open_backend(
     live = None if cache_mode is CacheMode.READ else live_backend()
     return CachingBackend(spec, live, ResponseCache(cache_path), cache_mode, identity)
 
-
-def _load_builtin_backends() -> None:
-    # Importing registers them; each module imports its SDK only when a backend is created.
-    from selftaught.llm import anthropic_backend, llamacpp, openai_compatible, scripted  # noqa: F401

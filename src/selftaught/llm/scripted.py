@@ -18,10 +18,9 @@ from pathlib import Path
 from types import ModuleType
 
 from selftaught.errors import BackendError, ModelUnavailable
-from selftaught.llm.base import Backend, Completion, CompletionRequest
+from selftaught.llm.base import Backend, BackendInfo, Completion, CompletionRequest
 from selftaught.llm.concurrency import LOCAL_CONCURRENCY
 from selftaught.llm.model_spec import ModelSpec
-from selftaught.llm.registry import register_backend
 from selftaught.text import encodable
 
 Responder = Callable[..., str]
@@ -89,12 +88,15 @@ def _file_identity(spec: ModelSpec) -> str:
         return spec.text
 
 
-@register_backend(
-    "scripted",
-    "a Python file whose respond() writes each response (tests, demos)",
-    "scripted:FILE.py",
-    cache_identity=_file_identity,
-)
 def create_scripted_backend(spec: ModelSpec) -> Backend:
     spec.numbers({})  # a scripted model takes no options: refuse any, rather than read them as part of the path
     return ScriptedBackend(spec.text, load_responder(Path(spec.target).expanduser()))
+
+
+SCRIPTED = BackendInfo(
+    "scripted",
+    "a Python file whose respond() writes each response (tests, demos)",
+    "scripted:FILE.py",
+    create_scripted_backend,
+    cache_identity=_file_identity,
+)
