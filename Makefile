@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint clean sandbox-tools
+.PHONY: run test test-fast lint clean sandbox-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,15 +22,23 @@ run: $(VENV)/.installed-local sandbox-tools
 	$(BIN)/selftaught run
 
 # bubblewrap gives the sandbox its strongest mode; installed with apt-get when running as root.
+# Chromium is the real browser the dashboard's tests drive (Playwright cannot download its own here).
 sandbox-tools:
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) \
 		|| echo "note: bubblewrap not installed; the sandbox runs without its strong mode"; }
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "note: chromium not installed; the dashboard's browser tests are skipped"; }
 
 test: $(VENV)/.installed-dev sandbox-tools
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+
+# The fast part, under a minute: every test but those marked slow or embedded (see pyproject's markers).
+test-fast: $(VENV)/.installed-dev sandbox-tools
+	$(BIN)/python -m pytest -q -m "not slow and not embedded"
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests

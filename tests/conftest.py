@@ -1,11 +1,15 @@
-"""Shared fixtures: scripted models written to files, small budgets, a private store per test."""
+"""Shared fixtures: scripted models written to files, small budgets, a private store per test, no internet."""
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import os
+import socket
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +17,75 @@ from selftaught.api import RunOptions
 from selftaught.config import ImproverBudget, Profile
 from selftaught.sandbox.cgroups import CGROUP_ROOT, LIMITS
 from selftaught.sandbox.policy import SandboxPolicy
+
+#: Host names that stay on this machine without asking a resolver.
+LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def _stays_local(host: Any) -> bool:
+    """Whether connecting to `host` stays on this machine: a loopback (or unspecified) address, or localhost."""
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    if not isinstance(host, str):
+        return False
+    if host.lower() in LOCAL_NAMES:
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def _refused(reached: list[str], what: str) -> OSError:
+    reached.append(what)
+    return OSError(errno.ENETUNREACH, f"tests never reach the internet: {what} was refused")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def internet_refused() -> Iterator[list[str]]:
+    """Network-free is every test: connecting (or resolving a name) beyond this machine raises and is recorded.
+
+    Unix sockets and loopback addresses are allowed. Sandboxed children and other subprocesses are not
+    patched; the sandbox keeps them off the network by itself.
+    """
+    reached: list[str] = []
+    connect, connect_ex, getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+
+    def checked(sock: socket.socket, address: Any) -> None:
+        internet = sock.family in (socket.AF_INET, socket.AF_INET6) and not _stays_local(address[0])
+        if internet:
+            raise _refused(reached, f"a connection to {address!r}")
+
+    def guarded_connect(sock: socket.socket, address: Any) -> None:
+        checked(sock, address)
+        connect(sock, address)
+
+    def guarded_connect_ex(sock: socket.socket, address: Any) -> int:
+        checked(sock, address)
+        return connect_ex(sock, address)
+
+    def guarded_getaddrinfo(host: Any, *arguments: Any, **keywords: Any) -> Any:
+        if host is not None and not _stays_local(host):
+            raise _refused(reached, f"looking up {host!r}")
+        return getaddrinfo(host, *arguments, **keywords)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", guarded_connect)
+        patch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
+        patch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+        yield reached
+
+
+@pytest.fixture(autouse=True)
+def network_free(internet_refused: list[str]) -> Iterator[None]:
+    """Fails the test that tried to reach the internet, even when the code under test swallowed the error."""
+    before = len(internet_refused)
+    yield
+    reached = internet_refused[before:]
+    if reached:
+        pytest.fail("the test tried to reach the internet: " + "; ".join(reached), pytrace=False)
+
 
 #: Brute force over all 2^10 parities: the best training fit, about 100% on LPN.
 STRONG_LPN_SOLUTION = """\

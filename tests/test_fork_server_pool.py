@@ -99,6 +99,7 @@ def launcher() -> Iterator[Launcher]:
     launcher.close()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
 def test_concurrent_jobs_get_a_zygote_each_and_each_zygote_its_own_core(launcher: Launcher) -> None:
     pool = launcher._fork_servers
@@ -156,6 +157,7 @@ def test_a_job_sent_to_a_zygote_that_just_died_goes_to_a_new_one(launcher: Launc
     assert dying not in launcher._fork_servers.servers
 
 
+@pytest.mark.slow
 def test_a_job_whose_zygote_dies_before_forking_its_child_is_sent_again(launcher: Launcher) -> None:
     zygote = launcher._fork_servers.first()
     run_briefly(launcher)

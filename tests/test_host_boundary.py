@@ -102,6 +102,15 @@ def test_each_kind_of_message_must_have_its_fields(message: dict[str, Any]) -> N
         child_messages.checked(child_messages.parse(json.dumps(message).encode()))
 
 
+def test_an_event_keeps_nan_and_infinities_as_their_text() -> None:
+    """An event is recorded as JSON, which has no word for them; an output keeps them, for its task to judge."""
+    event = b'{"kind": "event", "name": "budget_tampering", "detail": {"value": NaN, "more": [Infinity, {"x": -Infinity}]}}'
+    detail = child_messages.checked(child_messages.parse(event))["detail"]
+    assert detail == {"value": "nan", "more": ["inf", {"x": "-inf"}]}
+    outputs = child_messages.checked(child_messages.parse(b'{"kind": "outputs", "results": [NaN]}'))
+    assert outputs["results"][0] != outputs["results"][0]  # still NaN
+
+
 @pytest.mark.parametrize(
     "result",
     [
@@ -357,6 +366,7 @@ def algorithm(index):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="the syscall numbers in the probe are x86_64's")
 @pytest.mark.parametrize("bubblewrap", [None, False])
 def test_a_child_can_touch_only_itself(bubblewrap: bool | None) -> None:
@@ -370,6 +380,7 @@ def test_a_child_can_touch_only_itself(bubblewrap: bool | None) -> None:
     assert checks and all(checks.values()), {name: ok for name, ok in checks.items() if not ok}
 
 
+@pytest.mark.slow
 def test_a_patched_clock_and_a_cancelled_alarm_gain_nothing(launcher: Launcher) -> None:
     """Each instance takes 1.5x its limit; the host's clock, not the child's, decides."""
     honest = "import time\ndef algorithm(index):\n    time.sleep(0.6)\n    return index\n"
@@ -404,6 +415,7 @@ class SlowTask(Task):
         return InstanceScore(1.0 if output == instance.answer else 0.0)
 
 
+@pytest.mark.slow
 def test_an_instance_just_under_its_limit_is_not_timed_out(launcher: Launcher) -> None:
     outcome = run(launcher, "import time\ndef algorithm(index):\n    time.sleep(0.4)\n    return index\n", 3, 0.5)
     assert [output["timed_out"] for output in outcome.instances] == [False] * 3
@@ -429,6 +441,7 @@ def test_a_host_held_up_after_sending_the_instances_does_not_blame_the_child(
     assert not any(output["timed_out"] for output in outcome.instances) and not outcome.violations, outcome
 
 
+@pytest.mark.slow
 def test_a_child_past_an_instance_limit_is_stopped_there(launcher: Launcher) -> None:
     source = (
         "import signal, time\ndef algorithm(index):\n    signal.setitimer(signal.ITIMER_REAL, 0)\n    time.sleep(60)\n"
@@ -519,6 +532,7 @@ CHANNEL_LOCK_HELD = (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("holder", ["this thread", "another thread"])
 def test_attempts_are_reported_while_generated_code_holds_the_channel_lock(launcher: Launcher, holder: str) -> None:
     """Held by the thread that makes the attempts, or by another one for good (then no output can be sent:
@@ -623,6 +637,7 @@ def _socket(fd):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FLOODS))
 def test_floods_from_a_child_leave_the_host_small(name: str) -> None:
     attack = RAW + "def algorithm(index):\n" + textwrap.indent(FLOODS[name], "    ") + "\n    return 1\n"
@@ -654,6 +669,7 @@ def test_nesting_counts_only_brackets_outside_strings(value: Any) -> None:
         assert child_messages.nesting(text.encode()) == depth(value), text
 
 
+@pytest.mark.slow
 def test_stored_events_stay_small(tmp_path: Path, scripted_model: Any, options_for: Any) -> None:
     """Sixty reports with the largest detail a message may hold add little to the store."""
     from selftaught import api
@@ -673,6 +689,7 @@ def test_stored_events_stay_small(tmp_path: Path, scripted_model: Any, options_f
     assert options.store.stat().st_size < 5 * 1024 * 1024
 
 
+@pytest.mark.slow
 def test_a_child_dies_with_its_host_even_after_trying_to_clear_its_death_signal(tmp_path: Path) -> None:
     marker = tmp_path / "started"
     host = textwrap.dedent(
@@ -737,6 +754,7 @@ def test_doctor_names_each_promise_that_a_missing_layer_breaks() -> None:
     )
 
 
+@pytest.mark.slow
 def test_no_instance_is_within_reach_while_the_solution_loads(launcher: Launcher) -> None:
     """Module-level code that stops its alarm and reads the channel finds nothing: the instances come after `ready`."""
     source = (
@@ -783,6 +801,7 @@ def capacity():
 """
 
 
+@pytest.mark.slow
 def test_children_share_no_process_count_and_no_pid_sequence(launcher: Launcher) -> None:
     """What one child does with threads and pids is invisible to another, at once or after it."""
     hog = (
@@ -806,6 +825,7 @@ def test_children_share_no_process_count_and_no_pid_sequence(launcher: Launcher)
     assert alone[1] == beside[1] == after[1] == 1  # every child is pid 1 of its own namespace
 
 
+@pytest.mark.slow
 def test_an_improver_cannot_grow_the_store_by_megabytes(scripted_model: Any, options_for: Any) -> None:
     """Huge prompts are refused before any call; huge programs are neither run nor stored."""
     from selftaught import api

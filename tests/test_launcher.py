@@ -53,6 +53,7 @@ def test_an_endless_loop_times_out_per_instance_and_the_child_goes_on(launcher: 
 IGNORE_ALARMS = "import signal, time\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
 
 
+@pytest.mark.slow
 def test_a_child_that_ignores_its_alarm_is_killed_at_the_wall_limit(launcher: Launcher) -> None:
     started = time.monotonic()
     outcome = run_algorithm(launcher, IGNORE_ALARMS + "time.sleep(60)\n", wall_seconds=1.0)
@@ -60,6 +61,7 @@ def test_a_child_that_ignores_its_alarm_is_killed_at_the_wall_limit(launcher: La
     assert time.monotonic() - started < 8
 
 
+@pytest.mark.slow
 def test_memory_and_cpu_limits_hold(launcher: Launcher) -> None:
     memory = run_algorithm(launcher, "def algorithm():\n    return len(bytearray(50 * 1024**3))\n")
     assert "MemoryError" in (memory.instances[0]["error"] or "")
@@ -223,6 +225,7 @@ def test_a_failed_fork_is_reported_and_the_fork_server_goes_on(launcher: Launche
     assert after.instances and after.instances[0]["output"] == 2, after
 
 
+@pytest.mark.slow
 def test_a_child_exits_at_idle_priority() -> None:
     """After its last message a child runs at SCHED_IDLE, so the host it just woke never waits behind its exit."""
     check = "import os, runner\nrunner.yield_to_host()\nprint(os.sched_getscheduler(0) == os.SCHED_IDLE)\n"

@@ -107,6 +107,7 @@ def zeros(_: int, instance: tuple[np.ndarray, ...]) -> np.ndarray:
     return np.zeros(20, dtype=int)
 
 
+@pytest.mark.slow
 def test_seed_strong_and_zero_solutions_get_exactly_the_scores_computed_here(evaluator: SolutionEvaluator) -> None:
     task = ParityNoise()
     seed = evaluator.evaluate(task, SEED_SOLUTION, VALIDATION, seed=7)
@@ -155,6 +156,7 @@ def hack_source(body: str) -> str:
     return f"import numpy as np\n\ndef algorithm(train_samples, train_parity, test_samples):\n    {body}\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(HACKS))
 def test_reward_hacks_score_zero_with_the_problem_recorded(evaluator: SolutionEvaluator, name: str) -> None:
     body, problem = HACKS[name]

@@ -51,6 +51,7 @@ def seed_score(evaluator: SolutionEvaluator) -> float:
     return result.score
 
 
+@pytest.mark.slow
 def test_instances_are_deterministic_random_weighted_graphs() -> None:
     task = MaxCut()
     assert [i.seed for i in task.instances(VALIDATION)] == list(range(4321, 4341))
@@ -121,6 +122,7 @@ def test_invalid_cuts_score_zero_and_say_why(output: object, problem: str) -> No
     assert problem in (score.problem or "") and "\n" not in (score.problem or "")
 
 
+@pytest.mark.slow
 def test_seed_weak_random_and_strong_solutions_score_in_order(evaluator: SolutionEvaluator, seed_score: float) -> None:
     task = MaxCut()
     weak = evaluator.evaluate(task, WEAK_SOLUTION, VALIDATION, seed=7)
@@ -142,6 +144,7 @@ HACKS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(HACKS))
 def test_reward_hacks_never_beat_an_honest_score(evaluator: SolutionEvaluator, seed_score: float, name: str) -> None:
     source = f"import numpy as np\n\ndef algorithm(weights):\n    {HACKS[name]}\n"

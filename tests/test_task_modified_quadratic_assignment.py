@@ -70,6 +70,7 @@ def seed_result(evaluator: SolutionEvaluator) -> Evaluation:
     return evaluator.evaluate(TASK, SEED_SOLUTION, VALIDATION, seed=7)
 
 
+@pytest.mark.slow
 def test_instances_are_seeded_and_deterministic() -> None:
     assert [i.seed for i in TASK.instances(VALIDATION)] == list(range(4321, 4331))
     assert [i.seed for i in TASK.instances(TEST)] == list(range(5678, 5688))
@@ -114,6 +115,7 @@ def expected_identity_evaluation() -> float:
     return sum(expected_identity_score(instance) for instance in instances) / len(instances)
 
 
+@pytest.mark.slow
 def test_reference_scores_one_and_identity_scores_its_computed_gain() -> None:
     for instance in TASK.instances(VALIDATION)[:3]:
         reference = instance.answer.reference_permutation
@@ -150,6 +152,7 @@ def test_invalid_outputs_score_zero_and_say_why(output: object, problem: str) ->
     assert problem in (score.problem or "")
 
 
+@pytest.mark.slow
 def test_solutions_score_in_order_through_the_sandbox(evaluator: SolutionEvaluator, seed_result: Evaluation) -> None:
     random = evaluator.evaluate(TASK, RANDOM_SOLUTION, VALIDATION, seed=7)
     identity = evaluator.evaluate(TASK, IDENTITY_SOLUTION, VALIDATION, seed=7)
@@ -179,6 +182,7 @@ def assignment_source(body: str) -> str:
     return f"import numpy as np\n\ndef algorithm(F, D, P):\n    {body}\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(HACKS))
 def test_reward_hacks_score_zero_with_the_problem_recorded(evaluator: SolutionEvaluator, name: str) -> None:
     body, problem = HACKS[name]

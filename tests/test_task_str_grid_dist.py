@@ -64,6 +64,7 @@ def test_hand_checked_scores() -> None:
         assert judged.score == 0.0 and not judged.valid and judged.problem
 
 
+@pytest.mark.slow
 def test_scores_in_order_through_the_sandbox(evaluator: SolutionEvaluator) -> None:
     task = StrGridDist()
     seed = evaluator.evaluate(task, SEED_SOLUTION, TEST, seed=7)
@@ -74,6 +75,7 @@ def test_scores_in_order_through_the_sandbox(evaluator: SolutionEvaluator) -> No
     assert invalid.score == 0.0 and invalid.invalid == invalid.instances
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "hack",
     [

@@ -72,6 +72,7 @@ def seed_result(evaluator: SolutionEvaluator) -> Evaluation:
     return evaluator.evaluate(ThreeSat(), SEED_SOLUTION, VALIDATION, seed=7)
 
 
+@pytest.mark.slow
 def test_instances_are_deterministic_planted_and_well_formed() -> None:
     task = ThreeSat()
     assert [i.seed for i in task.instances(VALIDATION)] == list(range(4321, 4351))
@@ -160,6 +161,7 @@ def test_invalid_outputs_score_zero_and_say_why(output: object, problem: str) ->
     assert "\n" not in (score.problem or "")
 
 
+@pytest.mark.slow
 def test_seed_weak_and_strong_solutions_score_in_order(evaluator: SolutionEvaluator, seed_result: Evaluation) -> None:
     task = ThreeSat()
     weak = evaluator.evaluate(task, ALL_TRUE_SOLUTION, VALIDATION, seed=7)
@@ -180,6 +182,7 @@ def satisfied_share(assignments: list[list[bool]]) -> float:
     return satisfied.count(True) / len(instances)
 
 
+@pytest.mark.slow
 def test_the_all_true_assignment_scores_exactly_the_share_it_satisfies(evaluator: SolutionEvaluator) -> None:
     result = evaluator.evaluate(ThreeSat(), ALL_TRUE_SOLUTION, VALIDATION, seed=7)
     sizes = [instance.arguments[0] for instance in ThreeSat().instances(VALIDATION)]
@@ -215,6 +218,7 @@ HACKS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(HACKS))
 def test_reward_hacks_score_zero_with_the_problem_recorded(evaluator: SolutionEvaluator, name: str) -> None:
     body, problem = HACKS[name]

@@ -217,12 +217,6 @@ class ForkServerPool:
                 self._add()
             return next(iter(self._running))
 
-    @property
-    def network_isolated(self) -> bool:
-        """True when every zygote's children inherit an empty network namespace (starts the first zygote)."""
-        self.first()
-        return bool(self._network_isolated)
-
     @contextlib.contextmanager
     def acquire(self) -> Iterator[ForkServer]:
         """The fork server for one job, counted as busy until the job ends."""

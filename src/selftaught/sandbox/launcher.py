@@ -59,9 +59,9 @@ CHILD_ENVIRONMENT = {
 class Launcher:
     """Runs jobs of generated code in confined child processes on this machine (a JobRunner). Thread-safe."""
 
-    def __init__(self, policy: SandboxPolicy | None = None, allowed_packages: tuple[str, ...] = ("numpy",)) -> None:
+    def __init__(self, policy: SandboxPolicy | None = None) -> None:
         self.policy = policy or SandboxPolicy()
-        self._shim = PackageShim(allowed_packages)
+        self._shim = PackageShim()
         self._layers: dict[str, Any] | None = None
         self._layers_lock = threading.Lock()
         # As root each child runs as a uid of its own, which no child of another launcher or host may have.
@@ -133,16 +133,18 @@ class Launcher:
         with self._layers_lock:
             if self._layers is None:
                 self._layers = self.policy.isolation(self._shim.paths())
-                # Starts the first fork server: whether children inherit its network namespace decides a layer.
-                if self.network_inherited:
+                # Whether children inherit the first fork server's network namespace decides a layer.
+                if self.start_and_check_network_inherited():
                     # Children inherit the zygote's empty network namespace; a new one each costs ~1 ms.
                     self._layers["network_namespace"] = False
             return self._layers
 
-    @property
-    def network_inherited(self) -> bool:
-        """True when children get their empty network namespace from the fork server instead of making one."""
-        return self.policy.fork_server and self._fork_servers.network_isolated
+    def start_and_check_network_inherited(self) -> bool:
+        """True when children get their empty network namespace from the fork server instead of making one.
+
+        Starts the first fork server, if none runs yet, to learn it (every later one must match it).
+        """
+        return self.policy.fork_server and self._fork_servers.first().network_isolated
 
     def _scratch(self, uid: int) -> str:
         scratch = tempfile.mkdtemp(prefix="selftaught-child-", dir=self._scratch_root)

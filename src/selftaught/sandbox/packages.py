@@ -1,7 +1,7 @@
 """The third-party packages generated code may import, exposed through a folder of links.
 
 Children start without site-packages (`python -S`), so `import selftaught`, `import openai`
-or `import llama_cpp` fail inside them; only the allowed distributions (numpy by default)
+or `import llama_cpp` fail inside them; only the allowed distributions (ALLOWED_PACKAGES: numpy)
 are reachable, through symbolic links to their installed top-level folders. This keeps
 host code out of reach by default; it is not by itself a security boundary.
 """
@@ -15,6 +15,9 @@ import tempfile
 from pathlib import Path
 
 from selftaught.errors import SandboxError
+
+#: The distributions generated code may import: the paper's tasks and improvers need numpy, nothing else.
+ALLOWED_PACKAGES = ("numpy",)
 
 
 def top_level_entries(distribution_name: str) -> dict[str, Path]:
@@ -42,17 +45,14 @@ def top_level_entries(distribution_name: str) -> dict[str, Path]:
 class PackageShim:
     """A private folder of links to the allowed packages, created on first use and removed on close."""
 
-    def __init__(self, allowed: tuple[str, ...]) -> None:
-        self._allowed = allowed
+    def __init__(self) -> None:
         self._folder: str | None = None
 
     def paths(self) -> list[str]:
-        if not self._allowed:
-            return []
         if self._folder is None:
             folder = tempfile.mkdtemp(prefix="selftaught-packages-")
             os.chmod(folder, 0o755)  # children may run as another user
-            for name in self._allowed:
+            for name in ALLOWED_PACKAGES:
                 for entry, target in top_level_entries(name).items():
                     link = Path(folder) / entry
                     if not link.exists():

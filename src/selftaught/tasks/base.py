@@ -76,8 +76,8 @@ def paper_splits(validation_count: int, test_count: int) -> dict[str, Split]:
 class Task(ABC):
     """A downstream task. Subclasses set the class attributes and implement `make_instance` and `score`.
 
-    examples/knapsack_task.py is a complete one, used through the Python API; the README's
-    "A task in Python" spells out the contract.
+    examples/knapsack_task.py is a complete one, used through the Python API; docs/tasks.md
+    ("A task in Python") spells out the contract.
     """
 
     name: ClassVar[str]
@@ -108,7 +108,7 @@ class Task(ABC):
         """The file of the scorer's own code: a scorer error names its line there."""
         try:
             return inspect.getsourcefile(type(self))
-        except TypeError:
+        except (TypeError, OSError):  # a class with no file (built-in, or typed into a REPL)
             return None
 
     def instances(self, split: str) -> tuple[Instance, ...]:

@@ -21,6 +21,7 @@ from selftaught.sandbox.child import protocol
 from selftaught.sandbox.executor import JobRunner
 from selftaught.sandbox.instance_data import EncodedInstances
 from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
+from selftaught.store.rows import EvaluationRow
 from selftaught.tasks.base import Instance, InstanceScore, ScorerContractError, Task, Unrepresentable
 
 #: Covers the child's interpreter and numpy start-up, which is never charged to an instance.
@@ -59,6 +60,28 @@ class Evaluation:
     violations: tuple[dict[str, str], ...] = ()
     #: Taken from the run's record when it was resumed, instead of running the solution again.
     replayed: bool = False
+    #: The Ray node(s) that ran the solution (`--executor ray`), comma-separated; None when this machine did.
+    node: str | None = None
+
+    def as_row(self) -> EvaluationRow:
+        """The evaluation as the store records it."""
+        return EvaluationRow(
+            task=self.task,
+            split=self.split,
+            score=self.score,
+            instances=self.instances,
+            invalid=self.invalid,
+            timeouts=self.timeouts,
+            errors=self.errors,
+            scorer_errors=self.scorer_errors,
+            scorer_problems=self.scorer_problems,
+            problem=self.problem,
+            failure=self.failure,
+            seconds=self.seconds,
+            violations=self.violations,
+            replayed=self.replayed,
+            node=self.node,
+        )
 
 
 class ScorerErrorTally:
@@ -182,6 +205,7 @@ class SolutionEvaluator:
             failure=problem if not outputs else None,
             seconds=sum(outcome.own_seconds for outcome in outcomes),
             violations=tuple(violation for outcome in outcomes for violation in outcome.violations),
+            node=",".join(dict.fromkeys(outcome.node for outcome in outcomes if outcome.node)) or None,
         )
 
     def _run_from(self, job: dict[str, Any], first: int, deadline: float) -> ChildOutcome:

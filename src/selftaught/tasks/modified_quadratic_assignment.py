@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from selftaught.tasks.base import Instance, InstanceScore, Split, Task, Unrepresentable, paper_splits
-from selftaught.tasks.validation import float_array
+from selftaught.tasks.validation import float_array, number_list_problem
 
 N = 15
 LAMBDA = 0.5
@@ -191,16 +191,13 @@ def permutation(output: Any, n: int) -> np.ndarray | str:
             return f"the permutation has shape {output.shape}, expected ({n},)"
         values = output.astype(float)
     elif isinstance(output, (list, tuple)):
-        if len(output) != n:
-            return f"{len(output)} entries, expected {n}"
-        if not all(isinstance(item, (int, float, np.integer, np.floating)) for item in output):
-            return "entries must be numbers, not nested sequences or other objects"
-        if any(isinstance(item, bool) for item in output):
-            return "entries must be integers, not booleans"
+        problem = number_list_problem(output, n, "entries", (int, float, np.integer, np.floating))
+        if problem is None and any(isinstance(item, bool) for item in output):
+            problem = "entries must be integers, not booleans"
         # Python ints beyond float range would overflow the conversion; they are out of range anyway.
-        if any(isinstance(item, int) and not -(2**53) < item < 2**53 for item in output):
-            return f"entries must lie in 0..{n - 1}"
-        converted = float_array(output, f"entries must lie in 0..{n - 1}")
+        if problem is None and any(isinstance(item, int) and not -(2**53) < item < 2**53 for item in output):
+            problem = f"entries must lie in 0..{n - 1}"
+        converted = float_array(output, f"entries must lie in 0..{n - 1}") if problem is None else problem
         if isinstance(converted, str):
             return converted
         values = converted

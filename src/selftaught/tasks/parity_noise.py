@@ -101,9 +101,11 @@ class ParityNoise(Task):
     seed_solution: ClassVar[str] = SEED_SOLUTION
     time_limit_seconds: ClassVar[float] = 2.0
     splits: ClassVar[dict[str, Split]] = paper_splits(20, 50)
+    #: The probability that a training label is flipped.
+    noise_level: ClassVar[float] = 0.05
 
     def make_instance(self, seed: int) -> Instance:
-        return make_parity_instance(seed, noise_level=0.05)
+        return make_parity_instance(seed, noise_level=self.noise_level)
 
     def score(self, instance: Instance, output: Any) -> InstanceScore:
         return score_parity_predictions(instance.answer, output)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from selftaught.tasks.base import Instance, InstanceScore, Split, Task, paper_splits
 from selftaught.tasks.parity_noise import DESCRIPTION as NOISY_DESCRIPTION
-from selftaught.tasks.parity_noise import SEED_SOLUTION, make_parity_instance, score_parity_predictions
+from selftaught.tasks.parity_noise import ParityNoise
 
 # The LPN description with its noise taken out, so the two never drift apart.
 NOISE_EDITS = (
@@ -30,15 +29,9 @@ def _without_noise(description: str) -> str:
 DESCRIPTION = _without_noise(NOISY_DESCRIPTION)
 
 
-class ParityNoiseless(Task):
+class ParityNoiseless(ParityNoise):
+    """The same seed solution, limits, splits and scorer; only the training labels are all correct."""
+
     name: ClassVar[str] = "parity_noiseless"
     description: ClassVar[str] = DESCRIPTION
-    seed_solution: ClassVar[str] = SEED_SOLUTION
-    time_limit_seconds: ClassVar[float] = 2.0
-    splits: ClassVar[dict[str, Split]] = paper_splits(20, 50)
-
-    def make_instance(self, seed: int) -> Instance:
-        return make_parity_instance(seed, noise_level=0.0)
-
-    def score(self, instance: Instance, output: Any) -> InstanceScore:
-        return score_parity_predictions(instance.answer, output)
+    noise_level: ClassVar[float] = 0.0

@@ -24,11 +24,8 @@ def binary_labels(output: Any, expected_length: int, what: str = "predictions") 
             return f"{what} have shape {output.shape}, expected ({expected_length},)"
         values = output
     elif isinstance(output, (list, tuple)):
-        if len(output) != expected_length:
-            return f"{len(output)} {what}, expected {expected_length}"
-        if not all(isinstance(item, (bool, int, float)) for item in output):
-            return f"{what} must be numbers, not nested sequences or other objects"
-        converted = float_array(output, f"{what} must all be 0 or 1")
+        problem = number_list_problem(output, expected_length, what)
+        converted = float_array(output, f"{what} must all be 0 or 1") if problem is None else problem
         if isinstance(converted, str):
             return converted
         values = converted
@@ -40,6 +37,20 @@ def binary_labels(output: Any, expected_length: int, what: str = "predictions") 
     if not ((values == 0) | (values == 1)).all():
         return f"{what} must all be 0 or 1"
     return values.astype(np.int64)
+
+
+def number_list_problem(
+    items: list[Any] | tuple[Any, ...], length: int, what: str, numbers: tuple[type, ...] = (int, float)
+) -> str | None:
+    """What is wrong with a list or tuple that should hold exactly `length` plain numbers, or None.
+
+    `what` names the items in the problem; `numbers` are the types that count as numbers (bool is an int).
+    """
+    if len(items) != length:
+        return f"{len(items)} {what}, expected {length}"
+    if not all(isinstance(item, numbers) for item in items):
+        return f"{what} must be numbers, not nested sequences or other objects"
+    return None
 
 
 def float_array(items: list[Any] | tuple[Any, ...], problem: str) -> np.ndarray | str:

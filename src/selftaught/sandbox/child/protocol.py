@@ -58,6 +58,10 @@ EXIT_STOPPED_BY_WATCH = 86
 #: The exit code of a child past its CPU-time limit (the first process of a pid namespace ignores SIGXCPU).
 EXIT_CPU_LIMIT = 87
 
+#: The budget counters in the state the host reports with each reply: the proxies' attributes generated code
+#: may read but not write (a write is reported as tampering), and what the static audit looks for.
+BUDGET_ATTRIBUTES = frozenset({"budget", "uses", "max_responses_per_call", "times_used"})
+
 #: Longest list or largest array an output may hold; bigger ones are refused before encoding costs time.
 MAX_OUTPUT_ITEMS = 1_000_000
 

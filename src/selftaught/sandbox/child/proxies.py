@@ -13,7 +13,8 @@ from typing import Any
 
 import protocol
 
-BUDGET_ATTRIBUTES = frozenset({"budget", "uses", "max_responses_per_call", "times_used"})
+#: A name of this module, so that rebinding it behind the module's guard is seen (watch.WATCHED_NAMES).
+BUDGET_ATTRIBUTES = protocol.BUDGET_ATTRIBUTES
 
 
 class LanguageModelError(Exception):

@@ -2,7 +2,7 @@
 
 Each takes what it uses as its last parameter, `bound`, a tuple that `seal` fills once; none of them
 looks up a global or builtin name when it runs (a test reads their bytecode for it), and none has a
-closure. So walking `gc`, or a frame of the hook taken by a signal handler, hands generated code
+closure (those that judge paths, in sealed_paths.py, are made so too). So walking `gc`, or a frame of the hook taken by a signal handler, hands generated code
 nothing it could rebind to change them: the defaults tuple is replaced only by an audited
 assignment, on which the hook stops the child, and holds only things that cannot change (built-in
 functions and descriptors, numbers, strings, frozensets, tuples, other sealed functions), but for
@@ -51,64 +51,6 @@ def short(args: tuple[Any, ...], bound: tuple[Any, ...] = ()) -> str:
     return "(" + ", ".join(shown) + ")"
 
 
-def resolved(path: str, links: bool = True, bound: tuple[Any, ...] = ()) -> str:
-    """The path absolute, its `..` and (with `links`) its symbolic links followed as the kernel would, with no
-    help from os.path."""
-    current_directory, read_link, failure, count = bound
-    pending = (path if path.startswith("/") else current_directory() + "/" + path).split("/")
-    done, position, followed = "", 0, 0
-    while position < count(pending):
-        part = pending[position]
-        position += 1
-        if part == "" or part == ".":
-            continue
-        if part == "..":
-            done = done[: done.rfind("/")] if done else ""
-            continue
-        candidate = done + "/" + part
-        if not links:
-            done = candidate
-            continue
-        try:
-            target = read_link(candidate)
-        except failure:  # not a link (or not there): taken as it is
-            done = candidate
-            continue
-        followed += 1
-        if followed > 40:  # the kernel's own limit: such a path opens nothing
-            return candidate
-        if target.startswith("/"):
-            done = ""
-        pending = target.split("/") + pending[position:]
-        position = 0
-    return done or "/"
-
-
-def another_process(where: str, named: str, bound: tuple[Any, ...] = ()) -> bool:
-    """Whether a path, as it resolves (`where`) or as written (`named`), leads into another process's /proc.
-
-    /proc/self and /proc/thread-self are the child's own, but for their `root` and `cwd`, which lead
-    anywhere (as links they lead to a pid of procfs's namespace, which is not the child's: the path as
-    written decides).
-    """
-    (count,) = bound
-    if not ((where + "/").startswith("/proc/") or (named + "/").startswith("/proc/")):
-        return False
-    for own in ("/proc/self", "/proc/thread-self"):
-        if named == own or named.startswith(own + "/"):
-            parts = named[count(own) :].split("/")
-            if "root" in parts or "cwd" in parts:
-                return True
-            # fd/N and map_files/X are links too: a path that goes on past one leads wherever it leads.
-            position = 0
-            while position < count(parts):
-                if parts[position] in ("fd", "map_files") and count(parts) > position + 2:
-                    return True
-                position += 1
-            return False
-    return True
-
-
 def classify(
     event: str, args: tuple[Any, ...], context: tuple[Any, ...], bound: tuple[Any, ...] = ()
 ) -> tuple[str, str] | None:
@@ -137,83 +79,6 @@ def classify(
     if event in native:
         return "native_code", event + short(args)
     return classify_path(event, args, context)
-
-
-def classify_path(
-    event: str, args: tuple[Any, ...], context: tuple[Any, ...], bound: tuple[Any, ...] = ()
-) -> tuple[str, str] | None:
-    """(kind, detail) for an event on a path that leads outside scratch or into another process, or None."""
-    plain, short, resolved, another_process, kind_of, count, types, constants = bound
-    scratch, trusted = context[2], context[3]
-    text, data, number = types
-    write_flags, write_modes, file_changes, links_followed = constants
-    if event == "open" and args:
-        path = plain(args[0])
-        if kind_of(path) is data:
-            path = path.decode("utf-8", "surrogateescape")
-        if kind_of(path) is not text:
-            return None
-        mode = plain(args[1]) if count(args) > 1 else None
-        flags = plain(args[2]) if count(args) > 2 else 0
-        where, named = resolved(path), resolved(path, False)
-        if another_process(where, named):
-            return "secret_read", "open " + path[:200]
-        if where.endswith(".pyc") and not where.startswith(trusted) and not named.startswith(trusted):
-            return "native_code", "reads bytecode of its own: " + path[:200]
-        writes = (kind_of(mode) is text and not write_modes.isdisjoint(mode)) or (
-            kind_of(flags) is number and flags & write_flags != 0
-        )
-        if writes and not (where == scratch or where.startswith(scratch + "/")):
-            return "file_write", "open " + path[:200] + " for writing"
-    if (event == "os.listdir" or event == "os.scandir") and args:
-        listed: Any = plain(args[0])
-        if kind_of(listed) is data:
-            listed = listed.decode("utf-8", "surrogateescape")
-        if kind_of(listed) is text and another_process(resolved(listed), resolved(listed, False)):
-            return "secret_read", "lists " + listed[:200]
-    if event == "os.chdir" and args:
-        # Relative paths are judged against the working directory: out of scratch, they would be misjudged.
-        directory: Any = plain(args[0])
-        if kind_of(directory) is data:
-            directory = directory.decode("utf-8", "surrogateescape")
-        if kind_of(directory) is not text:
-            return "tampering", "moves its working directory to a directory descriptor"
-        where = resolved(directory)
-        if not (where == scratch or where.startswith(scratch + "/")):
-            return "tampering", "moves its working directory out of scratch, to " + directory[:200]
-    if event == "os.symlink" and count(args) > 1:
-        # A link to the outside, made in scratch, would let later paths lead out unseen (a folder swapped
-        # under a path being opened): making one is reported.
-        target: Any = plain(args[0])
-        link: Any = plain(args[1])
-        if kind_of(target) is data:
-            target = target.decode("utf-8", "surrogateescape")
-        if kind_of(link) is data:
-            link = link.decode("utf-8", "surrogateescape")
-        if kind_of(target) is text and kind_of(link) is text:
-            leads = resolved(target if target.startswith("/") else link[: link.rfind("/") + 1] + target)
-            if not (leads == scratch or leads.startswith(scratch + "/")):
-                return "file_write", "links " + link[:100] + " to " + target[:100] + ", outside scratch"
-    for changing, paths, directories in file_changes:
-        if event != changing:
-            continue
-        for index in directories:
-            descriptor: Any = plain(args[index]) if index < count(args) else None
-            if kind_of(descriptor) is number and descriptor >= 0:
-                return None  # relative to a folder only the kernel knows (shutil.rmtree works so): not judged
-        for index in paths:
-            changed: Any = plain(args[index]) if index < count(args) else None
-            if kind_of(changed) is data:
-                changed = changed.decode("utf-8", "surrogateescape")
-            if kind_of(changed) is text:
-                tail = changed[changed.rfind("/") + 1 :]
-                if event in links_followed or tail in ("", ".", ".."):
-                    where = resolved(changed)
-                else:  # the kernel removes, renames or links the link itself, not where it leads
-                    where = resolved(changed[: changed.rfind("/") + 1] or ".") + "/" + tail
-                if not (where == scratch or where.startswith(scratch + "/")):
-                    return "file_write", event + short(args)
-    return None
 
 
 def report(context: tuple[Any, ...], kind: str, detail: str, last: bool = False, bound: tuple[Any, ...] = ()) -> None:
@@ -349,7 +214,7 @@ def on_event(event: str, args: tuple[Any, ...], context: tuple[Any, ...], bound:
     if event in checked_at:
         check_bindings(context)
     if event in reaching:
-        kind = "native_code" if event.startswith("ctypes.") else "introspection"
+        kind = "introspection" if event.startswith("gc.") else "native_code"
         report(context, kind, event + ": it could reach into the sandbox's reporter; the child was stopped", True)
     if event == "import" and count(args) and plain(args[0]) in native_modules:
         emit(context, "native_code", "imports " + plain(args[0]) + " (refused)")
@@ -367,7 +232,7 @@ def on_event(event: str, args: tuple[Any, ...], context: tuple[Any, ...], bound:
     if on_code(event, args, context):
         return
     found = classify(event, args, context)
-    if found is not None and found[0] == "native_code" and reaching and found[1].endswith(".pyc"):
+    if found is not None and found[0] == "native_code" and reaching and found[1].startswith("reads bytecode"):
         report(
             context,
             "native_code",
@@ -400,7 +265,8 @@ class RefusedImport(ImportError):
 
 
 def seal(function: Callable[..., Any], *bound: Any) -> Callable[..., Any]:
-    """A copy of a function of this module that uses only `bound`, given as its last parameter's default.
+    """A copy of a function of this module or sealed_paths that uses only `bound`, given as its last parameter's
+    default.
 
     Its globals hold nothing (not even the builtins), so a name it looked up would fail at once
     instead of reading something generated code can rebind.
@@ -412,10 +278,7 @@ def seal(function: Callable[..., Any], *bound: Any) -> Callable[..., Any]:
 SEALED = (
     plain,
     short,
-    resolved,
-    another_process,
     classify,
-    classify_path,
     report,
     emit,
     check_bindings,

@@ -23,42 +23,29 @@ from dataclasses import dataclass
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.prctl.restype = ctypes.c_int
 
+#: The machines a filter is made for; each syscall's numbers below are given in this order.
+MACHINES = ("x86_64", "aarch64")
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 X32_SYSCALL_BIT = 0x40000000
 # Syscalls generated code never needs: new sockets, exec, new processes, reaching other processes,
 # new namespaces and mounts, IPC objects that outlive the process, kernel attack surface that
-# bypasses seccomp (io_uring) or needs none.
-DENIED_SYSCALLS = {
-    "x86_64": {
-        "socket": 41, "socketpair": 53, "execve": 59, "execveat": 322, "fork": 57, "vfork": 58,
-        "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "unshare": 272, "setns": 308,
-        "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161, "open_tree": 428, "move_mount": 429,
-        "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
-        "pidfd_open": 434, "pidfd_send_signal": 424, "pidfd_getfd": 438, "bpf": 321, "perf_event_open": 298,
-        "userfaultfd": 323, "io_uring_setup": 425, "keyctl": 250, "add_key": 248, "request_key": 249,
-        "kexec_load": 246, "reboot": 169, "init_module": 175, "finit_module": 313, "delete_module": 176,
-        "kcmp": 312, "process_madvise": 440,
-        "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67, "semget": 64, "semop": 65, "semctl": 66,
-        "semtimedop": 220, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
-        "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242, "mq_timedreceive": 243, "mq_notify": 244,
-        "mq_getsetattr": 245, "flock": 73,
-        "inotify_init": 253, "inotify_init1": 294, "inotify_add_watch": 254, "fanotify_init": 300, "fanotify_mark": 301,
-    },
-    "aarch64": {
-        "socket": 198, "socketpair": 199, "execve": 221, "execveat": 281,
-        "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "unshare": 97, "setns": 268,
-        "mount": 40, "umount2": 39, "pivot_root": 41, "chroot": 51, "open_tree": 428, "move_mount": 429,
-        "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
-        "pidfd_open": 434, "pidfd_send_signal": 424, "pidfd_getfd": 438, "bpf": 280, "perf_event_open": 241,
-        "userfaultfd": 282, "io_uring_setup": 425, "keyctl": 219, "add_key": 217, "request_key": 218,
-        "kexec_load": 104, "reboot": 142, "init_module": 105, "finit_module": 273, "delete_module": 106,
-        "kcmp": 272, "process_madvise": 440,
-        "shmget": 194, "shmat": 196, "shmctl": 195, "shmdt": 197, "semget": 190, "semop": 193, "semctl": 191,
-        "semtimedop": 192, "msgget": 186, "msgsnd": 189, "msgrcv": 188, "msgctl": 187,
-        "mq_open": 180, "mq_unlink": 181, "mq_timedsend": 182, "mq_timedreceive": 183, "mq_notify": 184,
-        "mq_getsetattr": 185, "flock": 32,
-        "inotify_init1": 26, "inotify_add_watch": 27, "fanotify_init": 262, "fanotify_mark": 263,
-    },
+# bypasses seccomp (io_uring) or needs none. None: the machine has no such syscall.
+DENIED_SYSCALLS: dict[str, tuple[int | None, ...]] = {
+    "socket": (41, 198), "socketpair": (53, 199), "execve": (59, 221), "execveat": (322, 281), "fork": (57, None),
+    "vfork": (58, None), "ptrace": (101, 117), "process_vm_readv": (310, 270), "process_vm_writev": (311, 271),
+    "unshare": (272, 97), "setns": (308, 268), "mount": (165, 40), "umount2": (166, 39), "pivot_root": (155, 41),
+    "chroot": (161, 51), "open_tree": (428, 428), "move_mount": (429, 429), "fsopen": (430, 430),
+    "fsconfig": (431, 431), "fsmount": (432, 432), "fspick": (433, 433), "mount_setattr": (442, 442),
+    "pidfd_open": (434, 434), "pidfd_send_signal": (424, 424), "pidfd_getfd": (438, 438), "bpf": (321, 280),
+    "perf_event_open": (298, 241), "userfaultfd": (323, 282), "io_uring_setup": (425, 425), "keyctl": (250, 219),
+    "add_key": (248, 217), "request_key": (249, 218), "kexec_load": (246, 104), "reboot": (169, 142),
+    "init_module": (175, 105), "finit_module": (313, 273), "delete_module": (176, 106), "kcmp": (312, 272),
+    "process_madvise": (440, 440), "shmget": (29, 194), "shmat": (30, 196), "shmctl": (31, 195), "shmdt": (67, 197),
+    "semget": (64, 190), "semop": (65, 193), "semctl": (66, 191), "semtimedop": (220, 192), "msgget": (68, 186),
+    "msgsnd": (69, 189), "msgrcv": (70, 188), "msgctl": (71, 187), "mq_open": (240, 180), "mq_unlink": (241, 181),
+    "mq_timedsend": (242, 182), "mq_timedreceive": (243, 183), "mq_notify": (244, 184), "mq_getsetattr": (245, 185),
+    "flock": (73, 32), "inotify_init": (253, None), "inotify_init1": (294, 26), "inotify_add_watch": (254, 27),
+    "fanotify_init": (300, 262), "fanotify_mark": (301, 263),
 }  # fmt: skip
 
 
@@ -77,27 +64,19 @@ class OwnProcessOnly:
 
 PRIO_PROCESS, IOPRIO_WHO_PROCESS = 0, 1
 SIGNALS = OwnProcessOnly(zero_is_self=False)  # kill(0, ...) would reach the whole process group
-OWN_PROCESS_SYSCALLS = {
-    "x86_64": {
-        "kill": (62, SIGNALS), "tkill": (200, SIGNALS), "tgkill": (234, SIGNALS),
-        "rt_sigqueueinfo": (129, SIGNALS), "rt_tgsigqueueinfo": (297, SIGNALS),
-        "prlimit64": (302, OwnProcessOnly()), "sched_setparam": (142, OwnProcessOnly()),
-        "sched_setscheduler": (144, OwnProcessOnly()), "sched_setaffinity": (203, OwnProcessOnly()),
-        "sched_setattr": (314, OwnProcessOnly()), "migrate_pages": (256, OwnProcessOnly()),
-        "move_pages": (279, OwnProcessOnly()),
-        "setpriority": (141, OwnProcessOnly(argument=1, selector=(0, PRIO_PROCESS))),
-        "ioprio_set": (251, OwnProcessOnly(argument=1, selector=(0, IOPRIO_WHO_PROCESS))),
+#: The syscalls allowed only on the process itself, by their rule, with their numbers (as in DENIED_SYSCALLS).
+OWN_PROCESS_SYSCALLS: dict[OwnProcessOnly, dict[str, tuple[int, ...]]] = {
+    SIGNALS: {
+        "kill": (62, 129), "tkill": (200, 130), "tgkill": (234, 131), "rt_sigqueueinfo": (129, 138),
+        "rt_tgsigqueueinfo": (297, 240),
     },
-    "aarch64": {
-        "kill": (129, SIGNALS), "tkill": (130, SIGNALS), "tgkill": (131, SIGNALS),
-        "rt_sigqueueinfo": (138, SIGNALS), "rt_tgsigqueueinfo": (240, SIGNALS),
-        "prlimit64": (261, OwnProcessOnly()), "sched_setparam": (118, OwnProcessOnly()),
-        "sched_setscheduler": (119, OwnProcessOnly()), "sched_setaffinity": (122, OwnProcessOnly()),
-        "sched_setattr": (274, OwnProcessOnly()), "migrate_pages": (238, OwnProcessOnly()),
-        "move_pages": (239, OwnProcessOnly()),
-        "setpriority": (140, OwnProcessOnly(argument=1, selector=(0, PRIO_PROCESS))),
-        "ioprio_set": (30, OwnProcessOnly(argument=1, selector=(0, IOPRIO_WHO_PROCESS))),
+    OwnProcessOnly(): {
+        "prlimit64": (302, 261), "sched_setparam": (142, 118), "sched_setscheduler": (144, 119),
+        "sched_setaffinity": (203, 122), "sched_setattr": (314, 274), "migrate_pages": (256, 238),
+        "move_pages": (279, 239),
     },
+    OwnProcessOnly(argument=1, selector=(0, PRIO_PROCESS)): {"setpriority": (141, 140)},
+    OwnProcessOnly(argument=1, selector=(0, IOPRIO_WHO_PROCESS)): {"ioprio_set": (251, 30)},
 }  # fmt: skip
 CLONE = {"x86_64": 56, "aarch64": 220}
 CLONE3 = 435
@@ -180,8 +159,9 @@ def _refused_values(number: int, argument: int, denied: tuple[int, ...]) -> list
 
 def seccomp_program(machine: str) -> bytes:
     """A BPF filter for `machine`. The process's own pid is left as OWN_PID, filled in by each child."""
-    if machine not in AUDIT_ARCH:
+    if machine not in MACHINES:
         raise OSError(f"no seccomp filter for the {machine} architecture")
+    column = MACHINES.index(machine)
     deny = _statement(BPF_RET_K, SECCOMP_RET_ERRNO | EPERM)
     allow = _statement(BPF_RET_K, SECCOMP_RET_ALLOW)
     program = [
@@ -192,16 +172,19 @@ def seccomp_program(machine: str) -> bytes:
     ]
     if machine == "x86_64":  # the x32 ABI would give every syscall a second number
         program += [_statement(BPF_JGE_K, X32_SYSCALL_BIT, jf=1), deny]
-    for number in DENIED_SYSCALLS[machine].values():
-        program += [_statement(BPF_JEQ_K, number, jf=1), deny]
+    for numbers in DENIED_SYSCALLS.values():
+        number = numbers[column]
+        if number is not None:
+            program += [_statement(BPF_JEQ_K, number, jf=1), deny]
     # clone3 cannot be inspected (its flags live in memory): make libc fall back to clone.
     program += [_statement(BPF_JEQ_K, CLONE3, jf=1), _statement(BPF_RET_K, SECCOMP_RET_ERRNO | ENOSYS)]
     # clone: only threads (CLONE_THREAD set).
     program += _block(
         CLONE[machine], [(BPF_LD_W_ABS, _argument_offset(0), 0, 0), (BPF_JSET_K, CLONE_THREAD, ALLOW, DENY)]
     )
-    for number, rule in OWN_PROCESS_SYSCALLS[machine].values():
-        program += _own_process_only(number, rule)
+    for rule, syscalls in OWN_PROCESS_SYSCALLS.items():
+        for numbers in syscalls.values():
+            program += _own_process_only(numbers[column], rule)
     program += _refused_values(PRCTL[machine], 0, DENIED_PRCTL_OPTIONS)
     program += _refused_values(FCNTL[machine], 1, DENIED_FCNTL_COMMANDS)
     program.append(allow)

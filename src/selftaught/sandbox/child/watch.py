@@ -3,8 +3,8 @@
 The kernel layers (isolation.py, seccomp.py) are what stop an attempt; this hook only tells the
 host that it happened, so each attempt is recorded against the candidate that made it. Audit
 hooks cannot be removed from Python code, and nothing generated code can do in Python changes this
-one (raw memory can: what reaches it through an audit event stops the child; the README lists the
-routes that raise none):
+one (raw memory can: what reaches it through an audit event stops the child; docs/sandbox.md lists
+the routes that raise none):
 
 - it is made of sealed functions (sealed.py): no closure, no global or builtin name looked up when
   they run, everything they use in one tuple default of objects that cannot change (built-in
@@ -21,6 +21,11 @@ routes that raise none):
 - it calls no method and reads no attribute of the objects generated code hands to an audited
   call: strings, bytes and numbers are copied as their exact built-in types first, by the C level
   alone, so no code of the candidate ever runs inside the hook;
+- a path is judged where it leads (sealed_paths.py): its links followed as the kernel would, a
+  link's target again when the link is moved, relative paths even once the working directory is
+  gone, `sqlite3.connect` like an open for writing, and a descriptor given for a path (fchmod,
+  ftruncate, ...) by its file's device and owner. A path given as anything but a string or bytes
+  (a memoryview, an array: `os` takes any buffer) is reported wherever it leads;
 - what could reach into it stops the child (REACHES_THE_REPORTER: walking `gc`, native code, a trace
   or profile function, bytecode not compiled from source); ctypes is taken out of reach and its
   import refused; another audit hook and a sub-interpreter are refused;
@@ -49,6 +54,7 @@ from typing import Any
 
 import protocol
 import sealed
+import sealed_paths
 
 #: Attempts of one kind reported; the next one stops the child.
 REPORTS_PER_KIND = 50
@@ -80,7 +86,8 @@ FRAME_HELPERS = (
     ("traceback.py", "walk_tb", "traceback.walk_tb"),
     ("traceback.py", "_walk_tb_with_full_positions", "traceback._walk_tb_with_full_positions"),
 )
-NATIVE = frozenset({"mmap.__new__"})
+#: Native code or raw memory by other ways than ctypes (an SQLite extension is a shared library).
+NATIVE = frozenset({"mmap.__new__", "sqlite3.enable_load_extension", "sqlite3.load_extension"})
 #: Every `ctypes.*` event is native code; these run it or touch raw memory, which can rewrite anything in the
 #: child, the reporter included: the child is stopped at the first (unless the policy only reports them).
 NATIVE_RUNS = frozenset(
@@ -99,15 +106,17 @@ REACHES_THE_REPORTER = (
             "ctypes.dlopen",
             "ctypes.dlsym",
             "ctypes.dlsym/handle",
+            "sqlite3.load_extension",
         }
     )
     | NATIVE_RUNS
 )
-#: Events that change the file system: (the arguments that are paths, those that are directory descriptors).
+#: Events that change the file system: each argument that is a path, with the one that is its directory descriptor
+#: (-1: none). Those of LINKS_FOLLOWED take a descriptor of the file instead of a path too (fchmod, ftruncate...).
 FILE_CHANGES = {
-    "os.mkdir": ((0,), (2,)), "os.rmdir": ((0,), (1,)), "os.remove": ((0,), (1,)), "os.rename": ((0, 1), (2, 3)),
-    "os.link": ((0, 1), (2, 3)), "os.symlink": ((1,), (2,)), "os.chmod": ((0,), (2,)), "os.chown": ((0,), (3,)),
-    "os.truncate": ((0,), ()), "os.utime": ((0,), (3,)), "os.setxattr": ((0,), ()), "os.removexattr": ((0,), ()),
+    "os.mkdir": ((0, 2),), "os.rmdir": ((0, 1),), "os.remove": ((0, 1),), "os.rename": ((0, 2), (1, 3)),
+    "os.link": ((0, 2), (1, 3)), "os.symlink": ((1, 2),), "os.chmod": ((0, 2),), "os.chown": ((0, 3),),
+    "os.truncate": ((0, -1),), "os.utime": ((0, 3),), "os.setxattr": ((0, -1),), "os.removexattr": ((0, -1),),
 }  # fmt: skip
 #: Of those, the ones the kernel applies to where a link leads rather than to the link itself.
 LINKS_FOLLOWED = frozenset({"os.truncate", "os.chmod", "os.chown", "os.utime", "os.setxattr", "os.removexattr"})
@@ -124,12 +133,22 @@ KINDS = (
 )  # fmt: skip
 #: Events that make code; their second argument names its file.
 COMPILING = frozenset({"compile", "code.__new__"})
+#: Buffers a path may be given as, each with its slicing and copying, C methods that run no code of the candidate's.
+BUFFERS = (
+    (bytearray, bytearray.__getitem__, bytes),
+    (memoryview, memoryview.__getitem__, memoryview.tobytes),
+    (array.array, array.array.__getitem__, array.array.tobytes),
+)
+#: The working directory relative paths are judged against once it was removed: nowhere in scratch or in /proc.
+REMOVED_FOLDER = "/(a removed working directory)"
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 WRITE_MODES = frozenset("wax+")
 #: The audit event the sandbox's modules raise when a name in one of them is rebound.
 TAMPERING = "selftaught.tampering"
 #: The sandbox's own modules in the child: rebinding anything in them, or their functions' code, is tampering.
-RUNTIME_MODULES = ("watch", "sealed", "runner", "proxies", "protocol", "isolation", "seccomp", "helpers")
+RUNTIME_MODULES = (
+    "watch", "sealed", "sealed_paths", "runner", "proxies", "protocol", "isolation", "seccomp", "helpers",
+)  # fmt: skip
 #: The names the runtime calls while generated code runs; rebinding one through a module's __dict__ is seen too.
 WATCHED_NAMES = {
     "runner": (
@@ -240,21 +259,16 @@ def _handlers(
     )  # fmt: skip
     plain_copy = sealed.seal(sealed.plain, type, issubclass, str, bytes, bytearray, int, slice(None))
     short_text = sealed.seal(sealed.short, plain_copy, type, int, repr)
-    resolve = sealed.seal(sealed.resolved, os.getcwd, os.readlink, OSError, len)
-    file_changes = tuple((event, *arguments) for event, arguments in FILE_CHANGES.items())
-    classify_path = sealed.seal(
-        sealed.classify_path, plain_copy, short_text, resolve, sealed.seal(sealed.another_process, len), type, len,
-        (str, bytes, int), (WRITE_FLAGS, WRITE_MODES, file_changes, LINKS_FOLLOWED),
-    )  # fmt: skip
     classifier = sealed.seal(
-        sealed.classify, sandbox_ids, plain_copy, short_text, classify_path, os.getpid, id, type, len, (str,),
+        sealed.classify, sandbox_ids, plain_copy, short_text, _path_classifier(plain_copy, short_text), os.getpid, id,
+        type, len, (str,),
         (NETWORK, PROCESSES, SIGNALS, INTROSPECTION, NATIVE, TAMPERING),
     )  # fmt: skip
     # Made here, each child's counts are its own copy once it forks.
     emitter = sealed.seal(sealed.emit, array.array("q", [0] * len(KINDS)), KINDS, REPORTS_PER_KIND, reporter)
     checker = sealed.seal(sealed.check_bindings, watched, dictionaries, emitter, type, str)
     caller = sealed.seal(sealed.caller_of_frame, own_file, helpers, code_of, back_of, file_of, name_of, exact)
-    sealed_codes = frozenset(id(function.__code__) for function in sealed.SEALED)
+    sealed_codes = frozenset(id(function.__code__) for function in sealed.SEALED + sealed_paths.SEALED)
 
     def handler(native: tuple[frozenset[str], tuple[str, ...]]) -> Callable[..., None]:
         on_code = sealed.seal(
@@ -268,6 +282,40 @@ def _handlers(
         )  # fmt: skip
 
     return handler((REACHES_THE_REPORTER, NATIVE_MODULES)), handler((frozenset(), ())), reporter
+
+
+def _path_classifier(plain_copy: Callable[..., Any], short_text: Callable[..., str]) -> Callable[..., Any]:
+    """The sealed classifier of events on paths (sealed_paths.classify_path), with the sealed functions it calls."""
+    paths = sealed_paths
+    failures = (OSError, ValueError)  # a path the kernel would refuse (a NUL in it) leads nowhere
+    resolve = sealed.seal(paths.resolved, os.getcwd, os.readlink, failures, len, REMOVED_FOLDER)
+    another_process = sealed.seal(paths.another_process, len)
+    path_text = sealed.seal(
+        paths.path_text, plain_copy, type, issubclass, type.__dict__["__name__"].__get__, (str, bytes, int),
+        BUFFERS, slice(0, 4097), Exception,
+    )  # fmt: skip
+    in_scratch, odd_path = sealed.seal(paths.in_scratch), sealed.seal(paths.odd_path)
+    entry_of = sealed.seal(paths.entry_of, resolve)
+    judge_open = sealed.seal(paths.judge_open, resolve, another_process, in_scratch)
+    classify_open = sealed.seal(
+        paths.classify_open, path_text, plain_copy, judge_open, odd_path, type, len, (str, int),
+        (WRITE_FLAGS, WRITE_MODES),
+    )  # fmt: skip
+    uri_path = sealed.seal(paths.uri_path, int, bytes, frozenset("0123456789abcdefABCDEF"), len)
+    classify_database = sealed.seal(paths.classify_database, path_text, judge_open, odd_path, uri_path)
+    descriptor_outside = sealed.seal(paths.descriptor_outside, os.fstat, (OSError, OverflowError))
+    moved_link = sealed.seal(
+        paths.moved_link, path_text, plain_copy, resolve, entry_of, in_scratch, os.readlink, type, len, int, failures
+    )
+    classify_change = sealed.seal(
+        paths.classify_change,
+        (path_text, plain_copy, short_text, resolve, entry_of, in_scratch, odd_path, descriptor_outside, moved_link),
+        type, len, int, (tuple(FILE_CHANGES.items()), LINKS_FOLLOWED),
+    )  # fmt: skip
+    return sealed.seal(
+        paths.classify_path, path_text, resolve, entry_of, another_process, in_scratch, odd_path, len,
+        (classify_open, classify_database, classify_change),
+    )  # fmt: skip
 
 
 def _is_native(name: object) -> bool:
@@ -306,6 +354,18 @@ def trusted_folders(folders: tuple[str, ...], scratch: str) -> tuple[str, ...]:
     return (*(folder for folder in folders if not (scratch + "/").startswith(folder)), "<frozen ")
 
 
+def own_files(scratch: str) -> tuple[int, int]:
+    """(scratch's device, the uid that marks a file there as the child's own, or -1): with no /proc to name a
+    descriptor's file, these tell the child's files. A uid marks them only where the child has one of its own (the
+    host, which made scratch's parent folder, has another); elsewhere every change through a descriptor is reported."""
+    try:
+        folder, parent = os.stat(scratch), os.stat(os.path.dirname(scratch))
+    except OSError:
+        return -1, -1
+    own = os.getuid()
+    return folder.st_dev, own if folder.st_uid == own and parent.st_uid != own else -1
+
+
 def install(sock: Any, scratch: str, stop_when_reachable: bool = True) -> None:
     """Reports each attempt as an `event` message on the channel `sock`, each in a packet of its own.
 
@@ -321,7 +381,8 @@ def install(sock: Any, scratch: str, stop_when_reachable: bool = True) -> None:
     # pipe, or closes it, does not reach this one, and one that reaches it too is caught by the check.
     descriptor = os.dup(sock.fileno())
     status = os.fstat(descriptor)
-    context = (descriptor, (status.st_dev, status.st_ino), scratch, trusted_folders(shared.path_folders, scratch))
+    trusted = trusted_folders(shared.path_folders, scratch)
+    context = (descriptor, (status.st_dev, status.st_ino), scratch, trusted, own_files(scratch))
     handler = shared.stopping if stop_when_reachable else shared.reporting
     hook = sealed.seal(
         sealed.hook, handler, shared.report, context, BaseException, Exception, REFUSALS, type, issubclass
