@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
 
+from selftaught.errors import SandboxError
 from selftaught.sandbox.bubblewrap import bwrap_path
 from selftaught.sandbox.launcher import Launcher
 from selftaught.sandbox.outcome import SandboxLimits
 from selftaught.sandbox.policy import GUARANTEES, LAYERS, ROOT_ONLY_LAYERS, required_layers, running_as_root
+
+logger = logging.getLogger("selftaught")
 
 #: Runs inside a confined child; each check is True when the attempt was blocked.
 PROBE_SOURCE = """\
@@ -61,6 +65,11 @@ class SandboxReport:
         return [name for name in required_layers() if name in self.missing]
 
     @property
+    def strict_available(self) -> bool:
+        """Whether strict mode would run here: every required layer applied, every escape attempt blocked."""
+        return not self.missing_required and all(self.checks.values()) and bool(self.checks)
+
+    @property
     def layers(self) -> dict[str, str]:
         """Each layer's state: 'active', 'not needed', or why it is missing."""
         states = {}
@@ -89,6 +98,27 @@ class SandboxReport:
         return found
 
 
+def enforce_policy(
+    missing_required: dict[str, str],
+    problem: str | None,
+    strict: bool,
+    where: str = "",
+    doctor: str = "selftaught doctor",
+) -> None:
+    """Refuses a strict run when a required layer is missing (each with why); otherwise warns about what is missing.
+
+    `where` names the machine when it is not this one (" on node ..."), `doctor` the command that shows its layers.
+    """
+    if problem is not None and not strict:
+        logger.warning("the sandbox probe failed%s: %s", where, problem)
+    if missing_required and strict:
+        raise SandboxError(f"strict sandbox refused{where}: {'; '.join(missing_required.values())} (see `{doctor}`)")
+    if missing_required:
+        logger.warning(
+            "sandbox weaker than strict%s: %s missing (see `%s`)", where or " here", ", ".join(missing_required), doctor
+        )
+
+
 def probe(launcher: Launcher) -> SandboxReport:
     outside = os.path.join("/tmp", f"selftaught-probe-{os.getpid()}-{id(launcher)}")
     outcome = launcher.run(
@@ -114,7 +144,7 @@ def probe(launcher: Launcher) -> SandboxReport:
         missing=missing,
         checks=checks,
         problem=None if checks else outcome.problem,
-        network_inherited=launcher.network_inherited,
+        network_inherited=launcher.start_and_check_network_inherited(),
         cgroups=f"active ({launcher.cgroup_limits})"
         if launcher.cgroup_limits
         else launcher.cgroup_problem or "not used",

@@ -48,6 +48,8 @@ class ChildOutcome:
     own_seconds: float = 0.0
     #: The instance at whose time limit the host stopped the child; the instances after it did not run.
     stopped_at: int | None = None
+    #: The Ray node whose sandbox ran the job (`--executor ray`), set by the host's runner; None on this machine.
+    node: str | None = None
 
     @property
     def problem(self) -> str | None:
