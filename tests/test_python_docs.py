@@ -1,4 +1,4 @@
-"""The Python the documentation shows runs as written: the README's snippets and examples/knapsack_task.py."""
+"""The Python the README and the examples show runs as written (docs/python-api.md: tests/test_docs.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import NEAREST_NEIGHBOUR, TEST_PROFILE, fenced
+
+pytestmark = pytest.mark.slow  # the documented snippets run whole runs
 
 ROOT = Path(__file__).resolve().parent.parent
 IMPROVING_LPN = ROOT / "tests" / "responders" / "improving_lpn.py"
