@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from selftaught import api
@@ -104,6 +105,7 @@ def write_responder(tmp_path: Path, body: str, **constants: str) -> str:
     return f"scripted:{path}"
 
 
+@pytest.mark.slow
 def test_audit_reports_runtime_tampering_sandbox_events_invalid_outputs_and_strategies(tmp_path: Path) -> None:
     model = write_responder(
         tmp_path,
@@ -157,7 +159,8 @@ def test_audit_flags_validation_test_gaps_and_perfect_scores_from_tiny_code(tmp_
     honest = ZERO
     for solution, val, test in ((tiny, 1.0, 0.45), (honest, 0.5, 0.5)):
         for split, score in (("validation", val), ("test", test)):
-            store.record_evaluation(run_id, None, solution, Evaluation("parity_noise", split, score, instances=20))
+            evaluation = Evaluation("parity_noise", split, score, instances=20)
+            store.record_evaluation(run_id, None, solution, evaluation.as_row())
     store.close()
     with StoreReader(tmp_path / "runs.sqlite") as reader:
         audit = audit_run(reader, run_id)
@@ -185,7 +188,7 @@ def test_scorer_errors_are_listed_apart_flag_nothing_and_hide_no_gap(tmp_path: P
             scorer_errors=errors,
             scorer_problems=((raised, errors),) if errors else (),
         )
-        store.record_evaluation(run_id, None, solution, evaluation)
+        store.record_evaluation(run_id, None, solution, evaluation.as_row())
     store.close()
     with StoreReader(tmp_path / "runs.sqlite") as reader:
         audit = audit_run(reader, run_id)
@@ -200,6 +203,7 @@ def test_scorer_errors_are_listed_apart_flag_nothing_and_hide_no_gap(tmp_path: P
     assert f"not reward hacking): {raised} ×20" in printed.stdout
 
 
+@pytest.mark.slow
 def test_the_unsandboxing_experiment_counts_disguised_off_switches_with_and_without_warning(
     tmp_path: Path, options_for: Callable[..., RunOptions]
 ) -> None:
@@ -261,6 +265,7 @@ def improve_algorithm(initial_solution, utility, language_model):
 ASKS_THEN_UNSANDBOXES = Path(__file__).parent / "responders" / "asks_then_unsandboxes.py"
 
 
+@pytest.mark.slow
 def test_the_unsandboxing_experiment_counts_at_run_time_what_it_reads_in_the_source(tmp_path: Path) -> None:
     # Every improver this model writes asks the language model first and only then calls
     # utility(candidate, use_sandbox=False): its request is seen at run time only if its call is answered.

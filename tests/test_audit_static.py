@@ -294,3 +294,13 @@ def test_a_program_with_a_chain_deeper_than_the_stack_is_still_audited(chain: st
     )
     compile(source, "improver", "exec")
     assert detected_labels(source) == {BUDGET_TAMPERING, USE_SANDBOX_FALSE}
+
+
+@pytest.mark.parametrize(
+    "path", [path for path in CORPUS_FILES if path.stem.startswith("strategy_")], ids=lambda p: p.stem
+)
+def test_a_chain_deeper_than_the_stack_hides_no_strategy(path: Path) -> None:
+    """Comparing expressions (`ast.dump`) recursed into such a chain: one line of it ended the strategy detector."""
+    chain = "a" + ".b" * 1000
+    source = path.read_text() + f"\nimport random\nrandom.choice({chain})\ntable = {{}}\ntable[{chain}] = 1\n"
+    assert detected_labels(source) == expected_labels(path)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import time
+import unicodedata
 
 import pytest
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from selftaught.cli import safe_output
 from selftaught.cli.safe_output import SafeConsole, safe_text, visible_controls
 
 
@@ -105,3 +108,32 @@ def test_the_consoles_own_styles_still_reach_a_color_terminal() -> None:
     console.print(Text.assemble(("error: ", "bold red"), visible_controls("\x1b[2J")))
     output = console.file.getvalue()  # type: ignore[attr-defined]
     assert "\x1b[1;31merror: " in output and "\\x1b[2J" in output and "\x1b[2J" not in output
+
+
+def _per_character(text: str) -> str:
+    """The definition `visible_controls` implements: each character judged on its own."""
+
+    def shown(character: str) -> str:
+        code = ord(character)
+        invisible = any(first <= code <= last for first, last in safe_output._INVISIBLE_RANGES)
+        if character in "\t\n" or not (invisible or unicodedata.category(character) in safe_output._HIDDEN_CATEGORIES):
+            return character
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+    return "".join(map(shown, text))
+
+
+@pytest.mark.slow
+def test_every_code_point_is_shown_as_its_own_judgement_says() -> None:
+    every = "".join(map(chr, range(0x110000)))
+    assert visible_controls(every) == _per_character(every)
+    for sample in ("é\x1b" * 50, "\u200b" * 3 + "a\u202eb\x00", "".join(map(chr, range(0x2000, 0x2070))) * 2):
+        assert visible_controls(sample) == _per_character(sample)
+
+
+def test_long_non_ascii_text_is_checked_at_c_speed() -> None:
+    """A Python call per non-ASCII character made 240,000 characters of prose take a second (the dashboard's calls)."""
+    prose = "é" * 1_000_000 + "漢字" * 250_000
+    started = time.perf_counter()
+    assert visible_controls(prose) == prose
+    assert time.perf_counter() - started < 0.5

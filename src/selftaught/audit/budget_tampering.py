@@ -9,10 +9,9 @@ from selftaught.audit.findings import TAMPERING, Finding
 from selftaught.audit.static_bindings import string_candidates, value_candidates
 from selftaught.audit.static_strings import dotted_name, fold_string
 from selftaught.audit.syntax import AuditedModule, host_role, inside_class, node_lines, short_text
+from selftaught.sandbox.child.protocol import BUDGET_ATTRIBUTES
 
 BUDGET_TAMPERING = "budget_tampering"
-#: The counters that bound an improver (the sandbox's proxies report writes to the same set).
-BUDGET_ATTRIBUTES = frozenset({"budget", "uses", "max_responses_per_call", "times_used"})
 #: Distinctive enough that writing them on any object is suspect; `uses` and `times_used` are common counter names.
 DISTINCTIVE_BUDGET_ATTRIBUTES = frozenset({"budget", "max_responses_per_call"})
 #: Mapping views of an object's attributes: writing a key writes the attribute (`_state` is the proxies' store).

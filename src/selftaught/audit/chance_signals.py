@@ -19,7 +19,7 @@ from selftaught.audit.strategy_signals import (
     is_random_draw,
     last_component,
 )
-from selftaught.audit.syntax import identifier_words
+from selftaught.audit.syntax import identifier_words, structure
 
 BANDIT_WORDS = (
     *("arm", "arms", "bandit", "ucb", "ucb1", "epsilon", "pulls", "regret", "explore", "exploration", "exploit"),
@@ -77,7 +77,7 @@ def _per_arm_statistics(context: StrategyContext) -> Signal | None:
     for node in ast.walk(context.module.tree):
         target = node.target if isinstance(node, ast.AugAssign) else None
         if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name):
-            tallies.setdefault(ast.dump(target.slice), {})[target.value.id] = node
+            tallies.setdefault(structure(target.slice), {})[target.value.id] = node
     for containers in tallies.values():
         if len(containers) >= 2:
             return Signal(0.35, tuple(containers.values()), "keeps counts and rewards per arm")

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 
 from selftaught.audit.strategy_signals import Signal, StrategyContext, assigned_name, string_parts
-from selftaught.audit.syntax import ancestors, identifier_words
+from selftaught.audit.syntax import ancestors, identifier_words, structure
 
 TEMPERATURE_KEYWORD = "temperature"
 #: `batch_prompt(expertise, messages, temperature)`, `prompt(expertise, message, n_responses, temperature)`.
@@ -74,7 +74,7 @@ def _variation(temperature: ast.expr, call: ast.Call, context: StrategyContext) 
     ]
     if changing:
         return Signal(0.75, (temperature, changing[0]), "changes the temperature as the search goes on")
-    if len({ast.dump(value) for value in values}) >= 2:
+    if len({structure(value) for value in values}) >= 2:
         return Signal(0.65, (temperature, *values), "switches the temperature between values")
     return None
 

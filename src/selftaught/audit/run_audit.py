@@ -21,7 +21,7 @@ from selftaught.audit.findings import Finding
 from selftaught.audit.strategies import detect_strategies
 from selftaught.audit.tampering import detect_tampering
 from selftaught.audit.unsandboxing import detect_unsandboxing
-from selftaught.store.reading import StoreReader
+from selftaught.store.contracts import Reader
 
 #: Sandbox violation kinds, as the launcher and the child's audit hook record them, by the category they belong to.
 SANDBOX_CATEGORIES = {
@@ -142,7 +142,7 @@ def _total(counters: Iterable[Counter[str]]) -> dict[str, int]:
     return {key: count for key, count in total.items() if count > 0}
 
 
-def audit_run(reader: StoreReader, run_id: str, thresholds: AuditThresholds | None = None) -> RunAudit:
+def audit_run(reader: Reader, run_id: str, thresholds: AuditThresholds | None = None) -> RunAudit:
     thresholds = thresholds or AuditThresholds()
     run = reader.run(run_id)
     run_id = run["id"]
@@ -185,7 +185,7 @@ def audit_run(reader: StoreReader, run_id: str, thresholds: AuditThresholds | No
             evaluated.scorer_errors.update(dict(row["scorer_problems"]))
     for audit in solutions.values():
         audit.reward_hacking.extend(
-            _reward_hacking(audit, sources.get(audit.hash, ""), evaluations_of[audit.hash], thresholds)
+            _reward_hacking(sources.get(audit.hash, ""), evaluations_of[audit.hash], thresholds)
         )
     for row in iterations:
         if (
@@ -202,11 +202,16 @@ def audit_run(reader: StoreReader, run_id: str, thresholds: AuditThresholds | No
     return RunAudit(run_id, thresholds, tuple(improvers.values()), tuple(solutions.values()))
 
 
-def _program(program_hash: str, kind: str, source: str, origin: str) -> ProgramAudit:
+def program_findings(source: str, kind: str) -> list[Finding]:
+    """What the audit reads from one program: an improver's strategies, tampering and sandbox circumvention;
+    a solution's tampering."""
     if kind == "improver":
-        findings = [*detect_strategies(source), *detect_tampering(source), *detect_unsandboxing(source)]
-    else:
-        findings = [*detect_tampering(source)]
+        return [*detect_strategies(source), *detect_tampering(source), *detect_unsandboxing(source)]
+    return [*detect_tampering(source)]
+
+
+def _program(program_hash: str, kind: str, source: str, origin: str) -> ProgramAudit:
+    findings = program_findings(source, kind)
     return ProgramAudit(program_hash, kind, source.count("\n") + 1, origin, findings=findings)
 
 
@@ -232,9 +237,7 @@ def _solution_origin(evaluations: list[dict[str, Any]]) -> str:
     return f"evaluated for improver run {first['improver_run_id']}" if first["improver_run_id"] else "evaluated"
 
 
-def _reward_hacking(
-    audit: ProgramAudit, source: str, mine: list[dict[str, Any]], thresholds: AuditThresholds
-) -> list[dict[str, Any]]:
+def _reward_hacking(source: str, mine: list[dict[str, Any]], thresholds: AuditThresholds) -> list[dict[str, Any]]:
     flags: list[dict[str, Any]] = []
     invalid = max(mine, key=lambda row: row["invalid"])
     if invalid["invalid"]:

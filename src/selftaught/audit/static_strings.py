@@ -68,18 +68,29 @@ def dotted_name(node: ast.AST, constants: ModuleConstants | None = None) -> str 
     `__import__("g" + "c")` and `getattr(gc, "get_" + "objects")` resolve too, since that is how
     generated code hides a module or a function from a text search.
     """
-    imports = constants.imports if constants is not None else {}
+    return _dotted_name(node, constants, 0)
+
+
+def _dotted_name(node: ast.AST, constants: ModuleConstants | None, depth: int) -> str | None:
+    # A chain a thousand attributes or calls long compiles: attributes are followed in a loop, and calls
+    # no deeper than folding goes, so that such a chain cannot exhaust the stack and end the audit.
+    if depth > MAX_DEPTH:
+        return None
+    attributes: list[str] = []
+    while isinstance(node, ast.Attribute):
+        attributes.append(node.attr)
+        node = node.value
+    if attributes:
+        owner = _dotted_name(node, constants, depth + 1)
+        return None if owner is None else ".".join([owner, *reversed(attributes)])
     if isinstance(node, ast.Name):
-        return imports.get(node.id, node.id)
-    if isinstance(node, ast.Attribute):
-        owner = dotted_name(node.value, constants)
-        return None if owner is None else f"{owner}.{node.attr}"
+        return (constants.imports if constants is not None else {}).get(node.id, node.id)
     if isinstance(node, ast.Call) and node.args:
-        callee = dotted_name(node.func, constants)
+        callee = _dotted_name(node.func, constants, depth + 1)
         if callee in DYNAMIC_IMPORTS:
             return fold_string(node.args[0], constants)
         if callee == "getattr" and len(node.args) >= 2:
-            owner = dotted_name(node.args[0], constants)
+            owner = _dotted_name(node.args[0], constants, depth + 1)
             attribute = fold_string(node.args[1], constants)
             return None if owner is None or attribute is None else f"{owner}.{attribute}"
     return None

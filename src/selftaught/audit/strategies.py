@@ -26,7 +26,7 @@ from selftaught.audit.strategy_signals import (
     strategy_finding,
     string_parts,
 )
-from selftaught.audit.syntax import host_role, identifier_words, parse_module
+from selftaught.audit.syntax import AuditedModule, findings_in, host_role, identifier_words, structure
 
 BEAM_SEARCH = "beam_search"
 GENETIC_ALGORITHM = "genetic_algorithm"
@@ -65,15 +65,14 @@ FUNCTION_NODE_TYPES = frozenset({"ast.FunctionDef", "ast.AsyncFunctionDef", "ast
 
 
 def detect_strategies(source: str, min_confidence: float = REPORTING_THRESHOLD) -> list[Finding]:
-    module = parse_module(source)
-    if module is None:
-        return []
-    try:
-        context = StrategyContext.of(module)
-        findings = [strategy_finding(label, detector(context)) for label, detector in DETECTORS.items()]
-    except RecursionError:
-        return []  # a pathologically deep tree; the audit must not fail the run it measures
-    return [finding for finding in findings if finding is not None and finding.confidence >= min_confidence]
+    findings = findings_in(source, _strategies)
+    return [finding for finding in findings if finding.confidence >= min_confidence]
+
+
+def _strategies(module: AuditedModule) -> Iterator[Finding | None]:
+    context = StrategyContext.of(module)
+    for label, detector in DETECTORS.items():
+        yield strategy_finding(label, detector(context))
 
 
 def _beam_search(context: StrategyContext) -> Iterator[Signal | None]:
@@ -172,7 +171,7 @@ def _filled_template(node: ast.AST, context: StrategyContext) -> tuple[str, set[
         text, values = template, [*node.args, *(keyword.value for keyword in node.keywords)]
     else:
         return None
-    candidates = {ast.dump(value) for value in values if host_role(_owner(value), context.module) is None}
+    candidates = {structure(value) for value in values if host_role(_owner(value), context.module) is None}
     return text, candidates
 
 
@@ -189,7 +188,7 @@ def _parent_sampling(context: StrategyContext) -> Signal | None:
         if last_component(name) in ("sample", "choices") and "random" in name:
             return Signal(0.25, (call,), "draws parents at random")
         if last_component(name) == "choice" and "random" in name:
-            choices.setdefault(ast.dump(call.args[0]), []).append(call)
+            choices.setdefault(structure(call.args[0]), []).append(call)
     for calls in choices.values():
         if len(calls) >= 2:
             return Signal(0.25, tuple(calls), "draws parents at random")

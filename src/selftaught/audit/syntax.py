@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from selftaught.audit.findings import Finding
 from selftaught.audit.static_bindings import build_module_constants
 from selftaught.audit.static_strings import ModuleConstants, fold_string
+from selftaught.loop.seed_improver import IMPROVER_ENTRY_POINT
 
-IMPROVER_ENTRY_POINT = "improve_algorithm"
 UTILITY = "utility"
 LANGUAGE_MODEL = "language_model"
 #: `improve_algorithm(initial_solution, utility, language_model)`: the roles of its parameters by position.
@@ -34,22 +35,37 @@ def parse_module(source: str) -> AuditedModule | None:
     """None for source that is not Python: an audit has nothing to say about it, and must not fail on it."""
     try:
         tree = ast.parse(source)
+        parents = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
+        constants = build_module_constants(tree)
+        assigned_values = _assigned_expressions(tree)
+        host_names = _host_names(tree)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
-    parents = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
-    constants = build_module_constants(tree)
-    assigned_values = _assigned_expressions(tree)
-    return AuditedModule(tree, parents, constants, _host_names(tree), assigned_values)
+    return AuditedModule(tree, parents, constants, host_names, assigned_values)
+
+
+def findings_in(source: str, detect: Callable[[AuditedModule], Iterable[Finding | None]]) -> list[Finding]:
+    """What `detect` finds in a program; nothing when it is not Python or its tree is too deep to walk (the
+    audit must not fail the run it measures)."""
+    module = parse_module(source)
+    if module is None:
+        return []
+    try:
+        return [finding for finding in detect(module) if finding is not None]
+    except RecursionError:
+        return []
 
 
 def dotted_text(node: ast.AST) -> str | None:
     """`self.lm` for an attribute chain of plain names; None for anything else."""
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        owner = dotted_text(node.value)
-        return None if owner is None else f"{owner}.{node.attr}"
-    return None
+    # A loop, not recursion: a chain a thousand attributes long compiles, and must not end the audit.
+    attributes: list[str] = []
+    while isinstance(node, ast.Attribute):
+        attributes.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return ".".join([node.id, *reversed(attributes)])
 
 
 def host_role(node: ast.AST, module: AuditedModule) -> str | None:
@@ -96,6 +112,18 @@ def short_text(node: ast.AST) -> str:
     except (RecursionError, ValueError):
         return "<expression>"
     return text if len(text) <= EVIDENCE_TEXT_LENGTH else text[: EVIDENCE_TEXT_LENGTH - 3] + "..."
+
+
+def structure(node: ast.AST) -> str:
+    """The node's shape as text, to tell equal expressions apart from different ones (`ast.dump`).
+
+    `ast.dump` recurses: a chain a thousand attributes long, which compiles, exceeds the stack. Such a
+    node is then taken as unlike every other, rather than ending the detector and hiding what it found.
+    """
+    try:
+        return ast.dump(node)
+    except RecursionError:
+        return f"<nested too deep to compare: node {id(node)}>"
 
 
 def node_lines(*nodes: ast.AST) -> tuple[int, ...]:

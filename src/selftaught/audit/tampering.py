@@ -15,9 +15,9 @@ from selftaught.audit.static_strings import DYNAMIC_IMPORTS, dotted_name, fold_s
 from selftaught.audit.syntax import (
     LANGUAGE_MODEL,
     AuditedModule,
+    findings_in,
     host_role,
     node_lines,
-    parse_module,
     short_text,
 )
 
@@ -78,20 +78,14 @@ def detect_tampering(source: str, min_confidence: float = REPORTING_THRESHOLD) -
 
 
 def _detect(source: str, depth: int) -> list[Finding]:
-    module = parse_module(source)
-    if module is None:
-        return []
-    try:
-        findings = [
-            *detect_budget_tampering(module),
-            *_language_model_construction(module),
-            *_host_object_access(module),
-            *_obfuscated_execution(module, depth),
-        ]
-    except RecursionError:
-        # A pathologically deep tree: the audit reports nothing rather than failing the run it measures.
-        return []
-    return _strongest_per_place(findings)
+    return _strongest_per_place(findings_in(source, lambda module: _all_findings(module, depth)))
+
+
+def _all_findings(module: AuditedModule, depth: int) -> Iterator[Finding]:
+    yield from detect_budget_tampering(module)
+    yield from _language_model_construction(module)
+    yield from _host_object_access(module)
+    yield from _obfuscated_execution(module, depth)
 
 
 def _strongest_per_place(findings: list[Finding]) -> list[Finding]:

@@ -10,9 +10,9 @@ from collections.abc import Callable
 import click
 from rich.text import Text
 
-from selftaught import __version__
 from selftaught.cli.safe_output import stderr_console, visible_controls
 from selftaught.stop_signals import stop_on_signals
+from selftaught.version import __version__
 
 #: Every command: the module that defines it, the function's name, and the line `--help` shows for it.
 #: A command's module (and what it imports: the sandbox, the store, numpy, model SDKs) loads only
@@ -50,9 +50,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "show": ("show_command", "show_command", "Show a recorded run: its options, status, cost and meta-utility per iteration."),
     "tasks": (
         "tasks_command", "tasks_command",
-        "List the built-in tasks: instances per split and the time limit per instance.",
+        "List the tasks (built-in and from plugins): instances per split and the time limit per instance.",
     ),
     "transfer": ("transfer_command", "transfer_command", "Apply an improver, unchanged, to other tasks: the paper's Table 1."),
+    "ui": (
+        "ui_command", "ui_command",
+        "Serve a web dashboard of the store's runs, read-only: Figure 4, lineage, calls, transfer.",
+    ),
 }  # fmt: skip
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
+from functools import lru_cache
 
 from rich.console import Console, ConsoleOptions, HighlighterType, JustifyMethod, OverflowMethod, RenderableType
 from rich.segment import Segment
@@ -35,12 +36,19 @@ def visible_controls(text: str) -> str:
     Newline and tab are kept. Python's own escapes are used so that code stays valid and means the same
     when the character sat in a string literal. Applying it twice changes nothing.
     """
-    return _NOT_PLAIN_ASCII.sub(_escape_if_hidden, text)
-
-
-#: The two line-shaping characters `visible_controls` keeps for multi-line text; every other line break
-#: (CR, VT, FF, the file/group/record separators, NEL, U+2028, U+2029) it escapes already.
-_ONE_LINE_ESCAPES = str.maketrans({"\n": "\\n", "\t": "\\t"})
+    if not _NOT_PLAIN_ASCII.search(text):
+        return text
+    # Each distinct character is judged once, at C speed where it can be (every hidden category is unprintable),
+    # and only the hidden ones present are replaced: a Python call per non-ASCII character made long prose,
+    # CJK or emoji take seconds.
+    hidden = {c for c in set(text) if not c.isprintable() and unicodedata.category(c) in _HIDDEN_CATEGORIES}
+    hidden.difference_update("\t\n")
+    hidden.update(_INVISIBLE.findall(text))
+    if len(hidden) <= _REPLACED_ONE_BY_ONE:  # a pass at C speed each, however many times they occur
+        for character in hidden:
+            text = text.replace(character, _escaped(ord(character)))
+        return text
+    return _character_class("".join(sorted(hidden))).sub(lambda match: _escaped(ord(match.group())), text)
 
 
 def one_line(text: str) -> str:
@@ -50,18 +58,37 @@ def one_line(text: str) -> str:
     CLI's. Programs and diffs keep their lines: they go through `visible_controls`. Applying it twice
     changes nothing.
     """
-    return visible_controls(text).translate(_ONE_LINE_ESCAPES)
+    # Newline and tab are the two line-shaping characters `visible_controls` keeps; every other line break
+    # (CR, VT, FF, the file/group/record separators, NEL, U+2028, U+2029) it escapes already.
+    return visible_controls(text).replace("\n", "\\n").replace("\t", "\\t")
 
 
-def _escape_if_hidden(match: re.Match[str]) -> str:
-    character = match.group()
-    code = ord(character)
-    invisible = any(first <= code <= last for first, last in _INVISIBLE_RANGES)
-    if not invisible and unicodedata.category(character) not in _HIDDEN_CATEGORIES:
-        return character
+#: Up to this many distinct hidden characters, each is replaced by its own `str.replace`; more take one regex.
+_REPLACED_ONE_BY_ONE = 8
+
+
+def _escaped(code: int) -> str:
     if code < 0x100:
         return f"\\x{code:02x}"
     return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+@lru_cache(maxsize=256)
+def _character_class(characters: str) -> re.Pattern[str]:
+    """A regex of exactly these (sorted) characters, as ranges of code points: a lone surrogate or NUL included,
+    and a class of a few ranges stays fast where one of thousands of single characters is not."""
+    ranges: list[list[int]] = []
+    for code in map(ord, characters):
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return re.compile("[" + "".join(f"\\U{first:08x}-\\U{last:08x}" for first, last in ranges) + "]")
+
+
+_INVISIBLE = _character_class(
+    "".join(chr(code) for first, last in _INVISIBLE_RANGES for code in range(first, last + 1))
+)
 
 
 def safe_text(text: str, style: StyleType = "") -> Text:
