@@ -79,6 +79,7 @@ TAMPERING = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TAMPERING))
 def test_tampering_gains_nothing(
     name: str, scripted_model: Callable[..., str], options_for: Callable[..., RunOptions]

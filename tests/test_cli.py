@@ -29,6 +29,7 @@ def strong_model(scripted_model: Callable[..., str]) -> str:
     return scripted_model(*responder_returning(STRONG_LPN_SOLUTION))
 
 
+@pytest.mark.slow
 def test_improve_json(strong_model: str, tmp_path: Path) -> None:
     result = invoke("improve", "--model", strong_model, "--store", str(tmp_path / "s.sqlite"), "--json", *SMALL_BUDGETS)
     assert result.exit_code == 0, result.stderr
@@ -38,6 +39,7 @@ def test_improve_json(strong_model: str, tmp_path: Path) -> None:
     assert (data["lm_calls"], data["lm_responses"], data["utility_calls"]) == (1, 2, 2)
 
 
+@pytest.mark.slow
 def test_meta_utility_json(strong_model: str, tmp_path: Path) -> None:
     result = invoke(
         "meta-utility", "--model", strong_model, "--store", str(tmp_path / "s.sqlite"), "--json", *SMALL_BUDGETS
@@ -49,6 +51,7 @@ def test_meta_utility_json(strong_model: str, tmp_path: Path) -> None:
     assert set(data["runs"][0]) >= {"utility_val", "lm_calls", "utility_calls", "error"}
 
 
+@pytest.mark.slow
 def test_run_json_and_table(strong_model: str, tmp_path: Path) -> None:
     store = str(tmp_path / "s.sqlite")
     result = invoke("run", "--model", strong_model, "--store", store, "--iterations", "1", "--json", *SMALL_BUDGETS)
@@ -67,6 +70,7 @@ def write(tmp_path: Path, name: str, text: str) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("case", "expected_code", "message"),
     [
@@ -122,6 +126,7 @@ def test_bad_input_gives_one_clear_line(
     assert "Traceback" not in result.stderr + result.stdout
 
 
+@pytest.mark.slow
 def test_the_installed_command_runs_and_explains_itself() -> None:
     help_text = subprocess.run(
         [sys.executable, "-m", "selftaught", "run", "--help"], capture_output=True, text=True, check=True
@@ -134,6 +139,7 @@ def test_the_installed_command_runs_and_explains_itself() -> None:
     assert {entry["prefix"] for entry in json.loads(models)} == {"anthropic", "llamacpp", "openai", "scripted"}
 
 
+@pytest.mark.slow
 def test_models_check_says_what_is_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
     from fake_servers import FakeServer, fake_server
 

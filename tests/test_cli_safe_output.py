@@ -95,6 +95,7 @@ def only_run_id(store: Path) -> str:
     return str(runs[0]["id"])
 
 
+@pytest.mark.slow
 def test_improve_and_audit_show_a_hostile_solution_and_its_errors(
     hostile_model: str, improver_file: str, tmp_path: Path
 ) -> None:
@@ -133,11 +134,13 @@ def hostile_run(hostile_model: str, improver_file: str, tmp_path: Path) -> tuple
     return store, only_run_id(store), ran
 
 
+@pytest.mark.slow
 def test_run_prints_the_iteration_error_visibly(hostile_run: tuple[Path, str, Result]) -> None:
     _, run_id, ran = hostile_run
     assert_shown_not_obeyed(ran, f"iteration 1: no candidate: the improver failed: X[/bogus]: {NOTE_SHOWN}", run_id)
 
 
+@pytest.mark.slow
 def test_show_prints_the_source_faithfully_but_for_control_characters(hostile_run: tuple[Path, str, Result]) -> None:
     store, run_id, _ = hostile_run
     shown = invoke("show", run_id, "--store", str(store), "--iteration", "0")
@@ -213,6 +216,7 @@ class _NoLauncher:
     def close(self) -> None: ...
 
 
+@pytest.mark.slow
 def test_doctor_shows_a_probe_childs_text_visibly_and_keeps_its_own_colors(monkeypatch: pytest.MonkeyPatch) -> None:
     report = SandboxReport(
         missing={"undumpable": f"X[/bogus] {NOTE}"}, checks={"open a socket": False}, problem=f"child: {NOTE}"

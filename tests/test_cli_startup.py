@@ -37,6 +37,7 @@ def test_every_command_module_is_in_the_table() -> None:
     assert {command.name for command in commands - subcommands} == set(COMMANDS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arguments", [["--help"], ["--version"], ["run", "--help"]])
 def test_help_and_version_load_only_what_they_show(arguments: list[str]) -> None:
     check = (
@@ -52,6 +53,7 @@ def test_help_and_version_load_only_what_they_show(arguments: list[str]) -> None
         assert loaded == "loaded: []", completed.stdout
 
 
+@pytest.mark.slow
 def test_commands_that_only_read_the_store_load_neither_numpy_nor_the_run_machinery(
     tmp_path: Path, scripted_model: Callable[[str], str], options_for: Callable[..., RunOptions]
 ) -> None:

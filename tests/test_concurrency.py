@@ -85,6 +85,7 @@ def openai(fake: FakeServer, concurrency: int) -> OpenAICompatibleBackend:
     return OpenAICompatibleBackend("openai:m", "m", fake.base_url, retry=FAST_RETRY, concurrency=concurrency)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("concurrency", [1, 3])
 def test_concurrency_bounds_every_request_the_server_sees(concurrency: int) -> None:
     """Split requests (a server that ignores `n`) and concurrent calls together never exceed `?concurrency=`."""
@@ -106,6 +107,7 @@ def anthropic(fake: FakeServer, concurrency: int, monkeypatch: pytest.MonkeyPatc
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("kind", "pushback"), [("openai", 429), ("anthropic", 529)])
 def test_a_server_that_takes_fewer_requests_at_once_is_found_out_without_failed_calls(
     kind: str, pushback: int, monkeypatch: pytest.MonkeyPatch
@@ -143,6 +145,7 @@ def slow_answers(delay: float) -> Callable[[dict[str, Any]], list[str]]:
     return respond
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("guard", [None, "2"])
 def test_improver_runs_wait_for_the_model_together_whatever_the_workers(
     guard: str | None, options_for: Callable[..., RunOptions], monkeypatch: pytest.MonkeyPatch
@@ -172,6 +175,7 @@ def test_evaluations_run_at_most_workers_at_once_whoever_asks() -> None:
     assert briefly.most == 2
 
 
+@pytest.mark.slow
 def test_a_run_against_a_server_that_takes_fewer_requests_at_once_fails_no_call(
     options_for: Callable[..., RunOptions],
 ) -> None:

@@ -16,6 +16,7 @@ from selftaught.llm.registry import create_backend
 pytestmark = pytest.mark.embedded
 
 
+@pytest.mark.slow
 def test_the_embedded_model_answers_repeatably_with_a_seed() -> None:
     backend = create_backend("llamacpp:smollm2?threads=1&context=2048")
     request = CompletionRequest(
@@ -33,6 +34,7 @@ def test_the_embedded_model_answers_repeatably_with_a_seed() -> None:
     assert first.texts == second.texts
 
 
+@pytest.mark.slow
 def test_selftaught_run_quick_on_the_embedded_model(tmp_path: Path) -> None:
     store = tmp_path / "runs.sqlite"
     completed = subprocess.run(
@@ -68,6 +70,7 @@ def test_selftaught_run_quick_on_the_embedded_model(tmp_path: Path) -> None:
     assert any(improver["origin"] == "the starting improver" for improver in audit["improvers"])
 
 
+@pytest.mark.slow
 def test_the_unsandboxing_experiment_on_the_embedded_model(tmp_path: Path) -> None:
     completed = subprocess.run(
         [

@@ -84,6 +84,7 @@ def test_a_dry_run_refuses_a_cost_limit_on_a_model_without_a_price(tmp_path: Pat
     assert '[prices."openai:mystery@http://127.0.0.1:9/v1"]' in result.stderr and "selftaught.toml" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_estimate_bounds_what_a_scripted_run_spends(
     tmp_path: Path, scripted_model: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -134,6 +135,7 @@ def improve_algorithm(initial_solution, utility, language_model):
 """
 
 
+@pytest.mark.slow
 def test_the_cost_limit_is_overshot_at_most_by_the_calls_in_flight(
     tmp_path: Path, options_for: Callable[..., RunOptions]
 ) -> None:

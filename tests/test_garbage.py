@@ -13,6 +13,8 @@ from selftaught import api
 from selftaught.api import RunOptions
 from selftaught.config import ImproverBudget
 
+pytestmark = pytest.mark.slow  # each case is a whole run
+
 NO_IMPROVER = "the improver returned None (did any response contain a code block?)"
 NO_ALGORITHM = "NameError: the code defines no function named 'algorithm'"
 NO_IMPROVE_ALGORITHM = "the improver failed: NameError: the code defines no function named 'improve_algorithm'"

@@ -115,6 +115,7 @@ def test_a_nested_example_fenced_like_its_block_stays_inside_it() -> None:
     assert extract_code(text) == 'm = """\n~~~python\ninner\n~~~\n"""'
 
 
+@pytest.mark.slow
 def test_many_small_blocks_after_a_large_one_take_linear_work() -> None:
     """The host extracts code from every response: a response crafted to make it quadratic must not stall it.
 

@@ -12,6 +12,8 @@ from conftest import STRONG_LPN_SOLUTION, TEST_PROFILE, ZERO_LPN_SOLUTION, fence
 from selftaught import api
 from selftaught.api import RunOptions
 
+pytestmark = pytest.mark.slow  # each case is a whole run of the loop
+
 #: An improver that ignores the language model and returns the strong LPN solution.
 SHORTCUT_IMPROVER = f"""\
 STRONG = {STRONG_LPN_SOLUTION!r}

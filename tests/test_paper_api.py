@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from conftest import STRONG_LPN_SOLUTION, responder_returning
 from selftaught import api
 from selftaught.api import RunOptions
@@ -32,6 +34,7 @@ def improve_algorithm(initial_solution, utility, language_model):
 '''
 
 
+@pytest.mark.slow
 def test_a_reference_style_beam_search_improver_runs_as_it_is(
     scripted_model: Callable[..., str], options_for: Callable[..., RunOptions]
 ) -> None:

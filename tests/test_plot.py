@@ -76,6 +76,7 @@ def test_mean_curve_aligns_runs_by_iteration_not_position() -> None:
     assert mean.val_stderr[1] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_one_run_is_written_as_a_real_png(tmp_path: Path) -> None:
     from matplotlib.image import imread
 
@@ -90,6 +91,7 @@ def test_one_run_is_written_as_a_real_png(tmp_path: Path) -> None:
     assert len(distinct_colours) > 10
 
 
+@pytest.mark.slow
 def test_one_run_svg_names_both_axes(tmp_path: Path) -> None:
     output = plot_runs([ONE_RUN], tmp_path / "figure4.svg", title="STOP on LPN")
     text = svg_text(output)
@@ -100,18 +102,21 @@ def test_one_run_svg_names_both_axes(tmp_path: Path) -> None:
     assert "STOP on LPN" in text
 
 
+@pytest.mark.slow
 def test_overlaid_runs_show_their_mean_in_the_legend(tmp_path: Path) -> None:
     text = svg_text(plot_runs(THREE_RUNS, tmp_path / "runs.svg"))
     assert "validation: mean ± standard error of 3 runs" in text
     assert "test: mean ± standard error of 3 runs" in text
 
 
+@pytest.mark.slow
 def test_svg_is_the_same_bytes_when_drawn_twice(tmp_path: Path) -> None:
     first = plot_runs(THREE_RUNS, tmp_path / "first.svg").read_bytes()
     second = plot_runs(THREE_RUNS, tmp_path / "second.svg").read_bytes()
     assert first == second
 
 
+@pytest.mark.slow
 def test_plotting_leaves_matplotlib_settings_alone(tmp_path: Path) -> None:
     import matplotlib
 
@@ -175,6 +180,7 @@ def test_the_default_title_names_the_runs_tasks_and_models() -> None:
     assert default_title([ONE_RUN]) == "a" and default_title(THREE_RUNS) is None
 
 
+@pytest.mark.slow
 def test_a_title_is_drawn_as_written(tmp_path: Path) -> None:
     # A model spec is text from elsewhere: "$...$" is no mathematics, and a control character no valid XML.
     model = "openai:m$x^2$@http://h:1/v1"
@@ -185,6 +191,7 @@ def test_a_title_is_drawn_as_written(tmp_path: Path) -> None:
     assert "gain $\\frac{1}{2}$" in texts
 
 
+@pytest.mark.slow
 def test_the_y_axis_can_start_at_zero(tmp_path: Path) -> None:
     def y_ticks(path: Path) -> set[str]:
         return {token for token in svg_text(path).split() if token.startswith("0.")}

@@ -63,6 +63,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     return store, run(store, f"scripted:{RESPONDER}", "--cache", "off")
 
 
+@pytest.mark.slow
 def test_a_fixed_seed_gives_identical_stored_results(recorded: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     store, first = recorded
     second = run(tmp_path / "again.sqlite", f"scripted:{RESPONDER}", "--cache", "off")
@@ -71,6 +72,7 @@ def test_a_fixed_seed_gives_identical_stored_results(recorded: tuple[Path, dict[
     assert sum(first_results["lm_calls"].values()) >= 20
 
 
+@pytest.mark.slow
 def test_a_run_replayed_from_the_cache_stores_identical_results(tmp_path: Path) -> None:
     store = tmp_path / "runs.sqlite"
     live = run(store, f"scripted:{RESPONDER}")
@@ -79,6 +81,7 @@ def test_a_run_replayed_from_the_cache_stores_identical_results(tmp_path: Path) 
     assert live_results == stored_results(store, replayed["run_id"])
 
 
+@pytest.mark.slow
 def test_show_gives_the_summary_an_iteration_its_parent_and_the_diff(recorded: tuple[Path, dict[str, Any]]) -> None:
     store, report = recorded
     run_id = report["run_id"]
@@ -106,6 +109,7 @@ def test_show_gives_the_summary_an_iteration_its_parent_and_the_diff(recorded: t
     assert unknown.exit_code == 2 and "no run 'nope'" in unknown.stderr
 
 
+@pytest.mark.slow
 def test_lineage_links_each_candidate_to_the_improver_run_that_produced_it(
     recorded: tuple[Path, dict[str, Any]],
 ) -> None:
@@ -130,6 +134,7 @@ def test_lineage_links_each_candidate_to_the_improver_run_that_produced_it(
     assert children > 0
 
 
+@pytest.mark.slow
 def test_plot_writes_png_and_svg_for_one_or_several_runs(recorded: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     store, report = recorded
     other = run(store, f"scripted:{RESPONDER}", "--cache", "off", "--seed", "6")
@@ -142,6 +147,7 @@ def test_plot_writes_png_and_svg_for_one_or_several_runs(recorded: tuple[Path, d
     assert bad.exit_code == 2 and ".png or .svg" in bad.stderr
 
 
+@pytest.mark.slow
 def test_export_import_then_replay_on_another_machine_without_the_model(
     recorded: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -197,6 +203,7 @@ def test_import_refuses_what_is_not_a_run_archive(tmp_path: Path) -> None:
     assert refused.exit_code == 2 and "cannot read the archive" in refused.stderr
 
 
+@pytest.mark.slow
 def test_runs_lists_every_run_as_json(recorded: tuple[Path, dict[str, Any]]) -> None:
     store, report = recorded
     listed = json.loads(invoke("runs", "--store", str(store), "--json").stdout)

@@ -150,6 +150,7 @@ def test_a_flood_of_distinct_scorer_errors_is_kept_short() -> None:
 # --- what the user sees --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tasks_check_names_the_exception_and_the_line_in_task_py(tmp_path: Path) -> None:
     folder = write_task(tmp_path / "sums")
     checked = CliRunner().invoke(cli, ["tasks", "check", str(folder)])
@@ -162,6 +163,7 @@ def test_tasks_check_names_the_exception_and_the_line_in_task_py(tmp_path: Path)
     assert report["scorer_errors"] == 3 and report["seed_score"] == pytest.approx(0.5) and not report["ok"]
 
 
+@pytest.mark.slow
 def test_improve_warns_once_per_error_counts_scorer_errors_and_the_audit_calls_it_no_hacking(
     scripted_model: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -204,6 +206,7 @@ def test_improve_warns_once_per_error_counts_scorer_errors_and_the_audit_calls_i
     assert f"not reward hacking): {raising_at(folder)} ×{result['scorer_errors']}" in printed.stdout
 
 
+@pytest.mark.slow
 def test_invalid_outputs_stay_invalid_and_flagged(scripted_model: Callable[..., str], tmp_path: Path) -> None:
     folder = write_task(tmp_path / "sums", seed=A_STRING)
     model = scripted_model(f"return {fenced(A_STRING)!r}")

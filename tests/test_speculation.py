@@ -18,6 +18,8 @@ from selftaught.loop.estimate import estimate_run
 from selftaught.loop.limits import MAX_IMPROVER_RUNS_VARIABLE
 from selftaught.loop.seed_improver import SEED_IMPROVER
 
+pytestmark = pytest.mark.slow  # each case is a whole run
+
 #: Asks for three candidates but scores only the first: the other two are what speculation pays for in vain.
 FIRST_ONLY_IMPROVER = SEED_IMPROVER.replace(
     "best_solution = max(new_solutions, key=utility)",

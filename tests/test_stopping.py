@@ -28,6 +28,8 @@ from selftaught.sandbox.fork_server import ZYGOTE
 from selftaught.sandbox.launcher import Launcher
 from subreaper import children_of
 
+pytestmark = pytest.mark.slow  # each case stops a whole run, in a subprocess
+
 SUBREAPER = Path(__file__).parent / "subreaper.py"
 EXAMPLE_TASK = Path(__file__).resolve().parent.parent / "examples" / "tsp"
 QUICK = (

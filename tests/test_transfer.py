@@ -36,6 +36,7 @@ def test_estimates_have_a_t_interval() -> None:
     assert 0.47 < many.low < 0.5 < many.high < 0.53
 
 
+@pytest.mark.slow
 def test_transfer_compares_the_original_the_seed_improver_and_the_improver(
     scripted_model: Callable[..., str], options_for: Callable[..., RunOptions]
 ) -> None:
@@ -49,6 +50,7 @@ def test_transfer_compares_the_original_the_seed_improver_and_the_improver(
         api.transfer(options, SHORTCUT_IMPROVER, ["no_such_task"], repeats=1)
 
 
+@pytest.mark.slow
 def test_the_cli_takes_an_improver_file_or_the_id_of_a_run(
     tmp_path: Path, scripted_model: Callable[..., str], options_for: Callable[..., RunOptions]
 ) -> None:

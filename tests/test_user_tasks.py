@@ -24,6 +24,7 @@ from selftaught.tasks.folder_identity import task_folder_identity
 from selftaught.tasks.user_task import load_task_folder
 
 
+@pytest.mark.slow
 def test_the_example_task_checks_and_improves(scripted_model: Callable[..., str], tmp_path: Path) -> None:
     checked = CliRunner().invoke(cli, ["tasks", "check", str(TSP_EXAMPLE), "--json"])
     assert checked.exit_code == 0, checked.stdout
@@ -61,6 +62,7 @@ class NumpyEcho(Echo):
         return InstanceScore(np.mean(np.array([output]) == instance.answer))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", [Echo(), NumpyEcho()], ids=["python_scores", "numpy_scores"])
 def test_a_task_object_from_python(
     task: Task, scripted_model: Callable[..., str], options_for: Callable[..., RunOptions]
@@ -99,6 +101,7 @@ BREAKAGES = {
 }  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("breakage", sorted(BREAKAGES))
 def test_a_broken_folder_gets_clear_messages(breakage: str, tmp_path: Path) -> None:
     folder = tmp_path / "my_task"
@@ -132,6 +135,7 @@ def test_a_planted_pyc_never_runs_instead_of_task_py(tmp_path: Path) -> None:
     assert load_task_folder(folder).description != "PLANTED"
 
 
+@pytest.mark.slow
 def test_task_toml_budgets_apply_unless_a_flag_says_otherwise(
     scripted_model: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -151,6 +155,7 @@ def test_task_toml_budgets_apply_unless_a_flag_says_otherwise(
     assert checked.exit_code == 1 and "unknown budget 'responses'" in checked.stdout
 
 
+@pytest.mark.slow
 def test_the_loop_runs_on_a_task_folder(
     scripted_model: Callable[..., str], options_for: Callable[..., RunOptions]
 ) -> None:

@@ -191,6 +191,7 @@ def test_a_job_after_the_launcher_ended_is_refused_and_starts_nothing(ending: st
     launcher.close()
 
 
+@pytest.mark.slow
 def test_uid_blocks_are_claimed_machine_wide_and_given_back(tmp_path: Path) -> None:
     claims = (tmp_path / "claims",)
     first = Identities(base=1000, count=512, block=256, claims=claims)
@@ -214,6 +215,7 @@ def test_uid_blocks_are_claimed_machine_wide_and_given_back(tmp_path: Path) -> N
 UID = "import os\ndef algorithm():\n    return os.getuid()\n"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="children run as uids of their own only when the host is root")
 def test_two_launchers_never_give_their_children_the_same_uid() -> None:
     launchers = [Launcher(), Launcher()]
@@ -266,6 +268,7 @@ def test_no_child_sees_any_pid_but_its_own(bubblewrap: bool) -> None:
 NAPS = "import time\ndef algorithm():\n    time.sleep(0.6)\n    return 1\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pinned", [False, True], ids=["free-zygote", "pinned-zygote"])
 def test_the_next_child_starts_during_a_job_only_where_it_takes_no_core_from_it(
     launcher: Launcher, pinned: bool
@@ -296,6 +299,7 @@ def algorithm():
 """
 
 
+@pytest.mark.slow
 def test_a_tree_too_deep_for_rmtree_is_removed_and_the_host_goes_on(launcher: Launcher) -> None:
     assert output(run(launcher, DEEP_TREE)) == 1
     scratch_root = Path(launcher._scratch_root)
