@@ -5,8 +5,10 @@ out of its environment, as a user's cluster would be. What is checked: a run on 
 scores of the same run on this machine and which node ran each evaluation; no key and no hidden
 answer leaves the host (the jobs sent, and every worker's environment, are read); a node whose
 raylet is SIGKILLed mid-job costs nothing (its jobs run on another node, the run equals a local
-one, the loss is recorded); a run resumes on another executor; an unreachable head is one line
-and exit 2; `doctor` lists every node; strict mode refuses a node that lacks a layer.
+one, the loss is recorded); a run resumes on another executor; an unreachable head, or one that never
+speaks Ray, is one line and exit 2; `doctor` lists every node; strict mode refuses a node that lacks a
+layer; what a node returns is checked (a forged one is that evaluation's failure, the node recorded is
+the one the host chose), and a sandbox that fails or is killed for memory does not end the run.
 """
 
 from __future__ import annotations
@@ -386,3 +388,121 @@ def test_ray_loads_only_when_chosen() -> None:
     )
     completed = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
     assert completed.stdout.strip().splitlines()[-1] == "False False", completed.stderr[-2000:]
+
+
+def nodes_answering(runner: RayJobRunner, answer: Callable[[str], Any], on: set[str]) -> None:
+    """The sandbox actor of each node in `on` replaced by one on that node answering every job `answer(other node)`."""
+
+    class Double:  # defined here, so that Ray sends the class itself to the nodes
+        def __init__(self, other: str) -> None:
+            self.other = other
+
+        def run(self, fields: Any, instances: Any, limits: SandboxLimits) -> Any:
+            return answer(self.other)
+
+        def close(self) -> None:
+            pass
+
+    others = {node.id: next((o.id for o in runner._nodes if o is not node), node.id) for node in runner._nodes}
+    for node in runner._nodes:
+        if node.id in on:
+            strategy = NodeAffinitySchedulingStrategy(node.id, soft=False)
+            node.actor = ray.remote(Double).options(scheduling_strategy=strategy, num_cpus=0).remote(others[node.id])
+
+
+def forged_returns() -> list[Callable[[str], Any]]:
+    return [
+        lambda other: None,
+        lambda other: ChildOutcome(has_result=True, exit_code=0, instances=("x",)),
+        lambda other: ChildOutcome(has_result=True, exit_code=0, stopped_at=-1),
+        lambda other: ChildOutcome(has_result=True, exit_code=0, failure="x" * 100_000),
+        lambda other: ChildOutcome(has_result=True, exit_code=0, instances=({"index": 7, "timed_out": False},)),
+    ]
+
+
+def test_what_a_node_returns_is_checked_and_its_claimed_node_ignored(cluster: LocalCluster) -> None:
+    from selftaught.sandbox.policy import SandboxPolicy
+    from selftaught.tasks.evaluation import SolutionEvaluator
+
+    runner = RayJobRunner(cluster.address, SandboxPolicy())
+    try:
+        first = min(cluster.nodes)
+        # A node that names the other one: the evaluation records the node the host sent the job to.
+        nodes_answering(runner, lambda other: ChildOutcome(has_result=True, exit_code=0, node=other), {first})
+        runner._nodes = [node for node in runner._nodes if node.id == first]
+        claimed = SolutionEvaluator(runner).evaluate(Hidden(), SLOW_ECHO, VALIDATION, 1)
+        assert claimed.node == first
+        for answer in forged_returns():  # each one that evaluation's failure, in one line, at once
+            nodes_answering(runner, answer, {first})
+            started = time.monotonic()
+            forged = SolutionEvaluator(runner).evaluate(Hidden(), SLOW_ECHO, VALIDATION, 1)
+            assert time.monotonic() - started < 10 and forged.score == 0.0 and forged.node == first
+            assert forged.failure and "returned what no sandbox returns" in forged.failure and "\n" not in forged.failure
+            assert {"kind": "protocol", "detail": forged.failure} in forged.violations
+        assert runner.nodes() == [{"node": first, "address": "127.0.0.1", "cpus": 1}]  # nothing lost
+    finally:
+        runner.close()
+
+
+def test_a_failing_or_memory_killed_sandbox_does_not_end_the_run(cluster: LocalCluster) -> None:
+    from ray.exceptions import OutOfMemoryError
+
+    from selftaught.sandbox.policy import SandboxPolicy
+    from selftaught.tasks.evaluation import SolutionEvaluator
+
+    runner = RayJobRunner(cluster.address, SandboxPolicy())
+    try:
+        [first, second] = sorted(cluster.nodes)
+
+        def out_of_memory(other: str) -> Any:
+            raise OutOfMemoryError("Task was killed due to the node running low on memory.")
+
+        # Killed by Ray's memory monitor on every node: the candidate's failure; each node gets a new sandbox.
+        nodes_answering(runner, out_of_memory, {first, second})
+        hog = SolutionEvaluator(runner).evaluate(Hidden(), SLOW_ECHO, VALIDATION, 1)
+        assert hog.score == 0.0 and hog.failure and hog.failure.startswith("MemoryError: Ray's memory monitor")
+        assert {"kind": "memory_limit", "detail": "MemoryError under the address-space limit"} in hog.violations
+        assert {node["node"] for node in runner.nodes()} == cluster.nodes
+        assert SolutionEvaluator(runner).evaluate(Hidden(), SLOW_ECHO, VALIDATION, 1).score == 1.0
+
+        def failing(other: str) -> Any:
+            raise ValueError("node-side failure")
+
+        # A sandbox that fails on its node: the node is lost, the job runs on the other one.
+        nodes_answering(runner, failing, {first})
+        runs = [SolutionEvaluator(runner).evaluate(Hidden(), SLOW_ECHO, VALIDATION, seed) for seed in (1, 2)]
+        assert [run.score for run in runs] == [1.0, 1.0] and {run.node for run in runs} == {second}
+        assert [node["node"] for node in runner.nodes()] == [second]
+    finally:
+        runner.close()
+
+
+def test_a_head_that_never_speaks_ray_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    accepted: list[socket.socket] = []
+    with socket.socket() as listener:  # accepts every connection, and never says a word
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(50)
+        listener.settimeout(0.5)
+
+        def accepting() -> None:
+            while listener.fileno() != -1:
+                try:
+                    accepted.append(listener.accept()[0])
+                except OSError:
+                    continue
+
+        threading.Thread(target=accepting, daemon=True).start()
+        port = listener.getsockname()[1]
+        started = time.monotonic()
+        store = tmp_path / "runs.sqlite"
+        arguments = ("run", "--store", str(store), "--executor", "ray", "--ray-address", f"127.0.0.1:{port}")
+        # As in the cluster fixture: Ray keeps 127.0.0.1 for this machine instead of taking its public address.
+        completed = selftaught(*arguments, *RUN_FLAGS, env={"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+        seconds = time.monotonic() - started
+    for connection in accepted:
+        connection.close()
+    assert completed.returncode == 2 and seconds < 30, (seconds, completed.stderr[-2000:])
+    assert "Traceback" not in completed.stderr and completed.stdout == ""
+    [line] = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
+    assert "cannot connect to the Ray cluster at " in line and f":{port}" in line and "within 15 s" in line
+    assert not store.exists()

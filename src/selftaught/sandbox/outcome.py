@@ -48,7 +48,7 @@ class ChildOutcome:
     own_seconds: float = 0.0
     #: The instance at whose time limit the host stopped the child; the instances after it did not run.
     stopped_at: int | None = None
-    #: The Ray node whose sandbox ran the job (`--executor ray`), set by the host's runner; None on this machine.
+    #: The Ray node the host sent the job to (`--executor ray`), from the host's own record; None on this machine.
     node: str | None = None
 
     @property

@@ -19,7 +19,7 @@ import signal
 import socket
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from selftaught.errors import SandboxError
@@ -30,7 +30,7 @@ except ModuleNotFoundError as missing:  # the one place that says so, for every 
     if missing.name != "ray":
         raise
     raise SandboxError("--executor ray needs Ray on this host and every node: pip install 'selftaught[ray]'") from None
-from ray.exceptions import GetTimeoutError, NodeDiedError, RayActorError, RayError, RayTaskError, WorkerCrashedError
+from ray.exceptions import GetTimeoutError, OutOfMemoryError, RayActorError, RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from selftaught.sandbox.executor import CallHandler
@@ -39,12 +39,15 @@ from selftaught.sandbox.launcher import SandboxAborted
 from selftaught.sandbox.outcome import ChildOutcome, SandboxLimits
 from selftaught.sandbox.policy import SandboxPolicy
 from selftaught.sandbox.ray_node import NodeReport, NodeSandbox, node_name
+from selftaught.sandbox.ray_returns import NodeReturned, checked_outcome
 from selftaught.version import __version__
 
 logger = logging.getLogger("selftaught")
 
 #: How long the head may take to accept a connection: Ray itself would retry for many minutes.
 CONNECT_SECONDS = 10.0
+#: Beyond CONNECT_SECONDS, how long `ray.init` may take once the head accepted the connection.
+INIT_SLACK_SECONDS = 5.0
 #: How long a node may take to start its actor (a worker process, selftaught's import, a fork server) or probe.
 START_SECONDS = 120.0
 #: Beyond a job's own wall-clock limit, how long its outcome may take to come back before its node counts as lost.
@@ -52,8 +55,8 @@ RETURN_SLACK_SECONDS = 60.0
 #: Ray's settings while it connects (unless set already): a port that answers but is no head (the dashboard's, say)
 #: is given up on after about CONNECT_SECONDS instead of many minutes.
 CONNECTING = {"RAY_gcs_server_port_wait_time_s": str(int(CONNECT_SECONDS))}
-#: What ends a job through no fault of its candidate: its node (or the actor's process on it) went away.
-NODE_LOST = (RayActorError, NodeDiedError, WorkerCrashedError, GetTimeoutError)
+#: Times Ray's memory monitor may kill the sandbox running one job before the job counts as out of memory.
+OOM_KILLS_PER_JOB = 2
 _NodeSandboxActor = ray.remote(NodeSandbox)
 
 
@@ -150,22 +153,32 @@ class RayJobRunner:
         instances = job.get("instances")
         if isinstance(instances, EncodedInstances):
             instances = self._shared.ref(instances)
+        span = (int(job.get("first_instance", 0)), len(job["instances"]) if "instances" in job else 0)
+        killed_by_memory: list[str] = []
         while True:
             node = self._take()
+            actor = node.actor
             try:
                 waited = limits.wall_seconds + RETURN_SLACK_SECONDS
-                outcome: ChildOutcome = ray.get(node.actor.run.remote(fields, instances, limits), timeout=waited)
-                return outcome
-            except NODE_LOST as error:
-                self._lose(node, error)
+                returned = ray.get(actor.run.remote(fields, instances, limits), timeout=waited)
+                # Which node ran it is the host's own record: what a node says of itself is its claim.
+                return replace(checked_outcome(returned, span, limits), node=node.id)
+            except NodeReturned as refused:  # that evaluation's failure, recorded as its violation
+                problem = f"node {node.name} returned what no sandbox returns: {refused}"
+                logger.warning("%s", problem)
+                return ChildOutcome(violation=problem, node=node.id)
+            except OutOfMemoryError as error:  # Ray's memory monitor killed the actor under this job; its node is well
+                self._refuse_if_closed()
+                killed_by_memory.append(node.name)
+                self._renew(node, actor, error)
+                if len(killed_by_memory) >= OOM_KILLS_PER_JOB:  # the candidate's fault: as a local memory-limit kill
+                    where = ", ".join(killed_by_memory)
+                    failure = f"MemoryError: Ray's memory monitor killed the sandbox running it, on {where}"
+                    return ChildOutcome(failure=failure, node=node.id)
             except RayTaskError as error:  # the node's sandbox itself failed: a candidate's failures come back as data
-                self._refuse_if_closed()
-                if not isinstance(error.cause, SandboxAborted):
-                    raise SandboxError(f"the sandbox of node {node.name} failed: {_one_line(error.cause)}") from None
-                self._lose(node, error.cause)  # it ended under the job: its raylet is gone (ray_node.py)
-            except RayError as error:
-                self._refuse_if_closed()
-                raise SandboxError(f"Ray failed to run a job on node {node.name}: {_one_line(error)}") from None
+                self._lose(node, error.cause if isinstance(error.cause, SandboxAborted) else error, actor)
+            except RayError as error:  # its actor died, its raylet or machine went, or Ray failed there otherwise
+                self._lose(node, error, actor)
             finally:
                 self._give_back(node)
 
@@ -213,11 +226,24 @@ class RayJobRunner:
         if self._closed:
             raise SandboxAborted("the sandbox was shut down")
 
-    def _lose(self, node: _Node, error: BaseException) -> None:
+    def _renew(self, node: _Node, actor: Any, error: BaseException) -> None:
+        """A new sandbox actor on the node in place of `actor`, which Ray killed (once, whichever job saw it first)."""
+        with self._changes:
+            if node.lost or node.actor is not actor:
+                return
+            node.actor = _new_actor(node.id, node.cpus, self.policy)
+        with contextlib.suppress(RayError, ValueError):  # dead already, as a rule: its other jobs then run again
+            ray.kill(actor)
+        logger.warning("the sandbox of Ray node %s was killed (%s); started a new one", node.name, _one_line(error))
+        if self._recorder is not None:
+            detail = {"node": node.id, "address": node.address, "reason": f"{type(error).__name__}: {_one_line(error)}"}
+            self._recorder.event(None, "executor_node_renewed", detail)
+
+    def _lose(self, node: _Node, error: BaseException, actor: Any = None) -> None:
         """Sends no more jobs to the node; says so once, and records it in the run."""
         self._refuse_if_closed()
         with self._changes:
-            if node.lost:
+            if node.lost or (actor is not None and node.actor is not actor):  # its old actor, replaced already
                 return
             node.lost = True
             self._changes.notify_all()
@@ -239,7 +265,7 @@ def _connect(address: str) -> None:
     try:
         # No runtime environment: nothing of the host's environment (its API keys) goes to the cluster.
         with _environment(CONNECTING):
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            _init_within(address, CONNECT_SECONDS + INIT_SLACK_SECONDS)
     except (ConnectionError, RayError, RuntimeError, ValueError) as error:
         raise SandboxError(
             f"cannot connect to the Ray cluster at {address}: {_one_line(error)} "
@@ -248,6 +274,26 @@ def _connect(address: str) -> None:
     finally:
         if on_sigterm is not None:
             signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _init_within(address: str, seconds: float) -> None:
+    """`ray.init`, given up on after `seconds`: a port that accepts but never speaks Ray would hold it forever."""
+    failed: list[BaseException] = []
+
+    def init() -> None:
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        except BaseException as error:  # handed to the caller's thread
+            failed.append(error)
+
+    # A daemon thread: one still stuck in Ray's connecting holds neither the exit nor the caller.
+    connecting = threading.Thread(target=init, name="ray-connect", daemon=True)
+    connecting.start()
+    connecting.join(seconds)
+    if connecting.is_alive():
+        raise ConnectionError(f"no answer in Ray's protocol within {seconds:.0f} s")
+    if failed:
+        raise failed[0]
 
 
 @contextlib.contextmanager
@@ -300,16 +346,20 @@ def _start_nodes(address: str, policy: SandboxPolicy) -> list[_Node]:
     for info in ray.nodes():
         cpus = int(info.get("Resources", {}).get("CPU", 0))
         if info.get("Alive") and cpus >= 1:
-            actor = _NodeSandboxActor.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(info["NodeID"], soft=False),
-                max_concurrency=cpus,
-                num_cpus=0,  # its jobs are held to the node's CPUs by the host instead
-                max_restarts=0,  # a lost node's jobs go to another node, never to a new actor on it
-            ).remote(policy)
+            actor = _new_actor(info["NodeID"], cpus, policy)
             nodes.append(_Node(info["NodeID"], str(info.get("NodeManagerAddress", "?")), cpus, actor))
     if not nodes:
         raise SandboxError(f"the Ray cluster at {address} has no live node with a CPU to run evaluations on")
     return nodes
+
+
+def _new_actor(node: str, cpus: int, policy: SandboxPolicy) -> Any:
+    return _NodeSandboxActor.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+        max_concurrency=cpus,
+        num_cpus=0,  # its jobs are held to the node's CPUs by the host instead
+        max_restarts=0,  # a lost node's jobs go to another node, never to a new actor on it
+    ).remote(policy)
 
 
 def _check_versions(nodes: list[_Node]) -> None:

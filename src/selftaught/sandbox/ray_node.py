@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -76,7 +76,7 @@ class NodeSandbox:
 
     def run(self, fields: Mapping[str, Any], instances: Any, limits: SandboxLimits) -> ChildOutcome:
         job = {**fields, "instances": instances} if instances is not None else dict(fields)
-        return replace(self._launcher.run(job, limits), node=self._node)
+        return self._launcher.run(job, limits)  # which node ran it, the host knows itself
 
     def probe(self, address: str, cpus: int) -> NodeReport:
         report = probe(self._launcher)
