@@ -10,6 +10,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from selftaught.dashboard.fields import finite
+
 WIDTH = 640
 HEIGHT = 300
 #: Room for the y tick labels (left) and the x ones (bottom).
@@ -158,13 +160,7 @@ def _drawable(series: Series) -> list[_Drawable]:
 def _finite(value: object) -> float | None:
     if type(value) is float:  # nearly every value: checked first
         return value if math.isfinite(value) else None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an integer beyond any float
-        return None
-    return number if math.isfinite(number) else None
+    return finite(value)
 
 
 def _clamped(value: float) -> float:
